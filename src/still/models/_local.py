@@ -1,0 +1,294 @@
+"""The local provider: any transformers causal LM directory, bundled models included.
+
+Two ways to answer:
+
+- **generate**: batched decoding with left padding, greedy or sampled;
+- **score** (the request carries `labels`): rank each label by the log-likelihood of the
+  label tokens after the prompt. It is always a valid label and costs one forward pass.
+
+Scoring reuses the KV cache of the prompt prefix shared by a batch (a few-shot teacher
+prompt is mostly the same 300+ tokens for every question), and computes the output layer
+only at the label positions: Gemma's 262k-token vocabulary makes full logits the slowest
+part of a forward pass otherwise.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from still.models._provider import register_provider
+from still.types import Completion, Message, Request, SamplingParams, Usage
+
+if TYPE_CHECKING:
+    import torch
+
+MIN_PREFIX = 16
+"""A shared prefix shorter than this is not worth caching."""
+
+
+class LocalProvider:
+    """A transformers model on CPU (or CUDA when present), loaded once."""
+
+    def __init__(self, name: str, path: Path, device: str | None = None) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.name = name
+        self.path = Path(path)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
+        self.model.to(self.device).eval()
+        self.chat = bool(getattr(self.tokenizer, "chat_template", None))
+        self._prefix: tuple[list[int], Any] | None = None
+
+    # -- prompts -------------------------------------------------------------------------
+    def render(self, messages: Sequence[Message]) -> str:
+        """The prompt text: the chat template when the model has one, else plain text."""
+        if self.chat:
+            text = self.tokenizer.apply_chat_template(
+                [m.model_dump() for m in messages], tokenize=False, add_generation_prompt=True
+            )
+            return str(text)
+        return "\n\n".join(m.content for m in messages)
+
+    def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
+        """Token ids of the rendered prompt (BOS added for plain-text prompts only)."""
+        text = self.render(messages)
+        ids = self.tokenizer(text, add_special_tokens=not self.chat)["input_ids"]
+        return list(ids)
+
+    def label_ids(self, prompt: str, label: str) -> list[int]:
+        """Tokens of a label as the continuation of `prompt` (a space after a word)."""
+        cont = label if (self.chat or not prompt or prompt[-1].isspace()) else " " + label
+        return list(self.tokenizer(cont, add_special_tokens=False)["input_ids"])
+
+    # -- the Provider method -------------------------------------------------------------
+    def complete(self, requests: Sequence[Request]) -> list[Completion]:
+        """Answer a batch: scored requests together, generated ones grouped by parameters."""
+        results: dict[int, Completion] = {}
+        scored = [i for i, r in enumerate(requests) if r.labels]
+        if scored:
+            self._run(requests, scored, self._score, results)
+        groups: dict[SamplingParams, list[int]] = {}
+        for i, r in enumerate(requests):
+            if not r.labels:
+                groups.setdefault(r.params, []).append(i)
+        for idx in groups.values():
+            self._run(requests, idx, self._generate, results)
+        return [results[i] for i in range(len(requests))]
+
+    def _run(
+        self,
+        requests: Sequence[Request],
+        idx: list[int],
+        fn: Any,
+        results: dict[int, Completion],
+    ) -> None:
+        batch = [requests[i] for i in idx]
+        start = time.perf_counter()
+        try:
+            outs: list[Completion] = fn(batch)
+        except Exception as exc:  # stored as failed completions; the run goes on
+            elapsed = time.perf_counter() - start
+            err = f"{type(exc).__name__}: {exc}"
+            outs = [
+                Completion(request=r, request_hash=r.key(), error=err, latency_s=elapsed)
+                for r in batch
+            ]
+        for i, c in zip(idx, outs, strict=True):
+            results[i] = c
+
+    # -- scoring -------------------------------------------------------------------------
+    def _score(self, batch: list[Request]) -> list[Completion]:
+        import torch
+
+        start = time.perf_counter()
+        prompts = [self.render(r.messages) for r in batch]
+        ids = [self.prompt_ids(r.messages) for r in batch]
+        prefix_len, cache = self._prefix_cache(ids)
+        rows: list[list[int]] = []
+        spans: list[tuple[int, int, int]] = []  # (request, label index, label length)
+        for b, (r, p) in enumerate(zip(batch, prompts, strict=True)):
+            assert r.labels is not None
+            for k, lab in enumerate(r.labels):
+                lab_ids = self.label_ids(p, lab)
+                if not lab_ids:
+                    raise ValueError(f"label {lab!r} tokenizes to nothing")
+                rows.append(ids[b][prefix_len:] + lab_ids)
+                spans.append((b, k, len(lab_ids)))
+        width = max(len(x) for x in rows)
+        max_lab = max(s[2] for s in spans)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in rows])
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in rows])
+        positions = (prefix_len + mask.cumsum(-1) - 1).clamp(min=prefix_len)
+        kwargs: dict[str, Any] = {}
+        if cache is not None:
+            kv = copy.deepcopy(cache)
+            kv.batch_repeat_interleave(len(rows))
+            kwargs["past_key_values"] = kv
+            mask = torch.cat([torch.ones(len(rows), prefix_len, dtype=mask.dtype), mask], dim=1)
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=input_ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=positions.to(self.device),
+                logits_to_keep=max_lab + 1,
+                use_cache=cache is not None,
+                **kwargs,
+            )
+        logp = torch.log_softmax(out.logits.float(), dim=-1).cpu()
+        keep = logp.shape[1]
+        scores: list[dict[str, float]] = [{} for _ in batch]
+        for row, (b, k, n) in enumerate(spans):
+            tokens = rows[row][-n:]
+            # logits at position t predict token t+1; the label fills the last n positions
+            lp = sum(float(logp[row, keep - 1 - n + j, tok]) for j, tok in enumerate(tokens))
+            labels = batch[b].labels
+            assert labels is not None
+            scores[b][labels[k]] = lp
+        elapsed = (time.perf_counter() - start) / len(batch)
+        outs = []
+        for b, r in enumerate(batch):
+            best = max(scores[b], key=lambda lab: scores[b][lab])
+            outs.append(
+                Completion(
+                    request=r,
+                    request_hash=r.key(),
+                    text=best,
+                    finish_reason="stop",
+                    usage=Usage(
+                        prompt_tokens=len(ids[b]),
+                        completion_tokens=len(self.label_ids(prompts[b], best)),
+                    ),
+                    latency_s=elapsed,
+                    label_logprobs=scores[b],
+                )
+            )
+        return outs
+
+    def _prefix_cache(self, ids: list[list[int]]) -> tuple[int, Any]:
+        """KV cache of the prefix every prompt of the batch shares (kept across batches)."""
+        import torch
+
+        limit = min(len(x) for x in ids) - 1  # every row keeps at least one token
+        if self._prefix is not None:
+            pre, cache = self._prefix
+            if len(pre) <= limit and all(x[: len(pre)] == pre for x in ids):
+                return len(pre), cache
+        n = 0
+        while n < limit and all(x[n] == ids[0][n] for x in ids):
+            n += 1
+        if n < MIN_PREFIX:
+            return 0, None
+        pre = ids[0][:n]
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=torch.tensor([pre], device=self.device), use_cache=True, logits_to_keep=1
+            )
+        self._prefix = (pre, out.past_key_values)
+        return n, out.past_key_values
+
+    # -- generation ----------------------------------------------------------------------
+    def _generate(self, batch: list[Request]) -> list[Completion]:
+        import torch
+
+        params = batch[0].params
+        start = time.perf_counter()
+        ids = [self.prompt_ids(r.messages) for r in batch]
+        width = max(len(x) for x in ids)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.device)
+        mask = torch.tensor(
+            [[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device
+        )
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        sample = params.temperature > 0
+        gen_kwargs: dict[str, Any] = {"do_sample": sample}
+        if sample:
+            gen_kwargs.update(temperature=params.temperature, top_p=params.top_p)
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=mask,
+                max_new_tokens=params.max_tokens,
+                pad_token_id=pad,
+                return_dict_in_generate=True,
+                output_scores=any(r.logprobs for r in batch),
+                **gen_kwargs,
+            )
+        new = out.sequences[:, width:].cpu()
+        token_lp = None
+        if out.scores is not None:
+            token_lp = self.model.compute_transition_scores(
+                out.sequences, out.scores, normalize_logits=True
+            ).cpu()
+        elapsed = (time.perf_counter() - start) / len(batch)
+        eos = set(_as_list(self.model.generation_config.eos_token_id)) | {
+            self.tokenizer.eos_token_id
+        }
+        outs = []
+        for b, r in enumerate(batch):
+            toks = new[b].tolist()
+            n = next((i for i, t in enumerate(toks) if t in eos), None)
+            finish = "stop" if n is not None else "length"
+            toks = toks[:n] if n is not None else [t for t in toks if t != pad]
+            text = self.tokenizer.decode(toks, skip_special_tokens=True)
+            for s in params.stop:
+                if s and s in text:
+                    text, finish = text[: text.index(s)], "stop"
+            lps = None
+            if r.logprobs and token_lp is not None:
+                lps = tuple(float(x) for x in token_lp[b, : len(toks)])
+            outs.append(
+                Completion(
+                    request=r,
+                    request_hash=r.key(),
+                    text=text.strip(),
+                    finish_reason=finish,
+                    usage=Usage(prompt_tokens=len(ids[b]), completion_tokens=len(toks)),
+                    latency_s=elapsed,
+                    token_logprobs=lps,
+                )
+            )
+        return outs
+
+
+def _as_list(x: int | list[int] | None) -> list[int]:
+    if x is None:
+        return []
+    return list(x) if isinstance(x, list) else [x]
+
+
+_LOADED: dict[str, LocalProvider] = {}
+
+
+@register_provider("local", "a bundled model by name, or a Hugging Face model directory")
+def local_factory(ref: str) -> LocalProvider:
+    """Build (once per process) the provider for `local:<name or path>`."""
+    from still.models._bundled import BUNDLED, bundled_path
+
+    target = ref.partition(":")[2]
+    if ref in _LOADED:
+        return _LOADED[ref]
+    if target in BUNDLED:
+        path = bundled_path(target)
+    elif (Path(target) / "config.json").is_file():
+        path = Path(target)
+    else:
+        known = ", ".join(f"local:{n}" for n in sorted(BUNDLED))
+        raise ValueError(
+            f"unknown local model {target!r}: not a bundled name ({known}) "
+            "nor a directory with a config.json"
+        )
+    _LOADED[ref] = LocalProvider(ref, path)
+    return _LOADED[ref]

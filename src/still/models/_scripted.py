@@ -1,0 +1,111 @@
+"""A scripted provider: deterministic answers with no model, for tests and docs.
+
+It is a real registered provider, so the store, graders, exports and reports run offline
+against it. References:
+
+- `scripted:echo` answers with the last user message;
+- `scripted:const=<text>` always answers `<text>`;
+- `scripted:first-label` picks the first label (or echoes without labels);
+- `scripted:fail` fails every request (stored as failed completions).
+
+Options follow `?`: `delay=<seconds>` per request; `fail_every=<n>` fails every n-th call.
+Every call appends one line to the file in `$STILL_SCRIPTED_LOG`, if set, so tests can count
+model calls across processes (a SIGKILLed capture and its resume).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from urllib.parse import parse_qsl
+
+from still.models._provider import register_provider
+from still.types import Completion, Request, Usage
+
+Answer = Callable[[Request], str]
+
+
+class ScriptedProvider:
+    """Answers from a function of the request; counts its calls."""
+
+    def __init__(
+        self, name: str, answer: Answer, delay: float = 0.0, fail_every: int = 0
+    ) -> None:
+        self.name = name
+        self.answer = answer
+        self.delay = delay
+        self.fail_every = fail_every
+        self.calls = 0
+
+    def complete(self, requests: Sequence[Request]) -> list[Completion]:
+        out = []
+        for req in requests:
+            self.calls += 1
+            log = os.environ.get("STILL_SCRIPTED_LOG")
+            if log:
+                with open(log, "a") as f:
+                    f.write(req.key() + "\n")
+            start = time.perf_counter()
+            if self.delay:
+                time.sleep(self.delay)
+            try:
+                if self.fail_every and self.calls % self.fail_every == 0:
+                    raise RuntimeError(f"scripted failure on call {self.calls}")
+                text = self.answer(req)
+            except Exception as exc:  # a failed request is a stored completion, not a crash
+                out.append(
+                    Completion(
+                        request=req,
+                        request_hash=req.key(),
+                        error=f"{type(exc).__name__}: {exc}",
+                        latency_s=time.perf_counter() - start,
+                    )
+                )
+                continue
+            prompt_words = sum(len(m.content.split()) for m in req.messages)
+            out.append(
+                Completion(
+                    request=req,
+                    request_hash=req.key(),
+                    text=text,
+                    finish_reason="stop",
+                    usage=Usage(prompt_tokens=prompt_words, completion_tokens=len(text.split())),
+                    latency_s=time.perf_counter() - start,
+                    label_logprobs={lab: (0.0 if lab == text else -10.0) for lab in req.labels}
+                    if req.labels
+                    else None,
+                )
+            )
+        return out
+
+
+def _last_user(req: Request) -> str:
+    return next((m.content for m in reversed(req.messages) if m.role == "user"), "")
+
+
+def _fail(req: Request) -> str:
+    raise RuntimeError("scripted provider configured to fail")
+
+
+@register_provider("scripted", "deterministic offline answers: echo, const=<text>, first-label, fail")
+def scripted_factory(ref: str) -> ScriptedProvider:
+    """Build a ScriptedProvider from `scripted:<mode>[?delay=..&fail_every=..]`."""
+    body = ref.partition(":")[2]
+    mode, _, query = body.partition("?")
+    opts = dict(parse_qsl(query))
+    answer: Answer
+    if mode == "echo":
+        answer = _last_user
+    elif mode.startswith("const="):
+        const = mode.removeprefix("const=")
+        answer = lambda req: const  # noqa: E731
+    elif mode == "first-label":
+        answer = lambda req: req.labels[0] if req.labels else _last_user(req)  # noqa: E731
+    elif mode == "fail":
+        answer = _fail
+    else:
+        raise ValueError(f"unknown scripted mode {mode!r}: use echo, const=<text>, first-label, fail")
+    return ScriptedProvider(
+        ref, answer, delay=float(opts.get("delay", 0)), fail_every=int(opts.get("fail_every", 0))
+    )

@@ -1,0 +1,162 @@
+"""The task file schema: what the models must do, declared in YAML.
+
+Each field documents itself once here; `still` validates a task file against this model
+before any model is loaded, so a typo fails in a second, not after a 10-minute capture.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Strict):
+    """Where the examples come from and how their columns map onto fields."""
+
+    source: str = Field(
+        description="A path (relative to the task file) or `package:<pkg>/<path inside it>` "
+        "for a data file shipped inside an installed Python package."
+    )
+    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "lines"] = Field(
+        "auto", description="File format; `auto` guesses from the extension."
+    )
+    pattern: str | None = Field(
+        None,
+        description="For `lines`: a regular expression with named groups; each group becomes "
+        "a field. A line that does not match is an error naming file and line.",
+    )
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="Rename columns: {field name used in templates: column in the file}. "
+        "Columns not named here keep their own names.",
+    )
+    label_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Rewrite raw reference values (e.g. {'0': ham, '1': spam}) before use.",
+    )
+
+
+class SplitSpec(_Strict):
+    """A deterministic train / held-out split by example id."""
+
+    seed: int = Field(0, description="Seed of the split and of every sample drawn from it.")
+    heldout: int | float = Field(
+        0.2, description="Held-out size: a count, or a fraction of the examples if < 1."
+    )
+    train: int | None = Field(
+        None, description="Cap on training examples used (after the split); None = all."
+    )
+
+
+class PromptSpec(_Strict):
+    """How one role (teacher, student, control) is prompted."""
+
+    system: str | None = Field(None, description="Optional system message (Jinja2).")
+    template: str = Field(
+        description="The user message (Jinja2). Sees the example's fields, `labels`, and "
+        "`fewshot` (a list of training examples, each with its fields and `answer`)."
+    )
+    fewshot: int = Field(
+        0, description="How many training examples to show; drawn once with the split seed."
+    )
+
+
+class ModelsSpec(_Strict):
+    """Which model plays which role. Any model reference `still models` accepts."""
+
+    teacher: str
+    student: str
+    control: str | None = Field(
+        None, description="A reference point; default: the student prompted like the teacher."
+    )
+
+
+class GenerationSpec(_Strict):
+    """How answers are produced."""
+
+    mode: Literal["auto", "score", "generate"] = Field(
+        "auto",
+        description="`score` ranks each label by its log-likelihood (needs `labels`); "
+        "`generate` decodes free text; `auto` scores when labels are declared.",
+    )
+    max_tokens: int = Field(16, description="Token limit of generated answers.")
+    temperature: float = 0.0
+    batch_size: int = Field(8, description="Requests per forward pass.")
+
+
+class GraderSpec(_Strict):
+    """A grader, in OpenAI grader JSON shape (string_check for now)."""
+
+    type: Literal["string_check"] = "string_check"
+    name: str = "correct"
+    operation: Literal["eq", "ne", "like", "ilike"] = "eq"
+    input: str = "{{sample.output_text}}"
+    reference: str = "{{item.answer}}"
+
+
+class TrainSpec(_Strict):
+    """How the student is fine-tuned on the exported teacher answers."""
+
+    method: Literal["lora", "full"] = "lora"
+    epochs: float = 2.0
+    learning_rate: float = 2e-4
+    batch_size: int = 8
+    lora_r: int = 16
+    lora_alpha: int = 32
+    max_length: int = 256
+    seed: int = 0
+
+
+class Task(_Strict):
+    """A complete task: data, prompts per role, models, graders and training recipe."""
+
+    name: str
+    description: str = ""
+    data: DataSpec
+    answer: str = Field(description="The field holding the reference answer.")
+    labels: list[str] | None = Field(
+        None, description="The closed label set, if any. Reference values outside it are "
+        "reported and left out."
+    )
+    split: SplitSpec = SplitSpec()
+    prompts: dict[str, PromptSpec] = Field(
+        description="Prompt per role: `teacher` and `student` required; `control` optional "
+        "(default: the teacher's prompt)."
+    )
+    models: ModelsSpec
+    generation: GenerationSpec = GenerationSpec()
+    graders: list[GraderSpec] = Field(default_factory=lambda: [GraderSpec()])
+    train: TrainSpec = TrainSpec()
+    base_dir: Path = Field(Path("."), exclude=True, description="Folder of the task file.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Task:
+        missing = {"teacher", "student"} - set(self.prompts)
+        if missing:
+            raise ValueError(f"prompts: missing role(s) {sorted(missing)}")
+        if self.generation.mode == "score" and not self.labels:
+            raise ValueError("generation.mode 'score' needs a `labels` list")
+        return self
+
+    @property
+    def scoring(self) -> bool:
+        """Whether answers are label scores rather than free text."""
+        return self.generation.mode == "score" or (
+            self.generation.mode == "auto" and bool(self.labels)
+        )
+
+    def prompt_for(self, role: str) -> PromptSpec:
+        """The prompt of a role; the control falls back to the teacher's prompt."""
+        if role in self.prompts:
+            return self.prompts[role]
+        if role == "control":
+            return self.prompts["teacher"]
+        if role == "distilled":
+            return self.prompts["student"]
+        raise KeyError(f"no prompt for role {role!r}; task has {sorted(self.prompts)}")

@@ -1,0 +1,125 @@
+"""The shared vocabulary: messages, requests, completions and grades.
+
+Every stage passes these frozen pydantic objects around, so a completion written by
+`capture` is the same object `grade`, `export` and `bench` read back from the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+HASH_ALGORITHM = "sha256-v1"
+"""Tag stored with every request hash, so a future change of canonical form is detectable."""
+
+Role = Literal["system", "user", "assistant"]
+
+
+class Message(BaseModel):
+    """One chat message."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: Role
+    content: str
+
+
+class SamplingParams(BaseModel):
+    """The parameters that change a model's output; all of them enter the request hash."""
+
+    model_config = ConfigDict(frozen=True)
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 32
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+class Request(BaseModel):
+    """One chat request to one model.
+
+    `labels`, when set, asks the provider to *score* each label's log-likelihood as the
+    answer instead of generating free text: one forward pass, always a valid label.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    messages: tuple[Message, ...]
+    params: SamplingParams = SamplingParams()
+    labels: tuple[str, ...] | None = None
+    logprobs: bool = False
+
+    def canonical(self) -> dict[str, Any]:
+        """The request as a plain, key-sorted structure: what the hash is taken over."""
+        return self.model_dump(mode="json")
+
+    def key(self) -> str:
+        """Content address of the request: identical requests share one stored answer."""
+        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class Usage(BaseModel):
+    """Token counts of one completion."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Completion(BaseModel):
+    """One request and its answer (or its error), with everything needed to audit it.
+
+    A failed call is still a Completion: `error` is set and `text` is empty. It is stored
+    and counted, never dropped.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(default_factory=lambda: "cmpl-" + uuid.uuid4().hex[:24])
+    request: Request
+    request_hash: str = ""
+    text: str = ""
+    finish_reason: str | None = None
+    usage: Usage = Usage()
+    latency_s: float = 0.0
+    cost: float | None = None
+    error: str | None = None
+    label_logprobs: dict[str, float] | None = None
+    token_logprobs: tuple[float, ...] | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    created_at: float = Field(default_factory=time.time)
+    cached: bool = False
+
+    @property
+    def model(self) -> str:
+        return self.request.model
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Grade(BaseModel):
+    """A grader's verdict on one completion. A grader error is a failed grade, never a pass."""
+
+    model_config = ConfigDict(frozen=True)
+
+    grader: str
+    example_id: str
+    completion_id: str | None
+    score: float
+    passed: bool
+    error: str | None = None
