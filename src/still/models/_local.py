@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from still.models._chat import answer_token_ids, prompt_token_ids, render_prompt
 from still.models._provider import register_provider
 from still.types import Completion, Message, Request, SamplingParams, Usage
 
@@ -46,29 +47,20 @@ class LocalProvider:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
         self.model.to(self.device).eval()
-        self.chat = bool(getattr(self.tokenizer, "chat_template", None))
         self._prefix: tuple[list[int], Any] | None = None
 
     # -- prompts -------------------------------------------------------------------------
     def render(self, messages: Sequence[Message]) -> str:
         """The prompt text: the chat template when the model has one, else plain text."""
-        if self.chat:
-            text = self.tokenizer.apply_chat_template(
-                [m.model_dump() for m in messages], tokenize=False, add_generation_prompt=True
-            )
-            return str(text)
-        return "\n\n".join(m.content for m in messages)
+        return render_prompt(self.tokenizer, messages)
 
     def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
-        """Token ids of the rendered prompt (BOS added for plain-text prompts only)."""
-        text = self.render(messages)
-        ids = self.tokenizer(text, add_special_tokens=not self.chat)["input_ids"]
-        return list(ids)
+        """Token ids of the rendered prompt."""
+        return prompt_token_ids(self.tokenizer, self.render(messages))
 
     def label_ids(self, prompt: str, label: str) -> list[int]:
-        """Tokens of a label as the continuation of `prompt` (a space after a word)."""
-        cont = label if (self.chat or not prompt or prompt[-1].isspace()) else " " + label
-        return list(self.tokenizer(cont, add_special_tokens=False)["input_ids"])
+        """Tokens of a label as the continuation of `prompt`."""
+        return answer_token_ids(self.tokenizer, prompt, label)
 
     # -- the Provider method -------------------------------------------------------------
     def complete(self, requests: Sequence[Request]) -> list[Completion]:

@@ -1,0 +1,123 @@
+"""Benchmark: several models over the same held-out examples, graded and summarised.
+
+A failed request and an unparseable answer both count as wrong, and each is also shown
+on its own column, so a model that errors cannot look accurate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from still.bench._stats import gap_closed, percentile, wilson
+from still.graders import StringCheck, answer_of, grade
+from still.tasks import Example
+from still.types import Completion
+
+
+@dataclass
+class ModelResult:
+    """One model's summary on the held-out examples."""
+
+    role: str
+    model: str
+    n: int
+    correct: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    unparseable: int
+    errors: int
+    mean_latency_s: float
+    p95_latency_s: float
+    tokens_per_s: float
+    prompt_tokens_mean: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def evaluate(
+    role: str,
+    model: str,
+    examples: Sequence[Example],
+    completions: dict[str, Completion],
+    graders: Sequence[StringCheck],
+    labels: Sequence[str] | None,
+) -> tuple[ModelResult, list[dict[str, Any]]]:
+    """Grade one model's completions and summarise them.
+
+    Returns:
+        The summary, and one row per example (id, answer, prediction, correct, reason,
+        latency, tokens) for the per-example results file.
+    """
+    rows: list[dict[str, Any]] = []
+    correct = unparseable = errors = 0
+    latencies: list[float] = []
+    tokens = 0
+    prompt_tokens = 0
+    seconds = 0.0
+    for ex in examples:
+        comp = completions.get(ex.id)
+        answer, why = answer_of(comp, labels)
+        grades = grade(graders, ex, comp, labels)
+        ok = bool(grades) and all(g.passed for g in grades)
+        correct += ok
+        unparseable += why == "unparseable"
+        errors += why in ("error", "missing")
+        if comp is not None and comp.ok:
+            latencies.append(comp.latency_s)
+            seconds += comp.latency_s
+            tokens += comp.usage.total_tokens
+            prompt_tokens += comp.usage.prompt_tokens
+        rows.append({
+            "role": role, "model": model, "example_id": ex.id, "reference": ex.answer,
+            "prediction": answer, "correct": ok, "failure": why,
+            "latency_s": comp.latency_s if comp else None,
+            "prompt_tokens": comp.usage.prompt_tokens if comp else None,
+            "completion_tokens": comp.usage.completion_tokens if comp else None,
+            "completion_id": comp.id if comp else None,
+        })
+    n = len(examples)
+    low, high = wilson(correct, n)
+    answered = len(latencies)
+    summary = ModelResult(
+        role=role, model=model, n=n, correct=correct, accuracy=correct / n if n else 0.0,
+        ci_low=low, ci_high=high, unparseable=unparseable, errors=errors,
+        mean_latency_s=seconds / answered if answered else float("nan"),
+        p95_latency_s=percentile(latencies, 95),
+        tokens_per_s=tokens / seconds if seconds else 0.0,
+        prompt_tokens_mean=prompt_tokens / answered if answered else 0.0,
+    )
+    return summary, rows
+
+
+@dataclass
+class Comparison:
+    """The four-way comparison: results per role and the share of the gap closed."""
+
+    results: list[ModelResult]
+
+    def by_role(self, role: str) -> ModelResult | None:
+        return next((r for r in self.results if r.role == role), None)
+
+    @property
+    def gap_closed(self) -> float | None:
+        t, b, d = self.by_role("teacher"), self.by_role("student"), self.by_role("distilled")
+        if not (t and b and d):
+            return None
+        return gap_closed(t.accuracy, b.accuracy, d.accuracy)
+
+    @property
+    def distilled_beats_base(self) -> bool:
+        """True when the distilled student's interval lies wholly above the base student's."""
+        b, d = self.by_role("student"), self.by_role("distilled")
+        return bool(b and d and d.ci_low > b.ci_high)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "results": [r.as_dict() for r in self.results],
+            "gap_closed": self.gap_closed,
+            "distilled_beats_base_beyond_ci": self.distilled_beats_base,
+        }

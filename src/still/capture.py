@@ -1,0 +1,116 @@
+"""Capture: run a model over examples and store every completion as it arrives.
+
+Requests are content-addressed, so an example whose request is already in the store is
+answered from it: a killed capture resumes where it stopped, and a rerun calls no model.
+Completions are written batch by batch, never held until the end.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from tqdm import tqdm
+
+from still.models import Provider
+from still.store import Store
+from still.tasks import Example, Task, render, role_context
+from still.types import Completion, Message, Request, SamplingParams
+
+log = logging.getLogger("still.capture")
+
+
+def build_messages(
+    task: Task, role: str, example: Example, fewshot: Sequence[Example]
+) -> tuple[Message, ...]:
+    """Render a role's prompt for one example (system message first, if any)."""
+    spec = task.prompt_for(role)
+    shots = list(fewshot[: spec.fewshot])
+    ctx = role_context(example, task.labels, shots)
+    msgs = []
+    if spec.system:
+        msgs.append(Message(role="system", content=render(spec.system, ctx, name=f"prompts.{role}.system")))
+    msgs.append(Message(role="user", content=render(spec.template, ctx, name=f"prompts.{role}.template")))
+    return tuple(msgs)
+
+
+def build_request(
+    task: Task, role: str, model: str, example: Example, fewshot: Sequence[Example]
+) -> Request:
+    """The request a role's model gets for an example: scored over labels or generated."""
+    gen = task.generation
+    return Request(
+        model=model,
+        messages=build_messages(task, role, example, fewshot),
+        params=SamplingParams(temperature=gen.temperature, max_tokens=gen.max_tokens),
+        labels=tuple(task.labels) if task.scoring and task.labels else None,
+    )
+
+
+@dataclass
+class CaptureStats:
+    """What one capture did: how much came from the store, how much was called, what failed."""
+
+    total: int = 0
+    from_store: int = 0
+    called: int = 0
+    failed: int = 0
+    completions: dict[str, Completion] = field(default_factory=dict)  # example id -> completion
+
+    def summary(self) -> str:
+        return (f"{self.total} requests: {self.from_store} from the store, {self.called} "
+                f"model calls, {self.failed} failed")
+
+
+def capture(
+    provider: Provider | Callable[[], Provider],
+    requests: dict[str, Request],
+    store: Store,
+    *,
+    metadata: dict[str, str] | None = None,
+    batch_size: int = 8,
+    desc: str = "capture",
+) -> CaptureStats:
+    """Answer every request (keyed by example id), from the store when already answered.
+
+    Args:
+        provider: the model, or a function that loads it (only called if a request is new,
+            so a fully stored capture never loads the model).
+        requests: example id -> request.
+        store: where completions are looked up and written (one commit per batch).
+        metadata: tags stored with new completions (run, role, split...).
+        batch_size: requests per provider call.
+        desc: progress bar label.
+    """
+    stats = CaptureStats(total=len(requests))
+    todo: list[tuple[str, Request]] = []
+    for ex_id, req in requests.items():
+        hit = store.lookup(req.key())
+        if hit is not None:
+            stats.from_store += 1
+            stats.completions[ex_id] = hit
+        else:
+            todo.append((ex_id, req))
+    if not todo:
+        return stats
+    model = provider if isinstance(provider, Provider) else provider()
+    # Similar lengths batch with less padding; a shared prefix stays cached across batches.
+    todo.sort(key=lambda t: sum(len(m.content) for m in t[1].messages))
+    tags = dict(metadata or {})
+    with tqdm(total=len(todo), desc=desc, unit="req", leave=False) as bar:
+        for i in range(0, len(todo), batch_size):
+            chunk = todo[i : i + batch_size]
+            outs = model.complete([r for _, r in chunk])
+            stored = store.put_many(
+                [c.model_copy(update={"metadata": {**c.metadata, **tags}}) for c in outs]
+            )
+            for (ex_id, _), c in zip(chunk, stored, strict=True):
+                stats.completions[ex_id] = c
+                stats.called += 1
+                stats.failed += c.error is not None
+            bar.update(len(chunk))
+    if stats.failed:
+        log.warning("%s: %d of %d requests failed (stored as failed completions)",
+                    desc, stats.failed, stats.called)
+    return stats

@@ -1,0 +1,146 @@
+"""The pipeline commands: capture, export, train, bench and run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+TASK = click.argument("task_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+RUN_DIR = click.option(
+    "--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Run folder (default: runs/<task name>). Holds the store, data, model and reports.",
+)
+
+
+def _open(task_file: Path, run_dir: Path | None) -> Any:
+    from still.pipeline import open_run
+
+    run = open_run(task_file, run_dir)
+    click.echo(f"{run.task.name}: {run.load_report.summary()}; {len(run.split.train)} train, "
+               f"{len(run.split.heldout)} held-out, {len(run.split.fewshot)} few-shot", err=True)
+    return run
+
+
+def _fail(exc: Exception) -> None:
+    raise click.ClickException(str(exc)) from exc
+
+
+@click.command("capture")
+@TASK
+@RUN_DIR
+@click.option("--role", type=click.Choice(["teacher", "student", "distilled", "control"]),
+              default="teacher", show_default=True, help="Which model answers.")
+@click.option("--split", "split_name", type=click.Choice(["train", "heldout"]), default="train",
+              show_default=True)
+@click.option("--limit", type=int, default=None, help="Only the first N examples of the split.")
+def capture_cmd(task_file: Path, run_dir: Path | None, role: str, split_name: str,
+                limit: int | None) -> None:
+    """Run a role's model over a split and store every completion.
+
+    Already-stored requests are answered from the store, so an interrupted capture
+    resumes where it stopped. Exits 1 if every request failed.
+    """
+    from still.pipeline import capture_role
+
+    run = _open(task_file, run_dir)
+    try:
+        stats = capture_role(run, role, split_name, limit)
+    except Exception as exc:  # noqa: BLE001 - shown as a clean CLI error
+        _fail(exc)
+    click.echo(stats.summary())
+    if stats.total and stats.failed == stats.total - stats.from_store and stats.failed:
+        raise click.ClickException("every request failed; see `still store ls --errors`")
+
+
+@click.command("export")
+@TASK
+@RUN_DIR
+@click.option("--keep", type=click.Choice(["correct", "parsed"]), default="correct",
+              show_default=True,
+              help="correct: teacher answers every grader passes; parsed: any parseable answer "
+              "(for data without reference answers).")
+def export_cmd(task_file: Path, run_dir: Path | None, keep: str) -> None:
+    """Write passing teacher answers as chat JSONL (OpenAI fine-tuning format).
+
+    Rows are rebuilt with the STUDENT prompt; held-out example ids are refused.
+    """
+    from still.pipeline import export_stage
+
+    run = _open(task_file, run_dir)
+    try:
+        stats = export_stage(run, keep)  # type: ignore[arg-type]
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    click.echo(f"{stats.path}: {stats.summary()}")
+
+
+@click.command("train")
+@TASK
+@RUN_DIR
+@click.option("--force", is_flag=True, help="Retrain even if this exact model exists.")
+def train_cmd(task_file: Path, run_dir: Path | None, force: bool) -> None:
+    """Fine-tune the student on train.jsonl (LoRA or full, per the task's `train:`).
+
+    Saves a merged model directory that `local:<dir>` loads; logs loss and tokens/s.
+    """
+    from still.pipeline import train_stage
+
+    run = _open(task_file, run_dir)
+    try:
+        info = train_stage(run, force)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    if info.get("skipped"):
+        click.echo(f"already trained: {info['out_dir']}")
+        return
+    losses = info["losses"]
+    click.echo(f"{info['out_dir']}: {info['steps']} steps, {info['seconds']:.0f} s, "
+               f"{info['tokens_per_s']:.0f} tok/s, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+
+
+@click.command("bench")
+@TASK
+@RUN_DIR
+@click.option("--role", "roles", multiple=True,
+              type=click.Choice(["teacher", "student", "distilled", "control"]),
+              help="Roles to compare (repeatable; default all four).")
+@click.option("--limit", type=int, default=None, help="Only the first N held-out examples.")
+def bench_cmd(task_file: Path, run_dir: Path | None, roles: tuple[str, ...],
+              limit: int | None) -> None:
+    """Compare the models on the held-out split: accuracy with 95% intervals, gap closed,
+    unparseable and failed answers, latency and tokens/s.
+
+    Writes report.md, report.json, results.jsonl and results.parquet to the run folder.
+    """
+    from still.pipeline import ROLES, bench_stage
+
+    run = _open(task_file, run_dir)
+    try:
+        bench_stage(run, roles or ROLES, limit)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    click.echo(f"reports in {run.dir}/")
+
+
+@click.command("run")
+@TASK
+@RUN_DIR
+@click.option("--keep", type=click.Choice(["correct", "parsed"]), default="correct",
+              show_default=True, help="Which teacher answers become training data.")
+def run_cmd(task_file: Path, run_dir: Path | None, keep: str) -> None:
+    """Run the whole loop: capture (teacher, train split) -> export -> train -> bench.
+
+    Every stage skips work already stored: a second run makes no stored model call.
+    """
+    import time
+
+    from still.pipeline import run_all
+
+    start = time.perf_counter()
+    try:
+        run, _ = run_all(task_file, run_dir, keep)  # type: ignore[arg-type]
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    click.echo(f"done in {time.perf_counter() - start:.0f} s; reports in {run.dir}/")

@@ -1,0 +1,218 @@
+"""The Run: one pipeline execution in its own folder, every stage resumable.
+
+    runs/<task>/
+      task.yaml          snapshot of the task file
+      split.json         train / held-out / few-shot ids (checked again at export)
+      still.db           the completion store
+      train.jsonl        curated training data (student prompt, teacher answer)
+      distilled-<hash>/  the merged student; the hash covers data, recipe and base model
+      report.md|json, results.jsonl|parquet
+
+Each stage looks up what is already stored: a second `still run` calls no model for a
+request it has answered, and retrains nothing whose inputs did not change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from still.bench import Comparison, ModelResult, evaluate
+from still.capture import CaptureStats, build_request, capture
+from still.curate import ExportStats, Keep, export
+from still.graders import StringCheck, build_grader
+from still.models import get_model
+from still.report import print_table, write_reports
+from still.store import Store
+from still.tasks import Example, LoadReport, Split, Task, load_examples, load_task, split_examples
+from still.types import Completion
+
+log = logging.getLogger("still.pipeline")
+
+ROLES = ("teacher", "student", "distilled", "control")
+
+
+class StageError(RuntimeError):
+    """A stage could not do its work (and says so rather than reporting success)."""
+
+
+@dataclass
+class Run:
+    """A task, its data split and its folder: what every stage works on."""
+
+    task: Task
+    dir: Path
+    store: Store
+    split: Split
+    load_report: LoadReport
+    graders: list[StringCheck] = field(default_factory=list)
+
+    @property
+    def heldout_ids(self) -> set[str]:
+        return {e.id for e in self.split.heldout}
+
+    def model_for(self, role: str) -> str:
+        """The model reference playing `role` (`distilled` needs a trained student)."""
+        m = self.task.models
+        if role == "teacher":
+            return m.teacher
+        if role == "student":
+            return m.student
+        if role == "control":
+            return m.control or m.student
+        if role == "distilled":
+            path = self.distilled_dir()
+            if not (path / "config.json").is_file():
+                raise StageError(f"no distilled student at {path}: run `still train` first")
+            return "local:" + str(path.resolve())
+        raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+
+    def examples(self, split: str) -> list[Example]:
+        if split == "train":
+            return self.split.train
+        if split == "heldout":
+            return self.split.heldout
+        raise ValueError(f"unknown split {split!r}: use train or heldout")
+
+    def requests(self, role: str, split: str, limit: int | None = None) -> dict[str, Any]:
+        model = self.model_for(role)
+        exs = self.examples(split)[:limit]
+        return {e.id: build_request(self.task, role, model, e, self.split.fewshot) for e in exs}
+
+    @property
+    def train_file(self) -> Path:
+        return self.dir / "train.jsonl"
+
+    def distilled_dir(self) -> Path:
+        """Content-addressed: new data, recipe or base model means a new model (and new
+        store keys), so stale answers of an older student are never reused."""
+        h = hashlib.sha256()
+        h.update(self.train_file.read_bytes() if self.train_file.exists() else b"")
+        h.update(self.task.train.model_dump_json().encode())
+        h.update(self.task.models.student.encode())
+        return self.dir / f"distilled-{h.hexdigest()[:10]}"
+
+
+def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
+    """Load a task, split its data and open (or create) its run folder."""
+    task = load_task(task_path)
+    examples, report = load_examples(task)
+    if not examples:
+        raise StageError(f"{task_path}: no usable examples ({report.summary()})")
+    fewshot = max((p.fewshot for p in task.prompts.values()), default=0)
+    split = split_examples(examples, task.split, fewshot)
+    d = Path(run_dir) if run_dir else Path("runs") / task.name
+    d.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(task_path, d / "task.yaml")
+    (d / "split.json").write_text(json.dumps({
+        "train": [e.id for e in split.train], "heldout": [e.id for e in split.heldout],
+        "fewshot": [e.id for e in split.fewshot]}))
+    return Run(task, d, Store(d / "still.db"), split, report,
+               [build_grader(g) for g in task.graders])
+
+
+def capture_role(run: Run, role: str, split: str, limit: int | None = None) -> CaptureStats:
+    """Stage: answer a split's examples with a role's model, storing every completion."""
+    reqs = run.requests(role, split, limit)
+    ref = run.model_for(role)
+    return capture(
+        lambda: get_model(ref), reqs, run.store,
+        metadata={"run": run.dir.name, "task": run.task.name, "role": role, "split": split},
+        batch_size=run.task.generation.batch_size, desc=f"{role} on {split}",
+    )
+
+
+def export_stage(run: Run, keep: Keep = "correct") -> ExportStats:
+    """Stage: write the passing teacher answers as student-prompt chat JSONL."""
+    teacher = _stored(run, "teacher", "train")
+    missing = len(run.split.train) - len(teacher)
+    if missing:
+        raise StageError(f"{missing} training examples have no teacher answer: run "
+                         "`still capture --role teacher --split train` first")
+    stats = export(run.task, run.split.train, teacher, run.graders, run.heldout_ids,
+                   run.split.fewshot, run.train_file, keep=keep)
+    if stats.kept == 0:
+        raise StageError(f"export kept no rows ({stats.summary()}); nothing to train on")
+    return stats
+
+
+def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
+    """Stage: fine-tune the student on train.jsonl (skipped if this exact model exists)."""
+    from still.models import bundled_path
+    from still.models._bundled import BUNDLED
+    from still.train import train_sft
+
+    if not run.train_file.exists():
+        raise StageError(f"{run.train_file} does not exist: run `still export` first")
+    out = run.distilled_dir()
+    if (out / "train.json").is_file() and not force:
+        info: dict[str, Any] = json.loads((out / "train.json").read_text())
+        info["skipped"] = True
+        return info
+    ref = run.task.models.student
+    name = ref.removeprefix("local:")
+    base = bundled_path(name) if name in BUNDLED else Path(name)
+    if not (base / "config.json").is_file():
+        raise StageError(f"student {ref!r} is not a local model directory; can't train it")
+    from tqdm import tqdm
+
+    with tqdm(desc="train", unit="step", leave=False) as bar:
+        def on_step(step: int, total: int, loss: float) -> None:
+            bar.total = total
+            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.update(1)
+
+        result = train_sft(base, run.train_file, out, run.task.train, on_step=on_step)
+    info = json.loads((out / "train.json").read_text())
+    info["skipped"] = False
+    log.info("trained %d steps in %.0f s", result.steps, result.seconds)
+    return info
+
+
+def bench_stage(run: Run, roles: tuple[str, ...] = ROLES, limit: int | None = None,
+                show: bool = True) -> Comparison:
+    """Stage: every role's model on the held-out split; writes the reports."""
+    results: list[ModelResult] = []
+    rows: list[dict[str, Any]] = []
+    heldout = run.split.heldout[:limit]
+    for role in roles:
+        stats = capture_role(run, role, "heldout", limit)
+        summary, per_example = evaluate(role, run.model_for(role), heldout, stats.completions,
+                                        run.graders, run.task.labels)
+        results.append(summary)
+        rows += per_example
+    cmp = Comparison(results)
+    write_reports(cmp, rows, run.dir, title=f"{run.task.name}: held-out comparison "
+                  f"({len(heldout)} examples)")
+    if show:
+        print_table(cmp, title=f"{run.task.name} — {len(heldout)} held-out examples")
+    return cmp
+
+
+def _stored(run: Run, role: str, split: str) -> dict[str, Completion]:
+    """Completions already in the store for a role on a split (by request hash)."""
+    out = {}
+    for ex_id, req in run.requests(role, split).items():
+        hit = run.store.lookup(req.key())
+        if hit is not None:
+            out[ex_id] = hit
+    return out
+
+
+def run_all(task_path: Path | str, run_dir: Path | str | None = None,
+            keep: Keep = "correct") -> tuple[Run, Comparison]:
+    """`still run`: capture -> export -> train -> bench, each skipping stored work."""
+    run = open_run(task_path, run_dir)
+    log.info("%s", run.load_report.summary())
+    stats = capture_role(run, "teacher", "train")
+    log.info("teacher on train: %s", stats.summary())
+    if stats.failed == stats.total:
+        raise StageError("every teacher request failed; see `still store ls --errors`")
+    log.info("export: %s", export_stage(run, keep).summary())
+    train_stage(run)
+    return run, bench_stage(run)

@@ -1,0 +1,98 @@
+"""Reports: the comparison as a terminal table, markdown, JSON and per-example files.
+
+Per-example results go to JSONL and Parquet so pandas (or anything) can open them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from still.bench import Comparison, ModelResult
+
+ROLE_NAMES = {"teacher": "teacher", "student": "base student", "distilled": "distilled student",
+              "control": "control"}
+_COLUMNS = ["role", "model", "accuracy [95% CI]", "unparseable", "errors", "s/example (mean)",
+            "s/example (p95)", "tok/s", "prompt tok"]
+
+
+def _cells(r: ModelResult) -> list[str]:
+    def f(x: float, fmt: str) -> str:
+        return "n/a" if math.isnan(x) else format(x, fmt)
+
+    return [
+        ROLE_NAMES.get(r.role, r.role), r.model,
+        f"{r.accuracy:.1%} [{r.ci_low:.1%}, {r.ci_high:.1%}]",
+        f"{r.unparseable}/{r.n}", f"{r.errors}/{r.n}",
+        f(r.mean_latency_s, ".3f"), f(r.p95_latency_s, ".3f"), f(r.tokens_per_s, ".0f"),
+        f(r.prompt_tokens_mean, ".0f"),
+    ]
+
+
+def _short(model: str, width: int = 48) -> str:
+    return model if len(model) <= width else "…" + model[-(width - 1):]
+
+
+def markdown(cmp: Comparison, title: str = "Comparison") -> str:
+    """The comparison as a markdown table with the gap closed beneath it."""
+    lines = [f"## {title}", "", "| " + " | ".join(_COLUMNS) + " |",
+             "|" + "---|" * len(_COLUMNS)]
+    for r in cmp.results:
+        cells = _cells(r)
+        cells[1] = f"`{_short(cells[1])}`"
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(_verdict(cmp))
+    return "\n".join(lines) + "\n"
+
+
+def _verdict(cmp: Comparison) -> str:
+    gap = cmp.gap_closed
+    parts = []
+    if gap is not None:
+        parts.append(f"Gap closed: {gap:.0%} of the teacher–base-student gap.")
+    if cmp.by_role("distilled") and cmp.by_role("student"):
+        parts.append("Distilled student beats the base student beyond the 95% intervals: "
+                     + ("yes." if cmp.distilled_beats_base else "no."))
+    return " ".join(parts)
+
+
+def print_table(cmp: Comparison, title: str = "Comparison") -> None:
+    """Print the comparison as a rich table on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for c in _COLUMNS:
+        table.add_column(c, justify="left" if c in ("role", "model") else "right")
+    for r in cmp.results:
+        cells = _cells(r)
+        cells[1] = _short(cells[1], 40)
+        table.add_row(*cells)
+    console = Console()
+    console.print(table)
+    console.print(_verdict(cmp))
+
+
+def write_reports(cmp: Comparison, rows: Sequence[dict[str, Any]], out_dir: Path,
+                  title: str, extra: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write report.md, report.json, results.jsonl and results.parquet into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "markdown": out_dir / "report.md",
+        "json": out_dir / "report.json",
+        "jsonl": out_dir / "results.jsonl",
+        "parquet": out_dir / "results.parquet",
+    }
+    paths["markdown"].write_text(markdown(cmp, title))
+    paths["json"].write_text(json.dumps({**cmp.as_dict(), **(extra or {})}, indent=1))
+    with paths["jsonl"].open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    import pandas as pd
+
+    pd.DataFrame(list(rows)).to_parquet(paths["parquet"], index=False)
+    return paths
