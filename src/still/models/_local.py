@@ -89,12 +89,14 @@ class LocalProvider:
         try:
             outs: list[Completion] = fn(batch)
         except Exception as exc:  # stored as failed completions; the run goes on
-            elapsed = time.perf_counter() - start
+            if len(idx) > 1:
+                # one bad request must not fail its neighbours: retry them one by one
+                for i in idx:
+                    self._run(requests, [i], fn, results)
+                return
             err = f"{type(exc).__name__}: {exc}"
-            outs = [
-                Completion(request=r, request_hash=r.key(), error=err, latency_s=elapsed)
-                for r in batch
-            ]
+            outs = [Completion(request=batch[0], request_hash=batch[0].key(), error=err,
+                               latency_s=time.perf_counter() - start)]
         for i, c in zip(idx, outs, strict=True):
             results[i] = c
 

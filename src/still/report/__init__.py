@@ -33,6 +33,10 @@ def _cells(r: ModelResult) -> list[str]:
 
 
 def _short(model: str, width: int = 48) -> str:
+    """A model reference short enough for a table: a path keeps its last component."""
+    scheme, sep, rest = model.partition(":")
+    if sep and "/" in rest:
+        model = f"{scheme}:…/{rest.rstrip('/').rsplit('/', 1)[-1]}"
     return model if len(model) <= width else "…" + model[-(width - 1):]
 
 
@@ -72,7 +76,7 @@ def print_table(cmp: Comparison, title: str = "Comparison") -> None:
         cells = _cells(r)
         cells[1] = _short(cells[1], 40)
         table.add_row(*cells)
-    console = Console()
+    console = Console(width=max(Console().width, 150))
     console.print(table)
     console.print(_verdict(cmp))
 

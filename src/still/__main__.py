@@ -1,0 +1,5 @@
+"""`python -m still` runs the CLI."""
+
+from still.cli import main
+
+main()

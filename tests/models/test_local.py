@@ -1,0 +1,89 @@
+"""The local provider on tiny random models: scoring is exact, generation is complete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from still.models import get_model
+from still.models._local import LocalProvider
+from still.types import Message, Request, SamplingParams
+
+LABELS = ("human", "location", "number", "abbreviation")
+PREFIX = "Classify the question by the type of its answer. " * 4
+
+
+def _req(model: str, q: str, labels: tuple[str, ...] | None = LABELS, **kw: object) -> Request:
+    msgs = (Message(role="system", content=PREFIX), Message(role="user", content=q))
+    return Request(model=model, messages=msgs, labels=labels, **kw)  # type: ignore[arg-type]
+
+
+def _naive(p: LocalProvider, req: Request, label: str) -> float:
+    """Log-likelihood of a label from one full forward pass, no cache, no tricks."""
+    prompt = p.render(req.messages)
+    ids, lab = p.prompt_ids(req.messages), p.label_ids(prompt, label)
+    with torch.no_grad():
+        logits = p.model(torch.tensor([ids + lab])).logits[0].float()
+    logp = torch.log_softmax(logits, -1)
+    return sum(float(logp[len(ids) - 1 + j, t]) for j, t in enumerate(lab))
+
+
+@pytest.mark.parametrize("fixture", ["tiny_model", "tiny_base_model"])
+def test_scoring_matches_naive_forward(fixture: str, request: pytest.FixtureRequest) -> None:
+    path: Path = request.getfixturevalue(fixture)
+    p = get_model(f"local:{path}")
+    assert isinstance(p, LocalProvider)
+    qs = ["Who wrote the play?", "Where is the river?", "How many days?"]
+    reqs = [_req(p.name, q) for q in qs]
+    outs = p.complete(reqs)
+    assert p._prefix is not None, "the shared system prompt should be cached"
+    for req, c in zip(reqs, outs, strict=True):
+        assert c.ok and c.label_logprobs is not None
+        assert c.text == max(c.label_logprobs, key=lambda k: c.label_logprobs[k])  # type: ignore[index]
+        for lab in LABELS:
+            assert c.label_logprobs[lab] == pytest.approx(_naive(p, req, lab), abs=1e-4)
+        assert c.usage.prompt_tokens == len(p.prompt_ids(req.messages))
+    # a second batch reuses the cached prefix and still scores exactly
+    again = p.complete([_req(p.name, "What does NASA stand for?")])[0]
+    assert again.label_logprobs["number"] == pytest.approx(  # type: ignore[index]
+        _naive(p, _req(p.name, "What does NASA stand for?"), "number"), abs=1e-4)
+
+
+def test_generation_batched_with_usage_and_logprobs(tiny_model: Path) -> None:
+    p = get_model(f"local:{tiny_model}")
+    params = SamplingParams(max_tokens=5)
+    reqs = [_req(p.name, q, labels=None, params=params, logprobs=True)
+            for q in ["Who?", "Where is the long river of the north?"]]
+    outs = p.complete(reqs)
+    for c in outs:
+        assert c.ok, c.error
+        assert c.finish_reason in ("stop", "length")
+        assert 0 < c.usage.completion_tokens <= 5
+        assert c.token_logprobs is not None and len(c.token_logprobs) == c.usage.completion_tokens
+        assert all(lp <= 0 for lp in c.token_logprobs)
+    # left padding must not change the answer: alone, the short prompt answers the same
+    alone = p.complete([reqs[0]])[0]
+    assert alone.text == outs[0].text
+
+
+def test_sampling_with_seed_is_reproducible(tiny_model: Path) -> None:
+    p = get_model(f"local:{tiny_model}")
+    params = SamplingParams(max_tokens=8, temperature=1.0, seed=7)
+    req = _req(p.name, "Who?", labels=None, params=params)
+    assert p.complete([req])[0].text == p.complete([req])[0].text
+
+
+def test_a_failing_batch_becomes_failed_completions(tiny_model: Path) -> None:
+    p = get_model(f"local:{tiny_model}")
+    outs = p.complete([_req(p.name, "Who?", labels=("human", "")), _req(p.name, "Where?")])
+    assert not outs[0].ok and "tokenizes to nothing" in (outs[0].error or "")
+    assert outs[1].ok, "a bad request must not fail the rest of its batch"
+
+
+def test_unknown_model_lists_known_ones() -> None:
+    with pytest.raises(ValueError, match="local:smollm2-135m-instruct"):
+        get_model("nonsense-model")
+    with pytest.raises(ValueError, match="local:gemma3-270m"):
+        get_model("local:not-a-model")

@@ -1,0 +1,83 @@
+"""The whole loop on a scripted teacher and a tiny real student: stages, reports, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from helpers import write_task
+from still.pipeline import StageError, capture_role, export_stage, open_run, run_all
+
+
+def test_run_all_then_rerun_calls_no_model(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = tmp_path / "calls.log"
+    monkeypatch.setenv("STILL_SCRIPTED_LOG", str(calls))
+    task = write_task(tmp_path, student=f"local:{tiny_model}")
+    run, cmp = run_all(task, tmp_path / "run")
+    assert [r.role for r in cmp.results] == ["teacher", "student", "distilled", "control"]
+    teacher = cmp.by_role("teacher")
+    assert teacher is not None and teacher.accuracy == 1.0 and teacher.n == 10
+    for name in ("report.md", "report.json", "results.jsonl", "results.parquet", "split.json"):
+        assert (run.dir / name).is_file(), name
+    frame = pd.read_parquet(run.dir / "results.parquet")
+    assert len(frame) == 40 and set(frame.role) == {"teacher", "student", "distilled", "control"}
+    report = json.loads((run.dir / "report.json").read_text())
+    assert report["results"][0]["role"] == "teacher"
+    # training data: student prompt, teacher answer, never a held-out id
+    rows = [json.loads(x) for x in run.train_file.read_text().splitlines()]
+    assert rows and all(r["messages"][0] == {"role": "system", "content": "Classify."} for r in rows)
+    heldout_texts = {e.fields["text"] for e in run.split.heldout}
+    assert not heldout_texts & {r["messages"][1]["content"] for r in rows}
+
+    n_calls, n_rows = len(calls.read_text().splitlines()), run.store.count()
+    assert n_calls == len(run.split.train) + 10 and n_rows > n_calls  # local calls too
+    model_dir = run.distilled_dir()
+    mtime = (model_dir / "model.safetensors").stat().st_mtime
+    run2, cmp2 = run_all(task, tmp_path / "run")
+    assert len(calls.read_text().splitlines()) == n_calls, "rerun called the teacher again"
+    assert run2.store.count() == n_rows, "rerun made model calls already stored"
+    assert (model_dir / "model.safetensors").stat().st_mtime == mtime, "rerun retrained"
+    assert [r.accuracy for r in cmp2.results] == [r.accuracy for r in cmp.results]
+
+
+def test_failed_requests_are_stored_and_counted(tmp_path: Path, tiny_model: Path) -> None:
+    task = write_task(tmp_path, student=f"local:{tiny_model}", teacher="scripted:echo?fail_every=3")
+    run = open_run(task, tmp_path / "run")
+    stats = capture_role(run, "teacher", "train")
+    assert stats.failed == stats.total // 3 and stats.called == stats.total
+    assert run.store.count(errors=True) == stats.failed
+    export = export_stage(run)
+    assert export.dropped["teacher error"] == stats.failed
+    # a rerun retries only the failed ones
+    again = capture_role(run, "teacher", "train")
+    assert again.from_store == stats.total - stats.failed and again.called == stats.failed
+
+
+def test_a_teacher_that_always_fails_stops_the_run(tmp_path: Path, tiny_model: Path) -> None:
+    task = write_task(tmp_path, student=f"local:{tiny_model}", teacher="scripted:fail")
+    with pytest.raises(StageError, match="every teacher request failed"):
+        run_all(task, tmp_path / "run")
+
+
+def test_export_refuses_heldout_ids(tmp_path: Path, tiny_model: Path) -> None:
+    from still.curate import LeakageError, export
+
+    task = write_task(tmp_path, student=f"local:{tiny_model}")
+    run = open_run(task, tmp_path / "run")
+    capture_role(run, "teacher", "train")
+    leaky = run.split.train + run.split.heldout[:1]
+    with pytest.raises(LeakageError, match="held out"):
+        export(run.task, leaky, {}, run.graders, run.heldout_ids, run.split.fewshot,
+               tmp_path / "x.jsonl")
+
+
+def test_export_without_teacher_answers_says_so(tmp_path: Path, tiny_model: Path) -> None:
+    task = write_task(tmp_path, student=f"local:{tiny_model}")
+    run = open_run(task, tmp_path / "run")
+    with pytest.raises(StageError, match="no teacher answer"):
+        export_stage(run)

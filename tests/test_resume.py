@@ -1,0 +1,50 @@
+"""A capture killed with SIGKILL resumes without repeating any stored call."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from helpers import write_task
+
+
+def _stored_hashes(db: Path) -> set[str]:
+    if not db.exists():
+        return set()
+    try:
+        con = sqlite3.connect(db)
+        rows = con.execute("SELECT request_hash FROM completions WHERE error IS NULL").fetchall()
+        con.close()
+    except sqlite3.OperationalError:  # table not created yet
+        return set()
+    return {r[0] for r in rows}
+
+
+def test_sigkill_during_capture_then_resume(tmp_path: Path) -> None:
+    task = write_task(tmp_path, student="scripted:first-label",
+                      teacher="scripted:echo?delay=0.02", n=330, heldout=30)
+    calls = tmp_path / "calls.log"
+    env = {**os.environ, "STILL_SCRIPTED_LOG": str(calls)}
+    cmd = [sys.executable, "-m", "still", "capture", str(task), "--run-dir", str(tmp_path / "r")]
+    db = tmp_path / "r" / "still.db"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(_stored_hashes(db)) < 60 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _stored_hashes(db)
+    calls_before = len(calls.read_text().splitlines())
+    assert 60 <= len(before) < 298, "the kill should land mid-capture"
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    after_calls = calls.read_text().splitlines()[calls_before:]
+    assert not before & set(after_calls), "a stored request was sent again"
+    assert len(_stored_hashes(db)) == 298  # 330 - 30 held-out - 2 few-shot, each answered
+    assert f"{len(before)} from the store" in done.stdout
