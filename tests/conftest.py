@@ -53,7 +53,10 @@ def build_tiny_model(path: Path, chat: bool = True, seed: int = 0) -> Path:
         vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
         bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
-        pad_token_id=fast.pad_token_id, tie_word_embeddings=True)
+        pad_token_id=fast.pad_token_id, tie_word_embeddings=True,
+        # trained models have larger embeddings than the 0.02 default; with tiny ones the
+        # logits stay near-uniform and LoRA (which cannot touch them) cannot learn at all
+        initializer_range=0.2)
     model = LlamaForCausalLM(config)
     model.generation_config.eos_token_id = fast.eos_token_id
     model.save_pretrained(path)

@@ -25,7 +25,8 @@ def write_task(tmp: Path, student: str, teacher: str = "scripted:echo", n: int =
         "labels": LABELS,
         "split": {"seed": 1, "heldout": heldout},
         "prompts": {
-            "teacher": {"fewshot": 2, "template": "{% for s in fewshot %}{{ s.text }}: {{ s.answer }}\n{% endfor %}{{ text }}"},
+            "teacher": {"fewshot": 2, "template": "{{ text }}",
+                        "system": "{% for s in fewshot %}{{ s.text }}: {{ s.answer }}\n{% endfor %}"},
             "student": {"system": "Classify.", "template": "{{ text }}"},
         },
         "models": {"teacher": teacher, "student": student},

@@ -129,7 +129,7 @@ def capture_role(run: Run, role: str, split: str, limit: int | None = None) -> C
 
 def export_stage(run: Run, keep: Keep = "correct") -> ExportStats:
     """Stage: write the passing teacher answers as student-prompt chat JSONL."""
-    teacher = _stored(run, "teacher", "train")
+    teacher = _stored(run, "teacher", "train", include_failed=True)
     missing = len(run.split.train) - len(teacher)
     if missing:
         raise StageError(f"{missing} training examples have no teacher answer: run "
@@ -194,11 +194,12 @@ def bench_stage(run: Run, roles: tuple[str, ...] = ROLES, limit: int | None = No
     return cmp
 
 
-def _stored(run: Run, role: str, split: str) -> dict[str, Completion]:
-    """Completions already in the store for a role on a split (by request hash)."""
+def _stored(run: Run, role: str, split: str, include_failed: bool = False) -> dict[str, Completion]:
+    """Completions already in the store for a role on a split (by request hash); failed
+    attempts too if asked, so they are counted as failures rather than as missing."""
     out = {}
     for ex_id, req in run.requests(role, split).items():
-        hit = run.store.lookup(req.key())
+        hit = run.store.lookup(req.key(), include_failed=include_failed)
         if hit is not None:
             out[ex_id] = hit
     return out

@@ -12,8 +12,9 @@ def models_cmd() -> None:
     Bundled models are converted from GGUF to safetensors under $STILL_HOME/models on
     first use (20-70 s once); any Hugging Face model directory works too: `local:/path`.
     """
-    from rich.console import Console
     from rich.table import Table
+
+    from still.report import console as make_console
 
     from still.models import BUNDLED, is_installed, schemes
     from still.settings import models_dir
@@ -25,7 +26,7 @@ def models_cmd() -> None:
         converted = (models_dir() / name / "config.json").is_file()
         table.add_row(f"local:{name}", m.description, "yes" if is_installed(m) else m.install,
                       "yes" if converted else "on first use")
-    console = Console()
+    console = make_console()
     console.print(table)
     for scheme, text in schemes().items():
         console.print(f"[bold]{scheme}:[/bold]…  {text}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -17,13 +17,21 @@ RUN_DIR = click.option(
 def _open(task_file: Path, run_dir: Path | None) -> Any:
     from still.pipeline import open_run
 
-    run = open_run(task_file, run_dir)
+    try:
+        run = open_run(task_file, run_dir)
+    except (ValueError, OSError, RuntimeError) as exc:  # bad task, data or template
+        _fail(exc)
     click.echo(f"{run.task.name}: {run.load_report.summary()}; {len(run.split.train)} train, "
                f"{len(run.split.heldout)} held-out, {len(run.split.fewshot)} few-shot", err=True)
     return run
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: Exception) -> NoReturn:
+    """Show a still error as one clean line (the traceback only with `still -v`)."""
+    import logging
+
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        raise exc
     raise click.ClickException(str(exc)) from exc
 
 

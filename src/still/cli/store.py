@@ -57,8 +57,9 @@ def store() -> None:
 @click.option("--limit", type=int, default=20, show_default=True)
 def ls(db: Path, model: str | None, meta: dict[str, str], errors: bool | None, limit: int) -> None:
     """List completions, newest last, with a total count."""
-    from rich.console import Console
     from rich.table import Table
+
+    from still.report import console as make_console
 
     with _open(db) as s:
         total = s.count(model=model, metadata=meta, errors=errors)
@@ -71,7 +72,7 @@ def ls(db: Path, model: str | None, meta: dict[str, str], errors: bool | None, l
         body = f"[red]{c.error}[/red]" if c.error else c.text.replace("\n", " ")
         table.add_row(c.id, c.model[-40:], " ".join(f"{k}={v}" for k, v in c.metadata.items()),
                       body[:60], str(c.usage.total_tokens), f"{c.latency_s:.3f}")
-    console = Console()
+    console = make_console()
     console.print(table)
     console.print(f"{total} completions match")
 

@@ -64,9 +64,16 @@ def _verdict(cmp: Comparison) -> str:
     return " ".join(parts)
 
 
+def console() -> Any:
+    """A rich console at least 150 columns wide: pipes and CI logs default to 80, which
+    folds every table cell into three lines."""
+    from rich.console import Console
+
+    return Console(width=max(Console().width, 150))
+
+
 def print_table(cmp: Comparison, title: str = "Comparison") -> None:
     """Print the comparison as a rich table on the terminal."""
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
@@ -76,9 +83,9 @@ def print_table(cmp: Comparison, title: str = "Comparison") -> None:
         cells = _cells(r)
         cells[1] = _short(cells[1], 40)
         table.add_row(*cells)
-    console = Console(width=max(Console().width, 150))
-    console.print(table)
-    console.print(_verdict(cmp))
+    out = console()
+    out.print(table)
+    out.print(_verdict(cmp))
 
 
 def write_reports(cmp: Comparison, rows: Sequence[dict[str, Any]], out_dir: Path,

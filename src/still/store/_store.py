@@ -76,11 +76,16 @@ class Store:
             )
         return out
 
-    def lookup(self, request_hash: str) -> Completion | None:
-        """The latest successful completion of a request; failed ones are retried, not reused."""
+    def lookup(self, request_hash: str, include_failed: bool = False) -> Completion | None:
+        """The latest successful completion of a request.
+
+        Failed ones are not reused (a rerun retries them) unless `include_failed`, which
+        returns the latest attempt of any outcome, for reports that count failures.
+        """
+        ok = "" if include_failed else " AND error IS NULL"
         row = self._conn.execute(
-            f"SELECT {_COLS} FROM completions WHERE request_hash = ? AND error IS NULL "
-            "ORDER BY created_at DESC LIMIT 1", (request_hash,)).fetchone()
+            f"SELECT {_COLS} FROM completions WHERE request_hash = ?{ok} "
+            "ORDER BY error IS NULL DESC, created_at DESC LIMIT 1", (request_hash,)).fetchone()
         return _from_row(row) if row else None
 
     def get(self, completion_id: str) -> Completion | None:
