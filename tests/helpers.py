@@ -10,8 +10,14 @@ import yaml
 LABELS = ["human", "location", "number"]
 
 
-def write_task(tmp: Path, student: str, teacher: str = "scripted:echo", n: int = 40,
-               heldout: int = 10, **overrides: object) -> Path:
+def write_task(
+    tmp: Path,
+    student: str,
+    teacher: str = "scripted:echo",
+    n: int = 40,
+    heldout: int = 10,
+    **overrides: object,
+) -> Path:
     """A task whose questions name their label, so `scripted:echo` is a perfect teacher."""
     data = tmp / "data.jsonl"
     with data.open("w") as f:
@@ -25,8 +31,11 @@ def write_task(tmp: Path, student: str, teacher: str = "scripted:echo", n: int =
         "labels": LABELS,
         "split": {"seed": 1, "heldout": heldout},
         "prompts": {
-            "teacher": {"fewshot": 2, "template": "{{ text }}",
-                        "system": "{% for s in fewshot %}{{ s.text }}: {{ s.answer }}\n{% endfor %}"},
+            "teacher": {
+                "fewshot": 2,
+                "template": "{{ text }}",
+                "system": "{% for s in fewshot %}{{ s.text }}: {{ s.answer }}\n{% endfor %}",
+            },
             "student": {"system": "Classify.", "template": "{{ text }}"},
         },
         "models": {"teacher": teacher, "student": student},

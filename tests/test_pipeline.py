@@ -30,7 +30,9 @@ def test_run_all_then_rerun_calls_no_model(
     assert report["results"][0]["role"] == "teacher"
     # training data: student prompt, teacher answer, never a held-out id
     rows = [json.loads(x) for x in run.train_file.read_text().splitlines()]
-    assert rows and all(r["messages"][0] == {"role": "system", "content": "Classify."} for r in rows)
+    assert rows and all(
+        r["messages"][0] == {"role": "system", "content": "Classify."} for r in rows
+    )
     heldout_texts = {e.fields["text"] for e in run.split.heldout}
     assert not heldout_texts & {r["messages"][1]["content"] for r in rows}
 
@@ -72,8 +74,15 @@ def test_export_refuses_heldout_ids(tmp_path: Path, tiny_model: Path) -> None:
     capture_role(run, "teacher", "train")
     leaky = run.split.train + run.split.heldout[:1]
     with pytest.raises(LeakageError, match="held out"):
-        export(run.task, leaky, {}, run.graders, run.heldout_ids, run.split.fewshot,
-               tmp_path / "x.jsonl")
+        export(
+            run.task,
+            leaky,
+            {},
+            run.graders,
+            run.heldout_ids,
+            run.split.fewshot,
+            tmp_path / "x.jsonl",
+        )
 
 
 def test_export_without_teacher_answers_says_so(tmp_path: Path, tiny_model: Path) -> None:

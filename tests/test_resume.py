@@ -26,8 +26,13 @@ def _stored_hashes(db: Path) -> set[str]:
 
 
 def test_sigkill_during_capture_then_resume(tmp_path: Path) -> None:
-    task = write_task(tmp_path, student="scripted:first-label",
-                      teacher="scripted:echo?delay=0.02", n=330, heldout=30)
+    task = write_task(
+        tmp_path,
+        student="scripted:first-label",
+        teacher="scripted:echo?delay=0.02",
+        n=330,
+        heldout=30,
+    )
     calls = tmp_path / "calls.log"
     env = {**os.environ, "STILL_SCRIPTED_LOG": str(calls)}
     cmd = [sys.executable, "-m", "still", "capture", str(task), "--run-dir", str(tmp_path / "r")]

@@ -32,10 +32,32 @@ from still.tasks import load_examples, load_task, split_examples
 from still.types import Completion, Grade, Message, Request, SamplingParams
 
 __all__ = [
-    "CaptureStats", "Completion", "Grade", "LeakageError", "Message", "Request", "Run",
-    "SamplingParams", "StageError", "Store", "bench_stage", "build_request", "capture",
-    "capture_role", "evaluate", "export", "export_stage", "get_model", "grade", "load_examples",
-    "load_task", "open_run", "run_all", "split_examples", "train_sft", "train_stage",
+    "CaptureStats",
+    "Completion",
+    "Grade",
+    "LeakageError",
+    "Message",
+    "Request",
+    "Run",
+    "SamplingParams",
+    "StageError",
+    "Store",
+    "bench_stage",
+    "build_request",
+    "capture",
+    "capture_role",
+    "evaluate",
+    "export",
+    "export_stage",
+    "get_model",
+    "grade",
+    "load_examples",
+    "load_task",
+    "open_run",
+    "run_all",
+    "split_examples",
+    "train_sft",
+    "train_stage",
 ]
 
 

@@ -30,8 +30,12 @@ def build_messages(
     ctx = role_context(example, task.labels, shots)
     msgs = []
     if spec.system:
-        msgs.append(Message(role="system", content=render(spec.system, ctx, name=f"prompts.{role}.system")))
-    msgs.append(Message(role="user", content=render(spec.template, ctx, name=f"prompts.{role}.template")))
+        msgs.append(
+            Message(role="system", content=render(spec.system, ctx, name=f"prompts.{role}.system"))
+        )
+    msgs.append(
+        Message(role="user", content=render(spec.template, ctx, name=f"prompts.{role}.template"))
+    )
     return tuple(msgs)
 
 
@@ -59,8 +63,10 @@ class CaptureStats:
     completions: dict[str, Completion] = field(default_factory=dict)  # example id -> completion
 
     def summary(self) -> str:
-        return (f"{self.total} requests: {self.from_store} from the store, {self.called} "
-                f"model calls, {self.failed} failed")
+        return (
+            f"{self.total} requests: {self.from_store} from the store, {self.called} "
+            f"model calls, {self.failed} failed"
+        )
 
 
 def capture(
@@ -111,6 +117,10 @@ def capture(
                 stats.failed += c.error is not None
             bar.update(len(chunk))
     if stats.failed:
-        log.warning("%s: %d of %d requests failed (stored as failed completions)",
-                    desc, stats.failed, stats.called)
+        log.warning(
+            "%s: %d of %d requests failed (stored as failed completions)",
+            desc,
+            stats.failed,
+            stats.called,
+        )
     return stats

@@ -73,7 +73,9 @@ def export(
     rows = []
     for ex in train:
         if ex.id in heldout_ids:
-            raise LeakageError(f"example {ex.id} ({ex.source}) is held out; refusing to train on it")
+            raise LeakageError(
+                f"example {ex.id} ({ex.source}) is held out; refusing to train on it"
+            )
         comp = teacher.get(ex.id)
         answer, why = answer_of(comp, task.labels)
         if answer is None:
@@ -88,8 +90,12 @@ def export(
             stats.dropped["duplicate prompt"] += 1
             continue
         seen.add(key)
-        rows.append({"messages": [m.model_dump() for m in messages]
-                     + [{"role": "assistant", "content": answer}]})
+        rows.append(
+            {
+                "messages": [m.model_dump() for m in messages]
+                + [{"role": "assistant", "content": answer}]
+            }
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     with tmp.open("w") as f:

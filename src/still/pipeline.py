@@ -109,11 +109,18 @@ def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
     d = Path(run_dir) if run_dir else Path("runs") / task.name
     d.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(task_path, d / "task.yaml")
-    (d / "split.json").write_text(json.dumps({
-        "train": [e.id for e in split.train], "heldout": [e.id for e in split.heldout],
-        "fewshot": [e.id for e in split.fewshot]}))
-    return Run(task, d, Store(d / "still.db"), split, report,
-               [build_grader(g) for g in task.graders])
+    (d / "split.json").write_text(
+        json.dumps(
+            {
+                "train": [e.id for e in split.train],
+                "heldout": [e.id for e in split.heldout],
+                "fewshot": [e.id for e in split.fewshot],
+            }
+        )
+    )
+    return Run(
+        task, d, Store(d / "still.db"), split, report, [build_grader(g) for g in task.graders]
+    )
 
 
 def capture_role(run: Run, role: str, split: str, limit: int | None = None) -> CaptureStats:
@@ -121,9 +128,12 @@ def capture_role(run: Run, role: str, split: str, limit: int | None = None) -> C
     reqs = run.requests(role, split, limit)
     ref = run.model_for(role)
     return capture(
-        lambda: get_model(ref), reqs, run.store,
+        lambda: get_model(ref),
+        reqs,
+        run.store,
         metadata={"run": run.dir.name, "task": run.task.name, "role": role, "split": split},
-        batch_size=run.task.generation.batch_size, desc=f"{role} on {split}",
+        batch_size=run.task.generation.batch_size,
+        desc=f"{role} on {split}",
     )
 
 
@@ -132,10 +142,20 @@ def export_stage(run: Run, keep: Keep = "correct") -> ExportStats:
     teacher = _stored(run, "teacher", "train", include_failed=True)
     missing = len(run.split.train) - len(teacher)
     if missing:
-        raise StageError(f"{missing} training examples have no teacher answer: run "
-                         "`still capture --role teacher --split train` first")
-    stats = export(run.task, run.split.train, teacher, run.graders, run.heldout_ids,
-                   run.split.fewshot, run.train_file, keep=keep)
+        raise StageError(
+            f"{missing} training examples have no teacher answer: run "
+            "`still capture --role teacher --split train` first"
+        )
+    stats = export(
+        run.task,
+        run.split.train,
+        teacher,
+        run.graders,
+        run.heldout_ids,
+        run.split.fewshot,
+        run.train_file,
+        keep=keep,
+    )
     if stats.kept == 0:
         raise StageError(f"export kept no rows ({stats.summary()}); nothing to train on")
     return stats
@@ -162,6 +182,7 @@ def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
     from tqdm import tqdm
 
     with tqdm(desc="train", unit="step", leave=False) as bar:
+
         def on_step(step: int, total: int, loss: float) -> None:
             bar.total = total
             bar.set_postfix(loss=f"{loss:.3f}")
@@ -174,21 +195,24 @@ def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
     return info
 
 
-def bench_stage(run: Run, roles: tuple[str, ...] = ROLES, limit: int | None = None,
-                show: bool = True) -> Comparison:
+def bench_stage(
+    run: Run, roles: tuple[str, ...] = ROLES, limit: int | None = None, show: bool = True
+) -> Comparison:
     """Stage: every role's model on the held-out split; writes the reports."""
     results: list[ModelResult] = []
     rows: list[dict[str, Any]] = []
     heldout = run.split.heldout[:limit]
     for role in roles:
         stats = capture_role(run, role, "heldout", limit)
-        summary, per_example = evaluate(role, run.model_for(role), heldout, stats.completions,
-                                        run.graders, run.task.labels)
+        summary, per_example = evaluate(
+            role, run.model_for(role), heldout, stats.completions, run.graders, run.task.labels
+        )
         results.append(summary)
         rows += per_example
     cmp = Comparison(results)
-    write_reports(cmp, rows, run.dir, title=f"{run.task.name}: held-out comparison "
-                  f"({len(heldout)} examples)")
+    write_reports(
+        cmp, rows, run.dir, title=f"{run.task.name}: held-out comparison ({len(heldout)} examples)"
+    )
     if show:
         print_table(cmp, title=f"{run.task.name} — {len(heldout)} held-out examples")
     return cmp
@@ -205,8 +229,9 @@ def _stored(run: Run, role: str, split: str, include_failed: bool = False) -> di
     return out
 
 
-def run_all(task_path: Path | str, run_dir: Path | str | None = None,
-            keep: Keep = "correct") -> tuple[Run, Comparison]:
+def run_all(
+    task_path: Path | str, run_dir: Path | str | None = None, keep: Keep = "correct"
+) -> tuple[Run, Comparison]:
     """`still run`: capture -> export -> train -> bench, each skipping stored work."""
     run = open_run(task_path, run_dir)
     log.info("%s", run.load_report.summary())

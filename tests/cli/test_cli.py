@@ -52,16 +52,25 @@ def test_capture_export_and_store_verbs(tmp_path: Path) -> None:
 
 def test_bench_on_scripted_models_writes_reports(tmp_path: Path) -> None:
     task = write_task(tmp_path, student="scripted:first-label")
-    code, out = _invoke("bench", str(task), "--run-dir", str(tmp_path / "r"), "--role",
-                        "teacher", "--role", "student")
+    code, out = _invoke(
+        "bench",
+        str(task),
+        "--run-dir",
+        str(tmp_path / "r"),
+        "--role",
+        "teacher",
+        "--role",
+        "student",
+    )
     assert code == 0, out
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     acc = {r["role"]: r["accuracy"] for r in report["results"]}
     assert acc["teacher"] == 1.0
     # first-label always answers "human": right on exactly the human examples
     heldout = (tmp_path / "r" / "results.jsonl").read_text().splitlines()
-    humans = sum(1 for x in map(json.loads, heldout)
-                 if x["role"] == "student" and x["reference"] == "human")
+    humans = sum(
+        1 for x in map(json.loads, heldout) if x["role"] == "student" and x["reference"] == "human"
+    )
     assert acc["student"] == humans / 10
 
 
@@ -83,13 +92,18 @@ def test_malformed_data_row_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_missing_template_field_names_field_and_template(tmp_path: Path) -> None:
-    task = write_task(tmp_path, student="scripted:first-label", prompts={
-        "teacher": {"template": "{{ question }}"}, "student": {"template": "{{ text }}"}})
+    task = write_task(
+        tmp_path,
+        student="scripted:first-label",
+        prompts={"teacher": {"template": "{{ question }}"}, "student": {"template": "{{ text }}"}},
+    )
     code, out = _invoke("capture", str(task), "--run-dir", str(tmp_path / "r"))
     assert code == 1 and "prompts.teacher.template" in out and "question" in out
 
 
-def test_labels_outside_the_set_are_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_labels_outside_the_set_are_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     task = write_task(tmp_path, student="scripted:first-label")
     with (tmp_path / "data.jsonl").open("a") as f:
         f.write(json.dumps({"text": "odd one", "label": "animal"}) + "\n")

@@ -17,12 +17,19 @@ def _c(text: str = "", error: str | None = None) -> Completion:
     return Completion(request=req, text=text, error=error)
 
 
-@pytest.mark.parametrize(("op", "value", "ref", "expected"), [
-    ("eq", "human", "human", True), ("eq", "Human", "human", False),
-    ("ne", "human", "location", True), ("ne", "human", "human", False),
-    ("like", "a human being", "human", True), ("like", "A HUMAN", "human", False),
-    ("ilike", "A HUMAN", "human", True), ("ilike", "location", "human", False),
-])
+@pytest.mark.parametrize(
+    ("op", "value", "ref", "expected"),
+    [
+        ("eq", "human", "human", True),
+        ("eq", "Human", "human", False),
+        ("ne", "human", "location", True),
+        ("ne", "human", "human", False),
+        ("like", "a human being", "human", True),
+        ("like", "A HUMAN", "human", False),
+        ("ilike", "A HUMAN", "human", True),
+        ("ilike", "location", "human", False),
+    ],
+)
 def test_string_check_operations(op: str, value: str, ref: str, expected: bool) -> None:
     assert check(op, value, ref) is expected
 
@@ -32,11 +39,18 @@ def test_unknown_operation_is_an_error() -> None:
         check("regex", "a", "a")
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("human", "human"), ("Human.", "human"), (" LOCATION ", "location"),
-    ("I think it's a number", "number"), ("human or location", None), ("no idea", None),
-    ("humanity", None),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("human", "human"),
+        ("Human.", "human"),
+        (" LOCATION ", "location"),
+        ("I think it's a number", "number"),
+        ("human or location", None),
+        ("no idea", None),
+        ("humanity", None),
+    ],
+)
 def test_parse_label(text: str, expected: str | None) -> None:
     assert parse_label(text, LABELS) == expected
 
@@ -48,8 +62,10 @@ def test_grade_passes_and_fails_on_the_parsed_answer() -> None:
     assert not wrong.passed and wrong.error is None and wrong.score == 0.0
 
 
-@pytest.mark.parametrize(("comp", "reason"), [
-    (None, "missing"), (_c(error="TimeoutError: slow"), "error"), (_c("banana"), "unparseable")])
+@pytest.mark.parametrize(
+    ("comp", "reason"),
+    [(None, "missing"), (_c(error="TimeoutError: slow"), "error"), (_c("banana"), "unparseable")],
+)
 def test_failures_are_failed_grades_with_a_reason(comp: Completion | None, reason: str) -> None:
     out = grade([StringCheck()], EX, comp, LABELS)[0]
     assert not out.passed and out.score == 0.0 and out.error == reason

@@ -48,14 +48,17 @@ def test_scoring_matches_naive_forward(fixture: str, request: pytest.FixtureRequ
     # a second batch reuses the cached prefix and still scores exactly
     again = p.complete([_req(p.name, "What does NASA stand for?")])[0]
     assert again.label_logprobs["number"] == pytest.approx(  # type: ignore[index]
-        _naive(p, _req(p.name, "What does NASA stand for?"), "number"), abs=1e-4)
+        _naive(p, _req(p.name, "What does NASA stand for?"), "number"), abs=1e-4
+    )
 
 
 def test_generation_batched_with_usage_and_logprobs(tiny_model: Path) -> None:
     p = get_model(f"local:{tiny_model}")
     params = SamplingParams(max_tokens=5)
-    reqs = [_req(p.name, q, labels=None, params=params, logprobs=True)
-            for q in ["Who?", "Where is the long river of the north?"]]
+    reqs = [
+        _req(p.name, q, labels=None, params=params, logprobs=True)
+        for q in ["Who?", "Where is the long river of the north?"]
+    ]
     outs = p.complete(reqs)
     for c in outs:
         assert c.ok, c.error

@@ -21,9 +21,17 @@ def _comp(req: Request, **kw: object) -> Completion:
 
 def test_roundtrip_keeps_every_field(tmp_path: Path) -> None:
     with Store(tmp_path / "s.db") as s:
-        c = s.put(_comp(_req(labels=("a", "b")), text="a", label_logprobs={"a": -0.1, "b": -2.0},
-                        token_logprobs=(-0.5,), usage=Usage(prompt_tokens=3, completion_tokens=1),
-                        latency_s=0.25, metadata={"run": "r1", "role": "teacher"}))
+        c = s.put(
+            _comp(
+                _req(labels=("a", "b")),
+                text="a",
+                label_logprobs={"a": -0.1, "b": -2.0},
+                token_logprobs=(-0.5,),
+                usage=Usage(prompt_tokens=3, completion_tokens=1),
+                latency_s=0.25,
+                metadata={"run": "r1", "role": "teacher"},
+            )
+        )
         back = s.get(c.id)
     assert back == c
     assert c.request_hash == c.request.key()
@@ -51,11 +59,13 @@ def test_lookup_returns_latest_success_and_skips_failures(tmp_path: Path) -> Non
 
 def test_filters_and_counts(tmp_path: Path) -> None:
     with Store(tmp_path / "s.db") as s:
-        s.put_many([
-            _comp(_req("1"), text="x", metadata={"role": "teacher", "split": "train"}),
-            _comp(_req("2"), text="y", metadata={"role": "teacher", "split": "heldout"}),
-            _comp(_req("3", model="m2"), error="E", metadata={"role": "student"}),
-        ])
+        s.put_many(
+            [
+                _comp(_req("1"), text="x", metadata={"role": "teacher", "split": "train"}),
+                _comp(_req("2"), text="y", metadata={"role": "teacher", "split": "heldout"}),
+                _comp(_req("3", model="m2"), error="E", metadata={"role": "student"}),
+            ]
+        )
         assert s.count() == 3
         assert s.count(metadata={"role": "teacher"}) == 2
         assert s.count(metadata={"role": "teacher", "split": "train"}) == 1

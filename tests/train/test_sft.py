@@ -15,17 +15,30 @@ from still.train import train_sft
 from still.train.sft import IGNORE, tokenize
 from still.types import Message, Request
 
-ROWS = [("Who wrote the play?", "human"), ("Where is the river?", "location"),
-        ("How many days?", "number"), ("What does NASA stand for?", "abbreviation")] * 4
+ROWS = [
+    ("Who wrote the play?", "human"),
+    ("Where is the river?", "location"),
+    ("How many days?", "number"),
+    ("What does NASA stand for?", "abbreviation"),
+] * 4
 
 
 def _data(tmp_path: Path) -> Path:
     path = tmp_path / "train.jsonl"
     with path.open("w") as f:
         for q, a in ROWS:
-            f.write(json.dumps({"messages": [{"role": "system", "content": "Classify."},
-                                             {"role": "user", "content": q},
-                                             {"role": "assistant", "content": a}]}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "messages": [
+                            {"role": "system", "content": "Classify."},
+                            {"role": "user", "content": q},
+                            {"role": "assistant", "content": a},
+                        ]
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
@@ -43,7 +56,7 @@ def test_only_assistant_tokens_are_learned(tiny_model: Path) -> None:
     ids, labels = encoded
     learned = [t for t in labels if t != IGNORE]
     assert tok.decode(learned) == "human<|im_end|>"
-    assert ids[-len(learned):] == learned
+    assert ids[-len(learned) :] == learned
     assert tokenize(tok, conv, 3) is None  # too long is skipped, not truncated
 
 
@@ -65,9 +78,14 @@ def test_training_lowers_loss_and_saves_a_loadable_model(
     info = json.loads((out / "train.json").read_text())
     assert info["losses"] == result.losses
     student = get_model(f"local:{out}")
-    req = Request(model=student.name, messages=(Message(role="system", content="Classify."),
-                  Message(role="user", content="Where is the river?")),
-                  labels=("human", "location", "number", "abbreviation"))
+    req = Request(
+        model=student.name,
+        messages=(
+            Message(role="system", content="Classify."),
+            Message(role="user", content="Where is the river?"),
+        ),
+        labels=("human", "location", "number", "abbreviation"),
+    )
     answer = student.complete([req])[0]
     assert answer.ok and answer.text == "location"
 

@@ -71,20 +71,34 @@ def evaluate(
             seconds += comp.latency_s
             tokens += comp.usage.total_tokens
             prompt_tokens += comp.usage.prompt_tokens
-        rows.append({
-            "role": role, "model": model, "example_id": ex.id, "reference": ex.answer,
-            "prediction": answer, "correct": ok, "failure": why,
-            "latency_s": comp.latency_s if comp else None,
-            "prompt_tokens": comp.usage.prompt_tokens if comp else None,
-            "completion_tokens": comp.usage.completion_tokens if comp else None,
-            "completion_id": comp.id if comp else None,
-        })
+        rows.append(
+            {
+                "role": role,
+                "model": model,
+                "example_id": ex.id,
+                "reference": ex.answer,
+                "prediction": answer,
+                "correct": ok,
+                "failure": why,
+                "latency_s": comp.latency_s if comp else None,
+                "prompt_tokens": comp.usage.prompt_tokens if comp else None,
+                "completion_tokens": comp.usage.completion_tokens if comp else None,
+                "completion_id": comp.id if comp else None,
+            }
+        )
     n = len(examples)
     low, high = wilson(correct, n)
     answered = len(latencies)
     summary = ModelResult(
-        role=role, model=model, n=n, correct=correct, accuracy=correct / n if n else 0.0,
-        ci_low=low, ci_high=high, unparseable=unparseable, errors=errors,
+        role=role,
+        model=model,
+        n=n,
+        correct=correct,
+        accuracy=correct / n if n else 0.0,
+        ci_low=low,
+        ci_high=high,
+        unparseable=unparseable,
+        errors=errors,
         mean_latency_s=seconds / answered if answered else float("nan"),
         p95_latency_s=percentile(latencies, 95),
         tokens_per_s=tokens / seconds if seconds else 0.0,

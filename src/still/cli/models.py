@@ -14,9 +14,8 @@ def models_cmd() -> None:
     """
     from rich.table import Table
 
-    from still.report import console as make_console
-
     from still.models import BUNDLED, is_installed, schemes
+    from still.report import console as make_console
     from still.settings import models_dir
 
     table = Table(title="bundled models")
@@ -24,8 +23,12 @@ def models_cmd() -> None:
         table.add_column(col)
     for name, m in BUNDLED.items():
         converted = (models_dir() / name / "config.json").is_file()
-        table.add_row(f"local:{name}", m.description, "yes" if is_installed(m) else m.install,
-                      "yes" if converted else "on first use")
+        table.add_row(
+            f"local:{name}",
+            m.description,
+            "yes" if is_installed(m) else m.install,
+            "yes" if converted else "on first use",
+        )
     console = make_console()
     console.print(table)
     for scheme, text in schemes().items():

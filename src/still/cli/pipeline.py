@@ -9,7 +9,9 @@ import click
 
 TASK = click.argument("task_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 RUN_DIR = click.option(
-    "--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
     help="Run folder (default: runs/<task name>). Holds the store, data, model and reports.",
 )
 
@@ -21,8 +23,11 @@ def _open(task_file: Path, run_dir: Path | None) -> Any:
         run = open_run(task_file, run_dir)
     except (ValueError, OSError, RuntimeError) as exc:  # bad task, data or template
         _fail(exc)
-    click.echo(f"{run.task.name}: {run.load_report.summary()}; {len(run.split.train)} train, "
-               f"{len(run.split.heldout)} held-out, {len(run.split.fewshot)} few-shot", err=True)
+    click.echo(
+        f"{run.task.name}: {run.load_report.summary()}; {len(run.split.train)} train, "
+        f"{len(run.split.heldout)} held-out, {len(run.split.fewshot)} few-shot",
+        err=True,
+    )
     return run
 
 
@@ -38,13 +43,24 @@ def _fail(exc: Exception) -> NoReturn:
 @click.command("capture")
 @TASK
 @RUN_DIR
-@click.option("--role", type=click.Choice(["teacher", "student", "distilled", "control"]),
-              default="teacher", show_default=True, help="Which model answers.")
-@click.option("--split", "split_name", type=click.Choice(["train", "heldout"]), default="train",
-              show_default=True)
+@click.option(
+    "--role",
+    type=click.Choice(["teacher", "student", "distilled", "control"]),
+    default="teacher",
+    show_default=True,
+    help="Which model answers.",
+)
+@click.option(
+    "--split",
+    "split_name",
+    type=click.Choice(["train", "heldout"]),
+    default="train",
+    show_default=True,
+)
 @click.option("--limit", type=int, default=None, help="Only the first N examples of the split.")
-def capture_cmd(task_file: Path, run_dir: Path | None, role: str, split_name: str,
-                limit: int | None) -> None:
+def capture_cmd(
+    task_file: Path, run_dir: Path | None, role: str, split_name: str, limit: int | None
+) -> None:
     """Run a role's model over a split and store every completion.
 
     Already-stored requests are answered from the store, so an interrupted capture
@@ -65,10 +81,14 @@ def capture_cmd(task_file: Path, run_dir: Path | None, role: str, split_name: st
 @click.command("export")
 @TASK
 @RUN_DIR
-@click.option("--keep", type=click.Choice(["correct", "parsed"]), default="correct",
-              show_default=True,
-              help="correct: teacher answers every grader passes; parsed: any parseable answer "
-              "(for data without reference answers).")
+@click.option(
+    "--keep",
+    type=click.Choice(["correct", "parsed"]),
+    default="correct",
+    show_default=True,
+    help="correct: teacher answers every grader passes; parsed: any parseable answer "
+    "(for data without reference answers).",
+)
 def export_cmd(task_file: Path, run_dir: Path | None, keep: str) -> None:
     """Write passing teacher answers as chat JSONL (OpenAI fine-tuning format).
 
@@ -104,19 +124,26 @@ def train_cmd(task_file: Path, run_dir: Path | None, force: bool) -> None:
         click.echo(f"already trained: {info['out_dir']}")
         return
     losses = info["losses"]
-    click.echo(f"{info['out_dir']}: {info['steps']} steps, {info['seconds']:.0f} s, "
-               f"{info['tokens_per_s']:.0f} tok/s, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    click.echo(
+        f"{info['out_dir']}: {info['steps']} steps, {info['seconds']:.0f} s, "
+        f"{info['tokens_per_s']:.0f} tok/s, loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+    )
 
 
 @click.command("bench")
 @TASK
 @RUN_DIR
-@click.option("--role", "roles", multiple=True,
-              type=click.Choice(["teacher", "student", "distilled", "control"]),
-              help="Roles to compare (repeatable; default all four).")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    type=click.Choice(["teacher", "student", "distilled", "control"]),
+    help="Roles to compare (repeatable; default all four).",
+)
 @click.option("--limit", type=int, default=None, help="Only the first N held-out examples.")
-def bench_cmd(task_file: Path, run_dir: Path | None, roles: tuple[str, ...],
-              limit: int | None) -> None:
+def bench_cmd(
+    task_file: Path, run_dir: Path | None, roles: tuple[str, ...], limit: int | None
+) -> None:
     """Compare the models on the held-out split: accuracy with 95% intervals, gap closed,
     unparseable and failed answers, latency and tokens/s.
 
@@ -135,8 +162,13 @@ def bench_cmd(task_file: Path, run_dir: Path | None, roles: tuple[str, ...],
 @click.command("run")
 @TASK
 @RUN_DIR
-@click.option("--keep", type=click.Choice(["correct", "parsed"]), default="correct",
-              show_default=True, help="Which teacher answers become training data.")
+@click.option(
+    "--keep",
+    type=click.Choice(["correct", "parsed"]),
+    default="correct",
+    show_default=True,
+    help="Which teacher answers become training data.",
+)
 def run_cmd(task_file: Path, run_dir: Path | None, keep: str) -> None:
     """Run the whole loop: capture (teacher, train split) -> export -> train -> bench.
 

@@ -8,9 +8,13 @@ from pathlib import Path
 
 import click
 
-DB = click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
-                  default=lambda: os.environ.get("STILL_DB", "still.db"), show_default="$STILL_DB or still.db",
-                  help="The store file (a run keeps one at runs/<task>/still.db).")
+DB = click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=lambda: os.environ.get("STILL_DB", "still.db"),
+    show_default="$STILL_DB or still.db",
+    help="The store file (a run keeps one at runs/<task>/still.db).",
+)
 
 
 def _meta(_: click.Context, __: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
@@ -18,17 +22,26 @@ def _meta(_: click.Context, __: click.Parameter, values: tuple[str, ...]) -> dic
     for v in values:
         if "=" not in v:
             raise click.BadParameter(f"{v!r} is not key=value")
-        key, _, value = v.partition("=")
+        key, _sep, value = v.partition("=")
         out[key] = value
     return out
 
 
 FILTERS = [
     click.option("--model", default=None, help="Only this model reference."),
-    click.option("--meta", multiple=True, callback=_meta, metavar="KEY=VALUE",
-                 help="Only completions tagged KEY=VALUE (repeatable; all must match)."),
-    click.option("--errors/--ok", "errors", default=None,
-                 help="Only failed (--errors) or only successful (--ok) completions."),
+    click.option(
+        "--meta",
+        multiple=True,
+        callback=_meta,
+        metavar="KEY=VALUE",
+        help="Only completions tagged KEY=VALUE (repeatable; all must match).",
+    ),
+    click.option(
+        "--errors/--ok",
+        "errors",
+        default=None,
+        help="Only failed (--errors) or only successful (--ok) completions.",
+    ),
 ]
 
 
@@ -63,15 +76,22 @@ def ls(db: Path, model: str | None, meta: dict[str, str], errors: bool | None, l
 
     with _open(db) as s:
         total = s.count(model=model, metadata=meta, errors=errors)
-        rows = s.list(model=model, metadata=meta, errors=errors, limit=limit,
-                      offset=max(0, total - limit))
+        rows = s.list(
+            model=model, metadata=meta, errors=errors, limit=limit, offset=max(0, total - limit)
+        )
     table = Table()
     for col in ("id", "model", "metadata", "answer / error", "tokens", "latency s"):
         table.add_column(col)
     for c in rows:
         body = f"[red]{c.error}[/red]" if c.error else c.text.replace("\n", " ")
-        table.add_row(c.id, c.model[-40:], " ".join(f"{k}={v}" for k, v in c.metadata.items()),
-                      body[:60], str(c.usage.total_tokens), f"{c.latency_s:.3f}")
+        table.add_row(
+            c.id,
+            c.model[-40:],
+            " ".join(f"{k}={v}" for k, v in c.metadata.items()),
+            body[:60],
+            str(c.usage.total_tokens),
+            f"{c.latency_s:.3f}",
+        )
     console = make_console()
     console.print(table)
     console.print(f"{total} completions match")
@@ -93,8 +113,9 @@ def show(db: Path, completion_id: str) -> None:
 @DB
 @filters
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-def export(db: Path, model: str | None, meta: dict[str, str], errors: bool | None,
-           out: Path) -> None:
+def export(
+    db: Path, model: str | None, meta: dict[str, str], errors: bool | None, out: Path
+) -> None:
     """Write matching completions to OUT as JSONL (one completion per line)."""
     with _open(db) as s:
         n = s.export_jsonl(out, model=model, metadata=meta, errors=errors)

@@ -13,14 +13,23 @@ from still.graders._string_check import StringCheck, check, fill
 from still.tasks import Example, GraderSpec
 from still.types import Completion, Grade
 
-__all__ = ["StringCheck", "check", "fill", "parse_label", "build_grader", "grade", "Answer",
-           "answer_of"]
+__all__ = [
+    "StringCheck",
+    "check",
+    "fill",
+    "parse_label",
+    "build_grader",
+    "grade",
+    "Answer",
+    "answer_of",
+]
 
 
 def build_grader(spec: GraderSpec) -> StringCheck:
     """Turn a task's grader spec into a grader."""
-    return StringCheck(name=spec.name, operation=spec.operation, input=spec.input,
-                       reference=spec.reference)
+    return StringCheck(
+        name=spec.name, operation=spec.operation, input=spec.input, reference=spec.reference
+    )
 
 
 Answer = tuple[str | None, str | None]
@@ -40,7 +49,9 @@ def answer_of(completion: Completion | None, labels: Sequence[str] | None) -> An
 
 
 def grade(
-    graders: Sequence[StringCheck], example: Example, completion: Completion | None,
+    graders: Sequence[StringCheck],
+    example: Example,
+    completion: Completion | None,
     labels: Sequence[str] | None,
 ) -> list[Grade]:
     """Grade one completion of one example with every grader.
@@ -51,8 +62,17 @@ def grade(
     answer, why = answer_of(completion, labels)
     cid = completion.id if completion else None
     if answer is None:
-        return [Grade(grader=g.name, example_id=example.id, completion_id=cid, score=0.0,
-                      passed=False, error=why) for g in graders]
+        return [
+            Grade(
+                grader=g.name,
+                example_id=example.id,
+                completion_id=cid,
+                score=0.0,
+                passed=False,
+                error=why,
+            )
+            for g in graders
+        ]
     raw = completion.text if completion else ""
     sample = {"output_text": answer, "raw_text": raw}
     item = {**example.fields, "answer": example.answer}

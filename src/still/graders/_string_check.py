@@ -66,15 +66,32 @@ class StringCheck:
     reference: str = "{{item.answer}}"
 
     def grade(
-        self, sample: Mapping[str, Any], item: Mapping[str, Any], example_id: str,
+        self,
+        sample: Mapping[str, Any],
+        item: Mapping[str, Any],
+        example_id: str,
         completion_id: str | None,
     ) -> Grade:
         """Score 1.0 on a match, 0.0 otherwise; a template error is a failed grade."""
         try:
-            passed = check(self.operation, fill(self.input, {"sample": sample, "item": item}),
-                           fill(self.reference, {"sample": sample, "item": item}))
+            passed = check(
+                self.operation,
+                fill(self.input, {"sample": sample, "item": item}),
+                fill(self.reference, {"sample": sample, "item": item}),
+            )
         except (KeyError, ValueError) as exc:
-            return Grade(grader=self.name, example_id=example_id, completion_id=completion_id,
-                         score=0.0, passed=False, error=str(exc))
-        return Grade(grader=self.name, example_id=example_id, completion_id=completion_id,
-                     score=1.0 if passed else 0.0, passed=passed)
+            return Grade(
+                grader=self.name,
+                example_id=example_id,
+                completion_id=completion_id,
+                score=0.0,
+                passed=False,
+                error=str(exc),
+            )
+        return Grade(
+            grader=self.name,
+            example_id=example_id,
+            completion_id=completion_id,
+            score=1.0 if passed else 0.0,
+            passed=passed,
+        )

@@ -13,5 +13,14 @@ from still.models._provider import (
     schemes,
 )
 
-__all__ = ["BUNDLED", "BundledModel", "Provider", "bundled_path", "get_model", "is_installed",
-           "known_models", "register_provider", "schemes"]
+__all__ = [
+    "BUNDLED",
+    "BundledModel",
+    "Provider",
+    "bundled_path",
+    "get_model",
+    "is_installed",
+    "known_models",
+    "register_provider",
+    "schemes",
+]

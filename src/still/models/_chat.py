@@ -49,9 +49,13 @@ def prompt_token_ids(tokenizer: Any, prompt: str) -> list[int]:
     return list(tokenizer(prompt, add_special_tokens=not has_chat_template(tokenizer))["input_ids"])
 
 
-def answer_token_ids(tokenizer: Any, prompt: str, answer: str, end_of_turn: bool = False) -> list[int]:
+def answer_token_ids(
+    tokenizer: Any, prompt: str, answer: str, end_of_turn: bool = False
+) -> list[int]:
     """Tokens of `answer` as the continuation of `prompt`, tokenized apart from the prompt."""
-    ids = list(tokenizer(continuation(tokenizer, prompt, answer), add_special_tokens=False)["input_ids"])
+    ids = list(
+        tokenizer(continuation(tokenizer, prompt, answer), add_special_tokens=False)["input_ids"]
+    )
     if end_of_turn and tokenizer.eos_token_id is not None:
         ids.append(int(tokenizer.eos_token_id))
     return ids

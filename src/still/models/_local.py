@@ -25,7 +25,7 @@ from still.models._provider import register_provider
 from still.types import Completion, Message, Request, SamplingParams, Usage
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 MIN_PREFIX = 16
 """A shared prefix shorter than this is not worth caching."""
@@ -41,11 +41,13 @@ class LocalProvider:
         self.name = name
         self.path = Path(path)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(self.path)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
+        # typed Any: transformers' generated stubs don't model generate()'s return shapes
+        auto: Any = AutoModelForCausalLM  # its stubs mistype from_pretrained's first argument
+        self.model: Any = auto.from_pretrained(self.path, dtype=torch.float32)
         self.model.to(self.device).eval()
         self._prefix: tuple[list[int], Any] | None = None
 
@@ -95,8 +97,14 @@ class LocalProvider:
                     self._run(requests, [i], fn, results)
                 return
             err = f"{type(exc).__name__}: {exc}"
-            outs = [Completion(request=batch[0], request_hash=batch[0].key(), error=err,
-                               latency_s=time.perf_counter() - start)]
+            outs = [
+                Completion(
+                    request=batch[0],
+                    request_hash=batch[0].key(),
+                    error=err,
+                    latency_s=time.perf_counter() - start,
+                )
+            ]
         for i, c in zip(idx, outs, strict=True):
             results[i] = c
 

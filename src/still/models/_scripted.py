@@ -29,9 +29,7 @@ Answer = Callable[[Request], str]
 class ScriptedProvider:
     """Answers from a function of the request; counts its calls."""
 
-    def __init__(
-        self, name: str, answer: Answer, delay: float = 0.0, fail_every: int = 0
-    ) -> None:
+    def __init__(self, name: str, answer: Answer, delay: float = 0.0, fail_every: int = 0) -> None:
         self.name = name
         self.answer = answer
         self.delay = delay
@@ -88,7 +86,9 @@ def _fail(req: Request) -> str:
     raise RuntimeError("scripted provider configured to fail")
 
 
-@register_provider("scripted", "deterministic offline answers: echo, const=<text>, first-label, fail")
+@register_provider(
+    "scripted", "deterministic offline answers: echo, const=<text>, first-label, fail"
+)
 def scripted_factory(ref: str) -> ScriptedProvider:
     """Build a ScriptedProvider from `scripted:<mode>[?delay=..&fail_every=..]`."""
     body = ref.partition(":")[2]
@@ -105,7 +105,9 @@ def scripted_factory(ref: str) -> ScriptedProvider:
     elif mode == "fail":
         answer = _fail
     else:
-        raise ValueError(f"unknown scripted mode {mode!r}: use echo, const=<text>, first-label, fail")
+        raise ValueError(
+            f"unknown scripted mode {mode!r}: use echo, const=<text>, first-label, fail"
+        )
     return ScriptedProvider(
         ref, answer, delay=float(opts.get("delay", 0)), fail_every=int(opts.get("fail_every", 0))
     )

@@ -13,10 +13,23 @@ from typing import Any
 
 from still.bench import Comparison, ModelResult
 
-ROLE_NAMES = {"teacher": "teacher", "student": "base student", "distilled": "distilled student",
-              "control": "control"}
-_COLUMNS = ["role", "model", "accuracy [95% CI]", "unparseable", "errors", "s/example (mean)",
-            "s/example (p95)", "tok/s", "prompt tok"]
+ROLE_NAMES = {
+    "teacher": "teacher",
+    "student": "base student",
+    "distilled": "distilled student",
+    "control": "control",
+}
+_COLUMNS = [
+    "role",
+    "model",
+    "accuracy [95% CI]",
+    "unparseable",
+    "errors",
+    "s/example (mean)",
+    "s/example (p95)",
+    "tok/s",
+    "prompt tok",
+]
 
 
 def _cells(r: ModelResult) -> list[str]:
@@ -24,10 +37,14 @@ def _cells(r: ModelResult) -> list[str]:
         return "n/a" if math.isnan(x) else format(x, fmt)
 
     return [
-        ROLE_NAMES.get(r.role, r.role), r.model,
+        ROLE_NAMES.get(r.role, r.role),
+        r.model,
         f"{r.accuracy:.1%} [{r.ci_low:.1%}, {r.ci_high:.1%}]",
-        f"{r.unparseable}/{r.n}", f"{r.errors}/{r.n}",
-        f(r.mean_latency_s, ".3f"), f(r.p95_latency_s, ".3f"), f(r.tokens_per_s, ".0f"),
+        f"{r.unparseable}/{r.n}",
+        f"{r.errors}/{r.n}",
+        f(r.mean_latency_s, ".3f"),
+        f(r.p95_latency_s, ".3f"),
+        f(r.tokens_per_s, ".0f"),
         f(r.prompt_tokens_mean, ".0f"),
     ]
 
@@ -37,13 +54,12 @@ def _short(model: str, width: int = 48) -> str:
     scheme, sep, rest = model.partition(":")
     if sep and "/" in rest:
         model = f"{scheme}:…/{rest.rstrip('/').rsplit('/', 1)[-1]}"
-    return model if len(model) <= width else "…" + model[-(width - 1):]
+    return model if len(model) <= width else "…" + model[-(width - 1) :]
 
 
 def markdown(cmp: Comparison, title: str = "Comparison") -> str:
     """The comparison as a markdown table with the gap closed beneath it."""
-    lines = [f"## {title}", "", "| " + " | ".join(_COLUMNS) + " |",
-             "|" + "---|" * len(_COLUMNS)]
+    lines = [f"## {title}", "", "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
     for r in cmp.results:
         cells = _cells(r)
         cells[1] = f"`{_short(cells[1])}`"
@@ -59,8 +75,10 @@ def _verdict(cmp: Comparison) -> str:
     if gap is not None:
         parts.append(f"Gap closed: {gap:.0%} of the teacher–base-student gap.")
     if cmp.by_role("distilled") and cmp.by_role("student"):
-        parts.append("Distilled student beats the base student beyond the 95% intervals: "
-                     + ("yes." if cmp.distilled_beats_base else "no."))
+        parts.append(
+            "Distilled student beats the base student beyond the 95% intervals: "
+            + ("yes." if cmp.distilled_beats_base else "no.")
+        )
     return " ".join(parts)
 
 
@@ -88,8 +106,13 @@ def print_table(cmp: Comparison, title: str = "Comparison") -> None:
     out.print(_verdict(cmp))
 
 
-def write_reports(cmp: Comparison, rows: Sequence[dict[str, Any]], out_dir: Path,
-                  title: str, extra: dict[str, Any] | None = None) -> dict[str, Path]:
+def write_reports(
+    cmp: Comparison,
+    rows: Sequence[dict[str, Any]],
+    out_dir: Path,
+    title: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Path]:
     """Write report.md, report.json, results.jsonl and results.parquet into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {

@@ -16,7 +16,27 @@ from still.tasks._sources import DataError, read_rows, resolve_source
 from still.tasks._split import Split, split_examples
 from still.tasks._templates import TemplateError, render, role_context
 
-__all__ = ["DataError", "DataSpec", "Example", "GenerationSpec", "GraderSpec", "LoadReport",
-           "ModelsSpec", "PromptSpec", "Split", "SplitSpec", "Task", "TaskError", "TemplateError",
-           "TrainSpec", "example_id", "load_examples", "load_task", "read_rows", "render",
-           "resolve_source", "role_context", "split_examples"]
+__all__ = [
+    "DataError",
+    "DataSpec",
+    "Example",
+    "GenerationSpec",
+    "GraderSpec",
+    "LoadReport",
+    "ModelsSpec",
+    "PromptSpec",
+    "Split",
+    "SplitSpec",
+    "Task",
+    "TaskError",
+    "TemplateError",
+    "TrainSpec",
+    "example_id",
+    "load_examples",
+    "load_task",
+    "read_rows",
+    "render",
+    "resolve_source",
+    "role_context",
+    "split_examples",
+]

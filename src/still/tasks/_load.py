@@ -58,8 +58,9 @@ class LoadReport:
             parts.append(f"{self.empty_answer} without an answer dropped")
         if self.unknown_labels:
             top = ", ".join(f"{k!r}×{v}" for k, v in self.unknown_labels.most_common(5))
-            parts.append(f"{sum(self.unknown_labels.values())} with labels outside the set "
-                         f"dropped ({top})")
+            parts.append(
+                f"{sum(self.unknown_labels.values())} with labels outside the set dropped ({top})"
+            )
         return "; ".join(parts)
 
 
@@ -75,12 +76,15 @@ def load_examples(task: Task) -> tuple[list[Example], LoadReport]:
         fields = dict(row)
         for name, column in task.data.fields.items():
             if column not in row:
-                raise DataError(f"{loc}: column {column!r} (for field {name!r}) not found; "
-                                f"columns: {', '.join(row)}")
+                raise DataError(
+                    f"{loc}: column {column!r} (for field {name!r}) not found; "
+                    f"columns: {', '.join(row)}"
+                )
             fields[name] = row[column]
         if task.answer not in fields:
-            raise DataError(f"{loc}: answer field {task.answer!r} not found; fields: "
-                            f"{', '.join(fields)}")
+            raise DataError(
+                f"{loc}: answer field {task.answer!r} not found; fields: {', '.join(fields)}"
+            )
         answer = fields[task.answer].strip()
         answer = task.data.label_map.get(answer, answer)
         fields[task.answer] = answer
@@ -97,10 +101,17 @@ def load_examples(task: Task) -> tuple[list[Example], LoadReport]:
             report.duplicates += 1
             continue
         seen.add(ex_id)
+        # The answer lives in `Example.answer` only: prompts see `fields`, and a template
+        # must not be able to show the model the reference it is graded against.
+        del fields[task.answer]
         out.append(Example(id=ex_id, fields=fields, answer=answer, source=loc))
     report.kept = len(out)
     if report.unknown_labels:
-        log.warning("%s: %d rows have labels outside %s and were left out, e.g. %s", path,
-                    sum(report.unknown_labels.values()), sorted(labels),
-                    "; ".join(report.unknown_examples))
+        log.warning(
+            "%s: %d rows have labels outside %s and were left out, e.g. %s",
+            path,
+            sum(report.unknown_labels.values()),
+            sorted(labels),
+            "; ".join(report.unknown_examples),
+        )
     return out, report

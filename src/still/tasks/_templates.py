@@ -33,8 +33,9 @@ def render(template: str, context: dict[str, Any], *, name: str) -> str:
         raise TemplateError(f"{name}: syntax error on line {exc.lineno}: {exc.message}") from exc
 
 
-def role_context(example: Example, labels: Sequence[str] | None,
-                 fewshot: Sequence[Example]) -> dict[str, Any]:
+def role_context(
+    example: Example, labels: Sequence[str] | None, fewshot: Sequence[Example]
+) -> dict[str, Any]:
     """What a prompt template sees: the example's fields, `labels` and `fewshot`.
 
     The example's own reference answer is deliberately absent (it would leak into the

@@ -52,7 +52,9 @@ class TrainResult:
         return sum(tail) / len(tail) if tail else math.nan
 
 
-def tokenize(tokenizer: Any, conv: list[dict[str, str]], max_length: int) -> tuple[list[int], list[int]] | None:
+def tokenize(
+    tokenizer: Any, conv: list[dict[str, str]], max_length: int
+) -> tuple[list[int], list[int]] | None:
     """Token ids and labels of one conversation: only the assistant answer is learned."""
     prompt = render_prompt(tokenizer, [Message.model_validate(m) for m in conv[:-1]])
     p_ids = prompt_token_ids(tokenizer, prompt)
@@ -89,16 +91,22 @@ def train_sft(
     torch.manual_seed(spec.seed)
     rng = random.Random(spec.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    tokenizer: Any = AutoTokenizer.from_pretrained(base_model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32).to(device)
+    auto: Any = AutoModelForCausalLM  # its stubs mistype from_pretrained's first argument
+    model: Any = auto.from_pretrained(base_model, dtype=torch.float32).to(device)
     if spec.method == "lora":
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(
             model,
-            LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=0.05,
-                       target_modules="all-linear", task_type="CAUSAL_LM"),
+            LoraConfig(
+                r=spec.lora_r,
+                lora_alpha=spec.lora_alpha,
+                lora_dropout=0.05,
+                target_modules="all-linear",
+                task_type="CAUSAL_LM",
+            ),
         )
     model.train()
 
@@ -118,8 +126,16 @@ def train_sft(
     )
 
     # -- train ---------------------------------------------------------------------------
-    result = TrainResult(str(out_dir), spec.method, len(rows), total, spec.epochs, 0.0, 0.0,
-                         skipped_too_long=len(encoded) - len(rows))
+    result = TrainResult(
+        str(out_dir),
+        spec.method,
+        len(rows),
+        total,
+        spec.epochs,
+        0.0,
+        0.0,
+        skipped_too_long=len(encoded) - len(rows),
+    )
     order: list[int] = []
     tokens = 0
     start = time.perf_counter()
@@ -133,7 +149,9 @@ def train_sft(
         width = max(len(ids) for ids, _ in batch)
         ids = torch.tensor([x + [pad] * (width - len(x)) for x, _ in batch], device=device)
         labels = torch.tensor([y + [IGNORE] * (width - len(y)) for _, y in batch], device=device)
-        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in batch], device=device)
+        mask = torch.tensor(
+            [[1] * len(x) + [0] * (width - len(x)) for x, _ in batch], device=device
+        )
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
