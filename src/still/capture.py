@@ -60,13 +60,17 @@ class CaptureStats:
     from_store: int = 0
     called: int = 0
     failed: int = 0
+    unparseable: int | None = None  # answers naming no label (None: no label set to check)
     completions: dict[str, Completion] = field(default_factory=dict)  # example id -> completion
 
     def summary(self) -> str:
-        return (
+        text = (
             f"{self.total} requests: {self.from_store} from the store, {self.called} "
             f"model calls, {self.failed} failed"
         )
+        if self.unparseable is not None:
+            text += f", {self.unparseable} unparseable"
+        return text
 
 
 def capture(

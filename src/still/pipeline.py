@@ -25,7 +25,7 @@ from typing import Any
 from still.bench import Comparison, ModelResult, evaluate
 from still.capture import CaptureStats, build_request, capture
 from still.curate import ExportStats, Keep, export
-from still.graders import StringCheck, build_grader
+from still.graders import StringCheck, answer_of, build_grader
 from still.models import get_model
 from still.report import print_table, write_reports
 from still.store import Store
@@ -127,7 +127,7 @@ def capture_role(run: Run, role: str, split: str, limit: int | None = None) -> C
     """Stage: answer a split's examples with a role's model, storing every completion."""
     reqs = run.requests(role, split, limit)
     ref = run.model_for(role)
-    return capture(
+    stats = capture(
         lambda: get_model(ref),
         reqs,
         run.store,
@@ -135,6 +135,11 @@ def capture_role(run: Run, role: str, split: str, limit: int | None = None) -> C
         batch_size=run.task.generation.batch_size,
         desc=f"{role} on {split}",
     )
+    if run.task.labels:
+        stats.unparseable = sum(
+            answer_of(c, run.task.labels)[1] == "unparseable" for c in stats.completions.values()
+        )
+    return stats
 
 
 def export_stage(run: Run, keep: Keep = "correct") -> ExportStats:
@@ -195,6 +200,18 @@ def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
     return info
 
 
+def grade_stage(run: Run, role: str, split: str) -> ModelResult:
+    """Stage: grade a role's stored completions on a split (no model call) and store the
+    grades. Examples without a stored answer count as failed, never skipped."""
+    examples = run.examples(split)
+    comps = _stored(run, role, split, include_failed=True)
+    summary, _, grades = evaluate(
+        role, run.model_for(role), examples, comps, run.graders, run.task.labels
+    )
+    run.store.put_grades(grades)
+    return summary
+
+
 def bench_stage(
     run: Run, roles: tuple[str, ...] = ROLES, limit: int | None = None, show: bool = True
 ) -> Comparison:
@@ -204,9 +221,10 @@ def bench_stage(
     heldout = run.split.heldout[:limit]
     for role in roles:
         stats = capture_role(run, role, "heldout", limit)
-        summary, per_example = evaluate(
+        summary, per_example, grades = evaluate(
             role, run.model_for(role), heldout, stats.completions, run.graders, run.task.labels
         )
+        run.store.put_grades(grades)
         results.append(summary)
         rows += per_example
     cmp = Comparison(results)

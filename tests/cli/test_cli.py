@@ -20,7 +20,7 @@ def _invoke(*args: str) -> tuple[int, str]:
 def test_help_lists_every_stage() -> None:
     code, out = _invoke("--help")
     assert code == 0
-    for verb in ("capture", "export", "train", "bench", "run", "models", "store"):
+    for verb in ("capture", "grade", "export", "train", "bench", "run", "models", "store"):
         assert verb in out
 
 
@@ -36,6 +36,10 @@ def test_capture_export_and_store_verbs(tmp_path: Path) -> None:
     assert code == 0 and "28 model calls" in out and "0 failed" in out
     code, out = _invoke("capture", str(task), "--run-dir", str(run_dir))
     assert code == 0 and "28 from the store, 0 model calls" in out
+    code, out = _invoke("grade", str(task), "--run-dir", str(run_dir))
+    assert code == 0 and "teacher on train: 28/28 correct, accuracy 100.0%" in out
+    code, out = _invoke("grade", str(task), "--run-dir", str(run_dir), "--split", "heldout")
+    assert code == 0 and "0/10 correct" in out and "10 failed or missing" in out
     code, out = _invoke("export", str(task), "--run-dir", str(run_dir))
     assert code == 0 and "kept 28 rows" in out
     db = str(run_dir / "still.db")

@@ -90,3 +90,15 @@ def test_unknown_model_lists_known_ones() -> None:
         get_model("nonsense-model")
     with pytest.raises(ValueError, match="local:gemma3-270m"):
         get_model("local:not-a-model")
+
+
+def test_requests_with_different_label_sets_share_a_batch(tiny_model: Path) -> None:
+    p = get_model(f"local:{tiny_model}")
+    assert isinstance(p, LocalProvider)
+    reqs = [_req(p.name, "Who?", labels=("human", "number")), _req(p.name, "Where?")]
+    outs = p.complete(reqs)
+    assert set(outs[0].label_logprobs or {}) == {"human", "number"}
+    assert set(outs[1].label_logprobs or {}) == set(LABELS)
+    for req, c in zip(reqs, outs, strict=True):
+        for lab in req.labels or ():
+            assert c.label_logprobs[lab] == pytest.approx(_naive(p, req, lab), abs=1e-4)  # type: ignore[index]

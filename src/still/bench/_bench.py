@@ -13,7 +13,7 @@ from typing import Any
 from still.bench._stats import gap_closed, percentile, wilson
 from still.graders import StringCheck, answer_of, grade
 from still.tasks import Example
-from still.types import Completion
+from still.types import Completion, Grade
 
 
 @dataclass
@@ -45,13 +45,14 @@ def evaluate(
     completions: dict[str, Completion],
     graders: Sequence[StringCheck],
     labels: Sequence[str] | None,
-) -> tuple[ModelResult, list[dict[str, Any]]]:
+) -> tuple[ModelResult, list[dict[str, Any]], list[Grade]]:
     """Grade one model's completions and summarise them.
 
     Returns:
-        The summary, and one row per example (id, answer, prediction, correct, reason,
-        latency, tokens) for the per-example results file.
+        The summary; one row per example (id, answer, prediction, correct, failure reason,
+        latency, tokens) for the per-example results file; and every grade, for the store.
     """
+    all_grades: list[Grade] = []
     rows: list[dict[str, Any]] = []
     correct = unparseable = errors = 0
     latencies: list[float] = []
@@ -62,6 +63,7 @@ def evaluate(
         comp = completions.get(ex.id)
         answer, why = answer_of(comp, labels)
         grades = grade(graders, ex, comp, labels)
+        all_grades += grades
         ok = bool(grades) and all(g.passed for g in grades)
         correct += ok
         unparseable += why == "unparseable"
@@ -104,7 +106,7 @@ def evaluate(
         tokens_per_s=tokens / seconds if seconds else 0.0,
         prompt_tokens_mean=prompt_tokens / answered if answered else 0.0,
     )
-    return summary, rows
+    return summary, rows, all_grades
 
 
 @dataclass

@@ -11,7 +11,7 @@ import sys
 import click
 
 from still.cli.models import models_cmd
-from still.cli.pipeline import bench_cmd, capture_cmd, export_cmd, run_cmd, train_cmd
+from still.cli.pipeline import bench_cmd, capture_cmd, export_cmd, grade_cmd, run_cmd, train_cmd
 from still.cli.store import store
 
 
@@ -27,6 +27,7 @@ def main(verbose: bool) -> None:
       still run examples/trec/task.yaml    capture -> export -> train -> bench
     or stage by stage:
       still capture TASK --role teacher --split train
+      still grade TASK --role teacher --split train
       still export TASK
       still train TASK
       still bench TASK
@@ -46,6 +47,7 @@ def main(verbose: bool) -> None:
 
 main.add_command(models_cmd)
 main.add_command(capture_cmd)
+main.add_command(grade_cmd)
 main.add_command(export_cmd)
 main.add_command(train_cmd)
 main.add_command(bench_cmd)

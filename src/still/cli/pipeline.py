@@ -78,6 +78,43 @@ def capture_cmd(
         raise click.ClickException("every request failed; see `still store ls --errors`")
 
 
+@click.command("grade")
+@TASK
+@RUN_DIR
+@click.option(
+    "--role",
+    type=click.Choice(["teacher", "student", "distilled", "control"]),
+    default="teacher",
+    show_default=True,
+    help="Whose stored answers to grade.",
+)
+@click.option(
+    "--split",
+    "split_name",
+    type=click.Choice(["train", "heldout"]),
+    default="train",
+    show_default=True,
+)
+def grade_cmd(task_file: Path, run_dir: Path | None, role: str, split_name: str) -> None:
+    """Grade a role's stored answers with the task's graders (no model is called).
+
+    Prints accuracy with its 95% interval and the failed and unparseable counts; grades are
+    written to the store. Answers never captured count as failures.
+    """
+    from still.pipeline import grade_stage
+
+    run = _open(task_file, run_dir)
+    try:
+        r = grade_stage(run, role, split_name)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    click.echo(
+        f"{role} on {split_name}: {r.correct}/{r.n} correct, accuracy {r.accuracy:.1%} "
+        f"[{r.ci_low:.1%}, {r.ci_high:.1%}]; {r.unparseable} unparseable, {r.errors} failed "
+        "or missing"
+    )
+
+
 @click.command("export")
 @TASK
 @RUN_DIR

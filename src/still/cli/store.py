@@ -1,38 +1,55 @@
-"""`still store`: list, show and export stored completions."""
+"""`still store`: list, show and export the completions a store holds.
+
+A thin layer over `still.store.Store`: every command opens an existing store file (never
+creates one: a mistyped --db is an error, not a new empty store), applies the same
+filters and prints with rich. Stored text is printed as text, never as rich markup.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
-DB = click.option(
+from still.store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_DB = click.option(
     "--db",
     type=click.Path(dir_okay=False, path_type=Path),
     default=lambda: os.environ.get("STILL_DB", "still.db"),
-    show_default="$STILL_DB or still.db",
+    show_default="$STILL_DB or ./still.db",
     help="The store file (a run keeps one at runs/<task>/still.db).",
 )
 
 
-def _meta(_: click.Context, __: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for v in values:
-        if "=" not in v:
-            raise click.BadParameter(f"{v!r} is not key=value")
-        key, _sep, value = v.partition("=")
+def _parse_meta(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str]:
+    """Turn repeated `--meta key=value` options into a dict (a value may contain `=`)."""
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE")
         out[key] = value
     return out
 
 
-FILTERS = [
-    click.option("--model", default=None, help="Only this model reference."),
+_FILTERS = [
+    click.option("--model", default=None, help="Only completions of this model reference."),
     click.option(
         "--meta",
         multiple=True,
-        callback=_meta,
+        callback=_parse_meta,
         metavar="KEY=VALUE",
         help="Only completions tagged KEY=VALUE (repeatable; all must match).",
     ),
@@ -40,83 +57,117 @@ FILTERS = [
         "--errors/--ok",
         "errors",
         default=None,
-        help="Only failed (--errors) or only successful (--ok) completions.",
+        help="Only failed (--errors) or only successful (--ok) completions.  [default: both]",
     ),
 ]
 
 
-def filters(f: click.decorators.FC) -> click.decorators.FC:
-    for opt in reversed(FILTERS):
-        f = opt(f)
+def _filters(f: F) -> F:
+    """Add the shared --model/--meta/--errors options to a command."""
+    for option in reversed(_FILTERS):
+        f = option(f)
     return f
 
 
-def _open(db: Path):  # type: ignore[no-untyped-def]
-    from still.store import Store
-
+def _open(db: Path) -> Store:
     if not db.is_file():
-        raise click.ClickException(f"no store at {db}")
+        raise click.ClickException(f"no store at {db} (pass --db or set STILL_DB)")
     return Store(db)
+
+
+def _console() -> Console:
+    """A console at least 150 columns wide: pipes and CI logs default to 80, which folds
+    every cell of a six-column table into several lines."""
+    return Console(width=max(Console().width, 150))
 
 
 @click.group("store")
 def store() -> None:
-    """Inspect the completion store (SQLite; one per run folder)."""
+    """Inspect the completion store: every model call of a run, failed ones too.
+
+    \b
+    Each run keeps its store at runs/<task>/still.db; --db picks one (default: $STILL_DB,
+    else ./still.db). Filters combine: --model, --meta KEY=VALUE (repeatable) and
+    --errors/--ok.
+
+    \b
+    Examples:
+      still store ls --db runs/trec/still.db --meta role=teacher --errors
+      still store show --db runs/trec/still.db cmpl-0123456789abcdef01234567
+      still store export --db runs/trec/still.db --meta split=train train.jsonl
+    """
 
 
 @store.command("ls")
-@DB
-@filters
-@click.option("--limit", type=int, default=20, show_default=True)
+@_DB
+@_filters
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="Show the last N matches (0: all).",
+)
 def ls(db: Path, model: str | None, meta: dict[str, str], errors: bool | None, limit: int) -> None:
-    """List completions, newest last, with a total count."""
-    from rich.table import Table
+    """List matching completions, newest last, then how many match in all.
 
-    from still.report import console as make_console
-
+    Columns: id, model, metadata tags, the first 60 characters of the answer (or the
+    error, in red), total tokens and latency.
+    """
     with _open(db) as s:
         total = s.count(model=model, metadata=meta, errors=errors)
-        rows = s.list(
-            model=model, metadata=meta, errors=errors, limit=limit, offset=max(0, total - limit)
-        )
+        offset = 0 if limit == 0 else max(0, total - limit)
+        rows = s.list(model=model, metadata=meta, errors=errors, limit=limit or None, offset=offset)
     table = Table()
-    for col in ("id", "model", "metadata", "answer / error", "tokens", "latency s"):
+    table.add_column("id", no_wrap=True)
+    for col in ("model", "metadata", "answer / error"):
         table.add_column(col)
+    table.add_column("tokens", justify="right")
+    table.add_column("latency s", justify="right")
     for c in rows:
-        body = f"[red]{c.error}[/red]" if c.error else c.text.replace("\n", " ")
+        body = (c.error if c.error is not None else c.text).replace("\n", " ")[:60]
         table.add_row(
-            c.id,
-            c.model[-40:],
-            " ".join(f"{k}={v}" for k, v in c.metadata.items()),
-            body[:60],
+            Text(c.id),
+            Text(c.model),
+            Text(" ".join(f"{k}={v}" for k, v in sorted(c.metadata.items()))),
+            Text(body, style="red" if c.error is not None else ""),
             str(c.usage.total_tokens),
             f"{c.latency_s:.3f}",
         )
-    console = make_console()
+    console = _console()
     console.print(table)
     console.print(f"{total} completions match")
 
 
 @store.command("show")
-@DB
+@_DB
 @click.argument("completion_id")
 def show(db: Path, completion_id: str) -> None:
-    """Print one completion as JSON."""
+    """Print one completion as indented JSON.
+
+    COMPLETION_ID is an id as `ls` lists it (cmpl-...). The JSON holds the request, the
+    answer or error, usage, latency and tags. Exits with status 1 when there is no such
+    completion.
+    """
     with _open(db) as s:
         c = s.get(completion_id)
     if c is None:
         raise click.ClickException(f"no completion {completion_id!r} in {db}")
-    click.echo(json.dumps(c.model_dump(mode="json"), indent=2))
+    click.echo(json.dumps(c.model_dump(mode="json"), indent=2, ensure_ascii=False))
 
 
 @store.command("export")
-@DB
-@filters
-@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@_DB
+@_filters
+@click.argument("out", type=click.Path(dir_okay=False, writable=True, path_type=Path))
 def export(
     db: Path, model: str | None, meta: dict[str, str], errors: bool | None, out: Path
 ) -> None:
-    """Write matching completions to OUT as JSONL (one completion per line)."""
+    """Write matching completions to OUT as JSONL, one completion per line.
+
+    Each line is a full `Completion` (what `show` prints), readable back with
+    `Completion.model_validate_json`.
+    """
     with _open(db) as s:
         n = s.export_jsonl(out, model=model, metadata=meta, errors=errors)
     click.echo(f"{n} completions written to {out}")

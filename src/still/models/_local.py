@@ -110,53 +110,83 @@ class LocalProvider:
 
     # -- scoring -------------------------------------------------------------------------
     def _score(self, batch: list[Request]) -> list[Completion]:
+        """Score every label of every request in two passes over a shared prefix cache.
+
+        Pass 1 runs each prompt's suffix (after the cached shared prefix) once and gives the
+        first label token's log-probability. Pass 2 repeats each prompt's cache once per
+        label and runs the remaining label tokens. A 6-label question costs its prompt once
+        plus a few label tokens, instead of six full prompts.
+        """
         import torch
 
         start = time.perf_counter()
         prompts = [self.render(r.messages) for r in batch]
         ids = [self.prompt_ids(r.messages) for r in batch]
-        prefix_len, cache = self._prefix_cache(ids)
-        rows: list[list[int]] = []
-        spans: list[tuple[int, int, int]] = []  # (request, label index, label length)
-        for b, (r, p) in enumerate(zip(batch, prompts, strict=True)):
+        labels: list[tuple[str, ...]] = []
+        label_ids: list[list[list[int]]] = []
+        for r, p in zip(batch, prompts, strict=True):
             assert r.labels is not None
-            for k, lab in enumerate(r.labels):
-                lab_ids = self.label_ids(p, lab)
-                if not lab_ids:
+            labels.append(r.labels)
+            toks = [self.label_ids(p, lab) for lab in r.labels]
+            for lab, t in zip(r.labels, toks, strict=True):
+                if not t:
                     raise ValueError(f"label {lab!r} tokenizes to nothing")
-                rows.append(ids[b][prefix_len:] + lab_ids)
-                spans.append((b, k, len(lab_ids)))
-        width = max(len(x) for x in rows)
-        max_lab = max(s[2] for s in spans)
+            label_ids.append(toks)
+        prefix_len, prefix = self._prefix_cache(ids)
         pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in rows])
-        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in rows])
-        positions = (prefix_len + mask.cumsum(-1) - 1).clamp(min=prefix_len)
-        kwargs: dict[str, Any] = {}
-        if cache is not None:
-            kv = copy.deepcopy(cache)
-            kv.batch_repeat_interleave(len(rows))
-            kwargs["past_key_values"] = kv
-            mask = torch.cat([torch.ones(len(rows), prefix_len, dtype=mask.dtype), mask], dim=1)
+        dev = self.device
+
+        # pass 1: the prompt suffixes, left-padded so every row ends at the same column
+        suffixes = [x[prefix_len:] for x in ids]
+        width = max(len(x) for x in suffixes)
+        inp = torch.tensor([[pad] * (width - len(x)) + x for x in suffixes])
+        smask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in suffixes])
+        positions = (prefix_len + smask.cumsum(-1) - 1).clamp(min=prefix_len)
+        mask = torch.cat([torch.ones(len(batch), prefix_len, dtype=smask.dtype), smask], dim=1)
+        kv = None
+        if prefix is not None:
+            kv = copy.deepcopy(prefix)
+            kv.batch_repeat_interleave(len(batch))
         with torch.inference_mode():
             out = self.model(
-                input_ids=input_ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                position_ids=positions.to(self.device),
-                logits_to_keep=max_lab + 1,
-                use_cache=cache is not None,
-                **kwargs,
+                input_ids=inp.to(dev),
+                attention_mask=mask.to(dev),
+                position_ids=positions.to(dev),
+                past_key_values=kv,
+                use_cache=True,
+                logits_to_keep=1,
             )
-        logp = torch.log_softmax(out.logits.float(), dim=-1).cpu()
-        keep = logp.shape[1]
-        scores: list[dict[str, float]] = [{} for _ in batch]
-        for row, (b, k, n) in enumerate(spans):
-            tokens = rows[row][-n:]
-            # logits at position t predict token t+1; the label fills the last n positions
-            lp = sum(float(logp[row, keep - 1 - n + j, tok]) for j, tok in enumerate(tokens))
-            labels = batch[b].labels
-            assert labels is not None
-            scores[b][labels[k]] = lp
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()
+        scores = [
+            {lab: float(first[b, t[0]]) for lab, t in zip(labels[b], label_ids[b], strict=True)}
+            for b in range(len(batch))
+        ]
+
+        # pass 2: the rest of each label, one row per (request, label), on a copy of its cache
+        rows = [(b, k) for b in range(len(batch)) for k in range(len(labels[b]))]
+        rest = max(len(label_ids[b][k]) for b, k in rows) - 1
+        if rest > 0:
+            cache = out.past_key_values
+            cache.batch_select_indices(torch.tensor([b for b, _ in rows], device=dev))
+            tails = [label_ids[b][k][:-1] for b, k in rows]
+            inp2 = torch.tensor([t + [pad] * (rest - len(t)) for t in tails])
+            tmask = torch.tensor([[1] * len(t) + [0] * (rest - len(t)) for t in tails])
+            mask2 = torch.cat([mask[[b for b, _ in rows]], tmask], dim=1)
+            pos2 = positions[[b for b, _ in rows], -1:] + 1 + torch.arange(rest)
+            with torch.inference_mode():
+                out2 = self.model(
+                    input_ids=inp2.to(dev),
+                    attention_mask=mask2.to(dev),
+                    position_ids=pos2.to(dev),
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+            logp = torch.log_softmax(out2.logits.float(), dim=-1).cpu()
+            for row, (b, k) in enumerate(rows):
+                lab = label_ids[b][k]
+                # the logits at tail position j predict label token j + 1
+                extra = sum(float(logp[row, j, lab[j + 1]]) for j in range(len(lab) - 1))
+                scores[b][labels[b][k]] += extra
         elapsed = (time.perf_counter() - start) / len(batch)
         outs = []
         for b, r in enumerate(batch):
@@ -169,7 +199,7 @@ class LocalProvider:
                     finish_reason="stop",
                     usage=Usage(
                         prompt_tokens=len(ids[b]),
-                        completion_tokens=len(self.label_ids(prompts[b], best)),
+                        completion_tokens=len(label_ids[b][labels[b].index(best)]),
                     ),
                     latency_s=elapsed,
                     label_logprobs=scores[b],

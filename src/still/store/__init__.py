@@ -1,5 +1,18 @@
-"""The completion store: SQLite, content-addressed, resumable (see `_store.py`)."""
+"""The completion store: every model call as a SQLite row, content-addressed by request.
 
-from still.store._store import Store, check_metadata
+`Store` keeps completions (failed ones too) and grades in one file per run, answers a
+repeated request from what is stored (`lookup`), and filters and exports what it holds.
+It is the only code in `still` that knows SQL; the schema evolves through the ordered
+migrations in `_migrations.py`. Importing this package loads only the standard library
+and `still.types`.
+"""
 
-__all__ = ["Store", "check_metadata"]
+from still.store._store import (
+    MAX_KEY_CHARS,
+    MAX_METADATA_KEYS,
+    MAX_VALUE_CHARS,
+    Store,
+    check_metadata,
+)
+
+__all__ = ["MAX_KEY_CHARS", "MAX_METADATA_KEYS", "MAX_VALUE_CHARS", "Store", "check_metadata"]

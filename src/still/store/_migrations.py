@@ -1,7 +1,18 @@
 """Ordered, named schema migrations for the completion store.
 
-Each migration runs once and is recorded in `_migrations`; new ones are appended, never
-edited, so an old store opens with a new `still` and is brought up to date.
+The schema of a store file is whatever its recorded migrations made it, so an old store
+opens with a new `still` and is brought up to date instead of being rebuilt (its rows are
+paid-for model calls). The pattern is simonw/llm's `migrations.py`:
+
+- `MIGRATIONS` is an ordered list of `(name, function(conn))`;
+- `migrate(conn)` applies, in order, every one whose name is not yet in the
+  `_migrations(name, applied_at)` table, and records it;
+- a migration that has shipped is never edited or reordered (stores in the wild already
+  recorded it); a schema change is a new function appended to the list.
+
+Each migration and its record commit in one transaction, taken with `BEGIN IMMEDIATE`
+so two processes opening a fresh store at once cannot both apply it, and a crash midway
+leaves the store as it was before that migration (SQLite DDL is transactional).
 """
 
 from __future__ import annotations
@@ -11,9 +22,17 @@ import time
 from collections.abc import Callable
 
 Migration = Callable[[sqlite3.Connection], None]
+"""A schema step: runs its statements on the connection, inside `migrate`'s transaction."""
 
 
 def m001_initial(conn: sqlite3.Connection) -> None:
+    """Completions (one row per model call, failed ones included) and grades.
+
+    JSON columns: `request` (the `Request`), `label_logprobs` (object or NULL),
+    `token_logprobs` (array or NULL), `metadata` (object of string tags, never NULL).
+    A grade is keyed by grader, example and completion: two examples with the same prompt
+    share one stored completion yet can have different references, hence different grades.
+    """
     conn.execute(
         """CREATE TABLE completions (
             id TEXT PRIMARY KEY,
@@ -52,21 +71,61 @@ def m001_initial(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[tuple[str, Migration]] = [("m001_initial", m001_initial)]
+MIGRATIONS: list[tuple[str, Migration]] = [
+    ("m001_initial", m001_initial),
+]
+"""Every migration, in the order it is applied. Append only."""
+
+
+def applied(conn: sqlite3.Connection) -> list[str]:
+    """Names of the migrations recorded in this database, oldest first.
+
+    Args:
+        conn: an open connection.
+
+    Returns:
+        The recorded names; empty for a database `migrate` never ran on.
+    """
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'"
+    ).fetchone()
+    if not exists:
+        return []
+    return [r[0] for r in conn.execute("SELECT name FROM _migrations ORDER BY applied_at, rowid")]
 
 
 def migrate(conn: sqlite3.Connection) -> list[str]:
-    """Apply every migration not yet recorded; return the names applied now."""
+    """Apply, in order, every migration not yet recorded in `_migrations`.
+
+    The connection must be in autocommit mode (`isolation_level=None`): transactions
+    are managed here, one per migration.
+
+    Args:
+        conn: an open connection to the store file.
+
+    Returns:
+        The names applied by this call (empty when the store was up to date).
+    """
+    if conn.in_transaction:
+        raise RuntimeError("migrate() needs a connection outside any transaction")
     conn.execute(
         "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
     )
-    done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
-    applied = []
+    recorded = set(applied(conn))
+    done: list[str] = []
     for name, fn in MIGRATIONS:
-        if name in done:
+        if name in recorded:  # the common case: no write lock taken to open a store
             continue
-        with conn:
-            fn(conn)
-            conn.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
-        applied.append(name)
-    return applied
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have just applied it.
+            seen = conn.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone()
+            if not seen:
+                fn(conn)
+                conn.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+                done.append(name)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return done

@@ -1,4 +1,18 @@
-"""Tasks: the YAML schema, data sources, examples, splits and prompt templates."""
+"""Tasks: the YAML schema, data sources, examples, splits and prompt templates.
+
+A task file declares what the models must do (`Task`); this package turns it into
+examples a pipeline can use, failing early and precisely when something is off:
+
+- `load_task(path)` validates the YAML (`TaskError` names file, line and field);
+- `load_examples(task)` reads the data (`resolve_source`, `read_rows`: CSV, TSV, JSONL,
+  JSON, Parquet, regex-parsed lines, files inside installed packages), renames columns,
+  maps labels, and returns content-addressed `Example`s with a `LoadReport` of every row
+  left out (duplicates, empty answers, labels outside the set);
+- `split_examples(examples, task.split, fewshot)` makes a deterministic train / held-out /
+  few-shot `Split` by seeded hash of the example ids, stable when rows are appended;
+- `role_context` and `render` build a role's prompt from strict Jinja2 templates, never
+  exposing the asked example's reference answer.
+"""
 
 from still.tasks._example import Example, example_id
 from still.tasks._load import LoadReport, TaskError, load_examples, load_task

@@ -40,9 +40,10 @@ class Example(BaseModel):
 def example_id(fields: Mapping[str, str]) -> str:
     """A stable id: the first 16 hex digits of the SHA-256 of the canonical JSON of `fields`.
 
-    Canonical means sorted keys and no insignificant whitespace, so key order does not
-    matter. Pass the answer among the fields (under the answer field's name), so that two
-    rows with the same text but different answers remain two examples.
+    Canonical means `json.dumps(fields, sort_keys=True, ensure_ascii=False)`, so key order
+    does not matter (changing this form would change every id, and so every split).
+    Pass the answer among the fields (under the answer field's name), so that two rows
+    with the same text but different answers remain two examples.
 
     Args:
         fields: The row's fields, answer included.
@@ -53,7 +54,7 @@ def example_id(fields: Mapping[str, str]) -> str:
     >>> example_id({"q": "Who?", "a": "HUM"}) == example_id({"a": "HUM", "q": "Who?"})
     True
     """
-    blob = json.dumps(dict(fields), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    blob = json.dumps(dict(fields), sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 

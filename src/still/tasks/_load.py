@@ -1,4 +1,12 @@
-"""Loading a task file and its examples, with every problem reported, none hidden."""
+"""Loading a task file and its examples, with every problem reported and none hidden.
+
+`load_task` validates the YAML against the schema before anything expensive happens; an
+error names the file, the line and the field (`task.yaml:7: data.sourc: Extra inputs are
+not permitted`). `load_examples` turns the data file's rows into `Example`s and returns a
+`LoadReport` saying what was left out and why: duplicate rows, rows without an answer, and
+rows whose answer is outside the declared label set (those are also logged as a warning on
+the "still.tasks" logger, since they usually mean a missing `label_map` entry).
+"""
 
 from __future__ import annotations
 
@@ -10,108 +18,253 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from still.tasks._example import Example, example_id
+from still.tasks._example import Example, dedupe, example_id
 from still.tasks._schema import Task
 from still.tasks._sources import DataError, read_rows, resolve_source
 
 log = logging.getLogger("still.tasks")
 
+RESERVED = ("labels", "fewshot", "answer")
+"""Names templates see besides the example's fields; no data field may take them."""
+
 
 class TaskError(ValueError):
-    """A task file is unreadable or invalid; the message names the file and the field."""
+    """A task file is unreadable or invalid; the message names the file, line and field."""
 
 
 def load_task(path: str | Path) -> Task:
-    """Read and validate a task YAML file."""
+    """Read and validate a task YAML file.
+
+    Args:
+        path: The task file. Its folder becomes `task.base_dir`, against which relative
+            data sources are resolved.
+
+    Returns:
+        The validated task.
+
+    Raises:
+        TaskError: The file is missing, is not valid YAML, or does not fit the schema; the
+            message names the file and the line (and, for schema errors, the field).
+    """
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text())
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TaskError(f"{p}: cannot read the task file: {exc}") from exc
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_duplicate_keys(p, root)
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise TaskError(f"{p}: invalid YAML: {exc}") from exc
-    except OSError as exc:
-        raise TaskError(f"{p}: {exc.strerror}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise TaskError(f"{p}: invalid YAML{where}: {problem}") from exc
     if not isinstance(raw, dict):
-        raise TaskError(f"{p}: a task file must be a mapping")
+        raise TaskError(
+            f"{p}: a task file must be a mapping of fields (name, data, answer, "
+            f"prompts, models, ...), got {type(raw).__name__}"
+        )
     try:
         return Task.model_validate({**raw, "base_dir": p.resolve().parent})
     except ValidationError as exc:
-        errs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise TaskError(f"{p}: {errs}") from exc
+        raise TaskError(_schema_message(p, root, exc)) from exc
+
+
+def _schema_message(path: Path, root: yaml.Node | None, exc: ValidationError) -> str:
+    """One line per invalid field: `task.yaml: split.heldout (line 7): <why> (got 'x')`.
+
+    A union field (`heldout: int | float`) fails once per member, with the member's type
+    appended to the location; those are merged into one line for the field.
+    """
+    merged: dict[tuple[int | str, ...], tuple[int, list[str], str]] = {}
+    for err in exc.errors():
+        loc, line = _locate(root, tuple(err["loc"]))
+        got = err.get("input")
+        shown = f" (got {got!r})" if isinstance(got, str | int | float | bool) else ""
+        _, msgs, _ = merged.setdefault(loc, (line, [], shown))
+        if err["msg"] not in msgs:
+            msgs.append(err["msg"])
+    lines = [
+        f"{path}: {'.'.join(map(str, loc)) or '(task)'} (line {line}): {' or '.join(msgs)}{shown}"
+        for loc, (line, msgs, shown) in merged.items()
+    ]
+    return lines[0] if len(lines) == 1 else "invalid task file:\n  " + "\n  ".join(lines)
+
+
+def _locate(
+    root: yaml.Node | None, loc: tuple[int | str, ...]
+) -> tuple[tuple[int | str, ...], int]:
+    """A pydantic error location and the 1-based line of its YAML node.
+
+    The line is that of the deepest node of `loc` present in the file (a missing field
+    points at its parent). Location parts below a scalar value (union member tags such as
+    `int`, `float`) are cut off.
+    """
+    if root is None:
+        return loc, 1
+    node: yaml.Node = root
+    line = node.start_mark.line + 1
+    for depth, key in enumerate(loc):
+        if isinstance(node, yaml.MappingNode):
+            match = [
+                (k, v)
+                for k, v in node.value
+                if isinstance(k, yaml.ScalarNode) and k.value == str(key)
+            ]
+            if not match:
+                break
+            line = match[0][0].start_mark.line + 1
+            node = match[0][1]
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(key, int)
+            and 0 <= key < len(node.value)
+        ):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            if isinstance(node, yaml.ScalarNode):
+                return loc[:depth], line
+            break
+    return loc, line
+
+
+def _check_duplicate_keys(path: Path, node: yaml.Node | None) -> None:
+    """PyYAML silently keeps the last of two equal keys; a task file should not."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value != "<<":
+                if k.value in seen:
+                    raise TaskError(
+                        f"{path}:{k.start_mark.line + 1}: duplicate key "
+                        f"{k.value!r} (first on line {seen[k.value]})"
+                    )
+                seen[k.value] = k.start_mark.line + 1
+            _check_duplicate_keys(path, v)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_duplicate_keys(path, item)
 
 
 @dataclass
 class LoadReport:
-    """What loading kept and left out, and why."""
+    """What loading read, kept and left out, and why.
+
+    Attributes:
+        rows: Rows read from the data file.
+        kept: Examples kept (unique, with an answer in the label set, if any).
+        duplicates: Rows dropped because an earlier row had the same content.
+        empty_answer: Rows dropped because their answer was empty.
+        unknown_labels: Answers outside `task.labels` -> how many rows had them (dropped).
+        unknown_examples: The first 5 such rows, as `"file:line: 'value'"`.
+    """
 
     rows: int = 0
     kept: int = 0
     duplicates: int = 0
     empty_answer: int = 0
-    unknown_labels: Counter[str] = field(default_factory=Counter)
+    unknown_labels: dict[str, int] = field(default_factory=dict)
     unknown_examples: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        """One line for people, e.g. "120 rows, 100 examples; 3 duplicates dropped; ..."."""
         parts = [f"{self.rows} rows, {self.kept} examples"]
         if self.duplicates:
             parts.append(f"{self.duplicates} duplicates dropped")
         if self.empty_answer:
             parts.append(f"{self.empty_answer} without an answer dropped")
         if self.unknown_labels:
-            top = ", ".join(f"{k!r}×{v}" for k, v in self.unknown_labels.most_common(5))
+            top = sorted(self.unknown_labels.items(), key=lambda kv: (-kv[1], kv[0]))
+            shown = ", ".join(f"{k!r}×{v}" for k, v in top[:5])
+            more = f", +{len(top) - 5} more" if len(top) > 5 else ""
             parts.append(
-                f"{sum(self.unknown_labels.values())} with labels outside the set dropped ({top})"
+                f"{sum(self.unknown_labels.values())} with labels outside the set "
+                f"dropped ({shown}{more})"
             )
         return "; ".join(parts)
 
 
 def load_examples(task: Task) -> tuple[list[Example], LoadReport]:
-    """Read the task's data into Examples, reporting every row left out and why."""
+    """Read a task's data into Examples, reporting every row left out and why.
+
+    Per row: columns are renamed by `data.fields` (a renamed column is no longer
+    available under its old name), the answer field is stripped and rewritten by
+    `data.label_map`, then the row is dropped if its answer is empty or (with `labels`)
+    outside the label set, and deduplicated by content id. The answer is taken out of
+    `Example.fields`, so prompts cannot show it.
+
+    Args:
+        task: A validated task (see `load_task`).
+
+    Returns:
+        The unique examples in file order, and the report.
+
+    Raises:
+        DataError: The file is missing or malformed, a column named in `data.fields` or
+            the answer field is missing (the message lists the available ones), or a field
+            takes a reserved name (`labels`, `fewshot`, or `answer` when not the answer).
+    """
     path = resolve_source(task.data.source, task.base_dir)
     rows = read_rows(path, task.data)
     report = LoadReport(rows=len(rows))
     labels = set(task.labels or [])
-    seen: set[str] = set()
-    out: list[Example] = []
+    unknown: Counter[str] = Counter()
+    candidates: list[Example] = []
     for loc, row in rows:
-        fields = dict(row)
-        for name, column in task.data.fields.items():
-            if column not in row:
-                raise DataError(
-                    f"{loc}: column {column!r} (for field {name!r}) not found; "
-                    f"columns: {', '.join(row)}"
-                )
-            fields[name] = row[column]
+        fields = _rename(loc, row, task.data.fields)
         if task.answer not in fields:
             raise DataError(
-                f"{loc}: answer field {task.answer!r} not found; fields: {', '.join(fields)}"
+                f"{loc}: answer field {task.answer!r} not found; fields: "
+                f"{', '.join(fields) or '(none)'}"
             )
-        answer = fields[task.answer].strip()
-        answer = task.data.label_map.get(answer, answer)
-        fields[task.answer] = answer
+        raw = fields.pop(task.answer).strip()
+        answer = task.data.label_map.get(raw, raw)
+        clash = [name for name in RESERVED if name in fields]
+        if clash:
+            raise DataError(
+                f"{loc}: field name(s) {', '.join(clash)} are reserved in "
+                f"templates; rename the column with data.fields"
+            )
         if not answer:
             report.empty_answer += 1
             continue
         if labels and answer not in labels:
-            report.unknown_labels[answer] += 1
+            unknown[answer] += 1
             if len(report.unknown_examples) < 5:
                 report.unknown_examples.append(f"{loc}: {answer!r}")
             continue
-        ex_id = example_id(fields)
-        if ex_id in seen:
-            report.duplicates += 1
-            continue
-        seen.add(ex_id)
-        # The answer lives in `Example.answer` only: prompts see `fields`, and a template
-        # must not be able to show the model the reference it is graded against.
-        del fields[task.answer]
-        out.append(Example(id=ex_id, fields=fields, answer=answer, source=loc))
-    report.kept = len(out)
-    if report.unknown_labels:
+        ex_id = example_id({**fields, task.answer: answer})
+        candidates.append(Example(id=ex_id, fields=fields, answer=answer, source=loc))
+    examples, report.duplicates = dedupe(candidates)
+    report.kept = len(examples)
+    report.unknown_labels = dict(unknown.most_common())
+    if unknown:
         log.warning(
-            "%s: %d rows have labels outside %s and were left out, e.g. %s",
+            "%s: %d rows with answers outside the labels %s were left out: %s "
+            "(e.g. %s); map them with data.label_map or add them to labels",
             path,
-            sum(report.unknown_labels.values()),
+            sum(unknown.values()),
             sorted(labels),
+            ", ".join(f"{k!r}×{v}" for k, v in unknown.most_common(10)),
             "; ".join(report.unknown_examples),
         )
-    return out, report
+    return examples, report
+
+
+def _rename(loc: str, row: dict[str, str], mapping: dict[str, str]) -> dict[str, str]:
+    """Apply `data.fields` ({field: column}); unnamed columns keep their names."""
+    if not mapping:
+        return dict(row)
+    missing = [column for column in mapping.values() if column not in row]
+    if missing:
+        file = loc.rsplit(":", 1)[0]
+        raise DataError(
+            f"{loc}: column {missing[0]!r} (data.fields) not found in {file}; "
+            f"available columns: {', '.join(row) or '(none)'}"
+        )
+    renamed = set(mapping.values())
+    out = {k: v for k, v in row.items() if k not in renamed}
+    out.update({name: row[column] for name, column in mapping.items()})
+    return out

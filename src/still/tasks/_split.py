@@ -1,7 +1,23 @@
-"""Deterministic train / held-out / few-shot splits by example id.
+"""Deterministic train / held-out / few-shot splits, by seeded hash of the example id.
 
-Examples are ordered by a seeded hash of their id, not by row number, so appending rows to
-the data file never moves an old example from held-out into train.
+Examples are ordered by `sha256(f"{seed}:{id}")`, never by row number, and the held-out
+set is the first `heldout` of that order (a count, or `round(fraction * n)`, at least 1).
+Because ids come from content, re-sorting the data file changes nothing, and appended rows
+only interleave with the old ones, whose relative order never changes:
+
+- with a count (`heldout: 300`), no old training example can ever become held-out, so an
+  earlier student is never evaluated on its own training data. Appended rows that hash
+  into the prefix push as many old held-out examples into train;
+- with a fraction (`heldout: 0.2`), an example is held out when its hash, read as a number
+  in [0, 1), is below the fraction: each example's side depends on its own id alone, so
+  appending or removing rows never moves any other example across. The held-out size is
+  then about, not exactly, the fraction (at least 1). Prefer a fraction for growing data.
+
+Few-shot examples are drawn from the training part and then REMOVED from `train`: the
+teacher is never asked a question whose answer sits in its own prompt, and the student is
+never trained on a prompt's own demonstration. They are balanced round-robin across answer
+values, and every prefix of `fewshot` stays balanced (a role showing 2 of 6 shots still
+sees 2 labels).
 """
 
 from __future__ import annotations
@@ -16,10 +32,13 @@ from still.tasks._schema import SplitSpec
 
 @dataclass(frozen=True)
 class Split:
-    """Train examples (for the teacher and training), held-out ones, and few-shot examples.
+    """The three disjoint parts of a task's examples.
 
-    Few-shot examples are drawn from the training part and removed from `train`, so the
-    teacher is never asked a question whose answer sits in its own prompt.
+    Attributes:
+        train: Examples the teacher answers and the student is trained on (in hash order,
+            capped at `split.train`), few-shot examples excluded.
+        heldout: Examples only ever used for evaluation.
+        fewshot: Labelled demonstrations for prompts, drawn from the training part.
     """
 
     train: list[Example]
@@ -27,40 +46,95 @@ class Split:
     fewshot: list[Example]
 
 
-def _order(examples: Sequence[Example], seed: int) -> list[Example]:
-    return sorted(examples, key=lambda e: hashlib.sha256(f"{seed}:{e.id}".encode()).hexdigest())
+def _digest(seed: int, example_id: str) -> str:
+    return hashlib.sha256(f"{seed}:{example_id}".encode()).hexdigest()
+
+
+def _heldout_size(n: int, heldout: int | float) -> int:
+    """How many of `n` examples form the held-out prefix."""
+    if isinstance(heldout, float) and heldout < 1:
+        if heldout <= 0:
+            raise ValueError(f"split.heldout must be > 0, got {heldout}")
+        return max(1, round(n * heldout))
+    if heldout != int(heldout) or heldout < 1:
+        raise ValueError(
+            f"split.heldout must be a fraction below 1 or a whole count >= 1, got {heldout}"
+        )
+    return min(int(heldout), n)
 
 
 def split_examples(examples: Sequence[Example], spec: SplitSpec, fewshot: int = 0) -> Split:
-    """Split by seeded id hash; draw `fewshot` label-balanced examples from the train part."""
-    ordered = _order(examples, spec.seed)
-    n_held = (
-        spec.heldout
-        if isinstance(spec.heldout, int) and spec.heldout >= 1
-        else max(1, round(len(ordered) * float(spec.heldout)))
-    )
-    n_held = min(int(n_held), len(ordered))
+    """Split examples into train, held-out and few-shot parts, deterministically.
+
+    Args:
+        examples: Unique examples (as `load_examples` returns them).
+        spec: Seed, held-out size (a count, or a fraction if < 1) and optional train cap.
+        fewshot: How many few-shot examples to draw from the training part (the largest
+            `fewshot` of any role's prompt).
+
+    Returns:
+        The split; `heldout` is disjoint from `train` and `fewshot`, and `fewshot` from
+        `train`.
+
+    Raises:
+        ValueError: No examples, duplicate ids, a bad `heldout`, or nothing left to train
+            on once the held-out and few-shot examples are taken.
+    """
+    if not examples:
+        raise ValueError("no examples to split")
+    if len({e.id for e in examples}) != len(examples):
+        raise ValueError("examples have duplicate ids; deduplicate them first (load_examples does)")
+    if fewshot < 0:
+        raise ValueError(f"fewshot must be >= 0, got {fewshot}")
+    ordered = sorted(examples, key=lambda e: _digest(spec.seed, e.id))
+    n_held = _heldout_size(len(ordered), spec.heldout)
+    if isinstance(spec.heldout, float) and spec.heldout < 1:
+        cut = int(spec.heldout * 16**64)
+        n_held = max(1, sum(int(_digest(spec.seed, e.id), 16) < cut for e in ordered))
     heldout, rest = ordered[:n_held], ordered[n_held:]
-    shots = _balanced(rest, fewshot)
+    if len(rest) <= fewshot:
+        raise ValueError(
+            f"{len(examples)} examples: {n_held} held out (split.heldout={spec.heldout}) and "
+            f"{fewshot} few-shot leave no training examples; lower them or add data"
+        )
+    shots = balanced(rest, fewshot)
     shot_ids = {e.id for e in shots}
     train = [e for e in rest if e.id not in shot_ids]
     if spec.train is not None:
         train = train[: spec.train]
     held_ids = {e.id for e in heldout}
-    assert not held_ids & ({e.id for e in train} | shot_ids), "held-out ids leaked"
+    # Held-out examples must never reach a prompt or the training data: check, don't assume
+    # (not `assert`, which `python -O` removes).
+    if held_ids & ({e.id for e in train} | shot_ids) or shot_ids & {e.id for e in train}:
+        raise AssertionError("split parts overlap; this is a bug in still")
     return Split(train=train, heldout=heldout, fewshot=shots)
 
 
-def _balanced(pool: Sequence[Example], k: int) -> list[Example]:
-    """k examples taking answers round-robin, so every label shows up when possible."""
-    by_answer: dict[str, list[Example]] = {}
+def balanced(pool: Sequence[Example], k: int) -> list[Example]:
+    """Take `k` examples from `pool` round-robin across answer values.
+
+    Each round takes the next example of every answer value, in pool order, so all values
+    show up when `k` allows and every prefix of the result is as balanced as it can be.
+    Labels within a round come in pool order (the seeded hash order), not a fixed cycle.
+
+    Args:
+        pool: Candidate examples, in the order to draw them.
+        k: How many to take (all of `pool` if it has fewer).
+
+    Returns:
+        Up to `k` examples.
+    """
+    queues: dict[str, list[Example]] = {}
     for e in pool:
-        by_answer.setdefault(e.answer, []).append(e)
-    queues = [list(v) for _, v in sorted(by_answer.items())]
+        queues.setdefault(e.answer, []).append(e)
+    position = {e.id: i for i, e in enumerate(pool)}
     out: list[Example] = []
-    while len(out) < k and any(queues):
-        for q in queues:
-            if q and len(out) < k:
-                out.append(q.pop(0))
-    # interleave deterministically by id hash so labels don't come in a fixed cycle
-    return sorted(out, key=lambda e: e.id)
+    depth = 0
+    while len(out) < k:
+        layer = [q[depth] for q in queues.values() if depth < len(q)]
+        if not layer:
+            break
+        layer.sort(key=lambda e: position[e.id])
+        out.extend(layer[: k - len(out)])
+        depth += 1
+    return out
