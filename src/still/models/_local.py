@@ -183,9 +183,9 @@ class LocalProvider:
                 )
             logp = torch.log_softmax(out2.logits.float(), dim=-1).cpu()
             for row, (b, k) in enumerate(rows):
-                lab = label_ids[b][k]
+                tok_ids = label_ids[b][k]
                 # the logits at tail position j predict label token j + 1
-                extra = sum(float(logp[row, j, lab[j + 1]]) for j in range(len(lab) - 1))
+                extra = sum(float(logp[row, j, tok_ids[j + 1]]) for j in range(len(tok_ids) - 1))
                 scores[b][labels[b][k]] += extra
         elapsed = (time.perf_counter() - start) / len(batch)
         outs = []
