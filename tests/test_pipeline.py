@@ -20,6 +20,7 @@ def test_run_all_then_rerun_calls_no_model(
     task = write_task(tmp_path, student=f"local:{tiny_model}")
     run, cmp = run_all(task, tmp_path / "run")
     assert [r.role for r in cmp.results] == ["teacher", "student", "distilled", "control"]
+    assert [r.prompt for r in cmp.results] == ["teacher", "student", "student", "teacher"]
     teacher = cmp.by_role("teacher")
     assert teacher is not None and teacher.accuracy == 1.0 and teacher.n == 10
     for name in ("report.md", "report.json", "results.jsonl", "results.parquet", "split.json"):

@@ -225,6 +225,7 @@ def bench_stage(
             role, run.model_for(role), heldout, stats.completions, run.graders, run.task.labels
         )
         run.store.put_grades(grades)
+        summary.prompt = run.task.prompt_role(role)
         results.append(summary)
         rows += per_example
     cmp = Comparison(results)

@@ -33,6 +33,7 @@ class ModelResult:
     p95_latency_s: float
     tokens_per_s: float
     prompt_tokens_mean: float
+    prompt: str = ""  # whose prompt the model got (the control gets the teacher's)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -14,6 +15,23 @@ RUN_DIR = click.option(
     default=None,
     help="Run folder (default: runs/<task name>). Holds the store, data, model and reports.",
 )
+
+ROLES_CHOICE = click.Choice(["teacher", "student", "distilled", "control"])
+SPLIT = click.option(
+    "--split",
+    "split_name",
+    type=click.Choice(["train", "heldout"]),
+    default="train",
+    show_default=True,
+    help="train: the examples the teacher labels; heldout: the ones only ever evaluated.",
+)
+
+
+def ROLE(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:  # noqa: N802 - used as a decorator beside TASK and SPLIT
+    """The --role option, with a help text per command."""
+    return click.option(
+        "--role", type=ROLES_CHOICE, default="teacher", show_default=True, help=help
+    )
 
 
 def _open(task_file: Path, run_dir: Path | None) -> Any:
@@ -43,20 +61,8 @@ def _fail(exc: Exception) -> NoReturn:
 @click.command("capture")
 @TASK
 @RUN_DIR
-@click.option(
-    "--role",
-    type=click.Choice(["teacher", "student", "distilled", "control"]),
-    default="teacher",
-    show_default=True,
-    help="Which model answers.",
-)
-@click.option(
-    "--split",
-    "split_name",
-    type=click.Choice(["train", "heldout"]),
-    default="train",
-    show_default=True,
-)
+@ROLE("Which model answers.")
+@SPLIT
 @click.option("--limit", type=int, default=None, help="Only the first N examples of the split.")
 def capture_cmd(
     task_file: Path, run_dir: Path | None, role: str, split_name: str, limit: int | None
@@ -81,20 +87,8 @@ def capture_cmd(
 @click.command("grade")
 @TASK
 @RUN_DIR
-@click.option(
-    "--role",
-    type=click.Choice(["teacher", "student", "distilled", "control"]),
-    default="teacher",
-    show_default=True,
-    help="Whose stored answers to grade.",
-)
-@click.option(
-    "--split",
-    "split_name",
-    type=click.Choice(["train", "heldout"]),
-    default="train",
-    show_default=True,
-)
+@ROLE("Whose stored answers to grade.")
+@SPLIT
 def grade_cmd(task_file: Path, run_dir: Path | None, role: str, split_name: str) -> None:
     """Grade a role's stored answers with the task's graders (no model is called).
 
@@ -174,7 +168,7 @@ def train_cmd(task_file: Path, run_dir: Path | None, force: bool) -> None:
     "--role",
     "roles",
     multiple=True,
-    type=click.Choice(["teacher", "student", "distilled", "control"]),
+    type=ROLES_CHOICE,
     help="Roles to compare (repeatable; default all four).",
 )
 @click.option("--limit", type=int, default=None, help="Only the first N held-out examples.")

@@ -22,6 +22,7 @@ ROLE_NAMES = {
 _COLUMNS = [
     "role",
     "model",
+    "prompt",
     "accuracy [95% CI]",
     "unparseable",
     "errors",
@@ -39,6 +40,7 @@ def _cells(r: ModelResult) -> list[str]:
     return [
         ROLE_NAMES.get(r.role, r.role),
         r.model,
+        r.prompt,
         f"{r.accuracy:.1%} [{r.ci_low:.1%}, {r.ci_high:.1%}]",
         f"{r.unparseable}/{r.n}",
         f"{r.errors}/{r.n}",
@@ -96,7 +98,7 @@ def print_table(cmp: Comparison, title: str = "Comparison") -> None:
 
     table = Table(title=title)
     for c in _COLUMNS:
-        table.add_column(c, justify="left" if c in ("role", "model") else "right")
+        table.add_column(c, justify="left" if c in ("role", "model", "prompt") else "right")
     for r in cmp.results:
         cells = _cells(r)
         cells[1] = _short(cells[1], 40)

@@ -152,12 +152,16 @@ class Task(_Strict):
             self.generation.mode == "auto" and bool(self.labels)
         )
 
-    def prompt_for(self, role: str) -> PromptSpec:
-        """The prompt of a role; the control falls back to the teacher's prompt."""
+    def prompt_role(self, role: str) -> str:
+        """Whose prompt a role gets: its own if declared; the distilled student gets the
+        student's (what it was trained on), the control the teacher's."""
         if role in self.prompts:
-            return self.prompts[role]
-        if role == "control":
-            return self.prompts["teacher"]
-        if role == "distilled":
-            return self.prompts["student"]
+            return role
+        fallback = {"control": "teacher", "distilled": "student"}
+        if role in fallback:
+            return fallback[role]
         raise KeyError(f"no prompt for role {role!r}; task has {sorted(self.prompts)}")
+
+    def prompt_for(self, role: str) -> PromptSpec:
+        """The prompt spec a role gets (see `prompt_role`)."""
+        return self.prompts[self.prompt_role(role)]

@@ -159,9 +159,10 @@ def train_sft(
         sched.step()
         opt.zero_grad(set_to_none=True)
         tokens += int(mask.sum())
-        result.losses.append(float(loss.detach()))
+        loss_value = float(loss.detach())
+        result.losses.append(loss_value)
         if on_step:
-            on_step(step + 1, total, float(loss))
+            on_step(step + 1, total, loss_value)
     result.seconds = time.perf_counter() - start
     result.tokens_per_s = tokens / result.seconds if result.seconds else 0.0
 
