@@ -4,7 +4,7 @@ The baseline is what most scripts do: one full forward pass of prompt + label fo
 label. Both run in this process on the same TREC questions, with the demo's teacher prompt
 (Gemma 3 270M, 12-shot) and student prompt (SmolLM2-135M, one line). Run on a quiet machine:
 
-    .venv/bin/python benchmarks/bench_scoring.py [N_QUESTIONS]
+    .venv/bin/python benchmarks/bench_scoring.py [N_QUESTIONS] [student|teacher]
 """
 
 from __future__ import annotations
@@ -60,7 +60,10 @@ def main() -> None:
     questions = split.heldout[:n]
     print(f"{n} TREC questions, 6 labels, torch threads={torch.get_num_threads()}")
     print(f"{'model / prompt':40} {'method':22} {'s/question':>10} {'speed-up':>9}")
+    only = sys.argv[2] if len(sys.argv) > 2 else None
     for role, ref in (("student", task.models.student), ("teacher", task.models.teacher)):
+        if only and role != only:
+            continue
         p = get_model(ref)
         assert isinstance(p, LocalProvider)
         reqs = [build_request(task, role, ref, e, split.fewshot) for e in questions]

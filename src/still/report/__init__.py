@@ -85,11 +85,11 @@ def _verdict(cmp: Comparison) -> str:
 
 
 def console() -> Any:
-    """A rich console at least 150 columns wide: pipes and CI logs default to 80, which
+    """A rich console at least 180 columns wide: pipes and CI logs default to 80, which
     folds every table cell into three lines."""
     from rich.console import Console
 
-    return Console(width=max(Console().width, 150))
+    return Console(width=max(Console().width, 180))
 
 
 def print_table(cmp: Comparison, title: str = "Comparison") -> None:
