@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 
 from helpers import write_task
-from still.pipeline import StageError, capture_role, export_stage, open_run, run_all
+from still.pipeline import (
+    StageError,
+    bench_stage,
+    capture_role,
+    export_stage,
+    open_run,
+    run_all,
+)
 
 
 def test_run_all_then_rerun_calls_no_model(
@@ -91,3 +98,25 @@ def test_export_without_teacher_answers_says_so(tmp_path: Path, tiny_model: Path
     run = open_run(task, tmp_path / "run")
     with pytest.raises(StageError, match="no teacher answer"):
         export_stage(run)
+
+
+def test_generate_mode_parses_free_text_and_counts_unparseable(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    task = write_task(
+        tmp_path,
+        student=f"local:{tiny_model}",
+        generation={"mode": "generate", "max_tokens": 4, "batch_size": 4},
+    )
+    run = open_run(task, tmp_path / "run")
+    assert all(r.labels is None for r in run.requests("student", "heldout").values())
+    stats = capture_role(run, "student", "heldout")
+    assert stats.unparseable is not None and f"{stats.unparseable} unparseable" in stats.summary()
+    cmp = bench_stage(run, roles=("teacher", "student"), show=False)
+    teacher, student = cmp.by_role("teacher"), cmp.by_role("student")
+    assert teacher is not None and teacher.accuracy == 1.0  # echo names the label
+    assert student is not None and student.unparseable == stats.unparseable
+    rows = pd.read_parquet(run.dir / "results.parquet")
+    student_rows = rows[rows.role == "student"]
+    assert (student_rows.failure == "unparseable").sum() == student.unparseable
+    assert not student_rows[student_rows.failure == "unparseable"].correct.any()

@@ -108,7 +108,9 @@ def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
     split = split_examples(examples, task.split, fewshot)
     d = Path(run_dir) if run_dir else Path("runs") / task.name
     d.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(task_path, d / "task.yaml")
+    snapshot = d / "task.yaml"
+    if not snapshot.exists() or not snapshot.samefile(task_path):
+        shutil.copyfile(task_path, snapshot)
     (d / "split.json").write_text(
         json.dumps(
             {
@@ -168,8 +170,7 @@ def export_stage(run: Run, keep: Keep = "correct") -> ExportStats:
 
 def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
     """Stage: fine-tune the student on train.jsonl (skipped if this exact model exists)."""
-    from still.models import bundled_path
-    from still.models._bundled import BUNDLED
+    from still.models._local import local_path
     from still.train import train_sft
 
     if not run.train_file.exists():
@@ -180,10 +181,10 @@ def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
         info["skipped"] = True
         return info
     ref = run.task.models.student
-    name = ref.removeprefix("local:")
-    base = bundled_path(name) if name in BUNDLED else Path(name)
-    if not (base / "config.json").is_file():
-        raise StageError(f"student {ref!r} is not a local model directory; can't train it")
+    try:
+        base = local_path(ref)
+    except ValueError as exc:
+        raise StageError(f"can't train student {ref!r}: {exc}") from exc
     from tqdm import tqdm
 
     with tqdm(desc="train", unit="step", leave=False) as bar:
@@ -196,7 +197,15 @@ def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
         result = train_sft(base, run.train_file, out, run.task.train, on_step=on_step)
     info = json.loads((out / "train.json").read_text())
     info["skipped"] = False
-    log.info("trained %d steps in %.0f s", result.steps, result.seconds)
+    log.info(
+        "trained %d steps on %d examples in %.0f s, %.0f tok/s, loss %.3f -> %.3f",
+        result.steps,
+        result.examples,
+        result.seconds,
+        result.tokens_per_s,
+        result.first_loss,
+        result.last_loss,
+    )
     return info
 
 

@@ -304,23 +304,28 @@ def _as_list(x: int | list[int] | None) -> list[int]:
 _LOADED: dict[str, LocalProvider] = {}
 
 
+def local_path(ref: str) -> Path:
+    """The model directory behind `local:<bundled name or path>` (or a bare path).
+
+    Converts a bundled model on first use. Raises ValueError naming the known models.
+    """
+    from still.models._bundled import BUNDLED, bundled_path
+
+    target = ref.removeprefix("local:")
+    if target in BUNDLED:
+        return bundled_path(target)
+    if (Path(target) / "config.json").is_file():
+        return Path(target)
+    known = ", ".join(f"local:{n}" for n in sorted(BUNDLED))
+    raise ValueError(
+        f"unknown local model {target!r}: not a bundled name ({known}) "
+        "nor a directory with a config.json"
+    )
+
+
 @register_provider("local", "a bundled model by name, or a Hugging Face model directory")
 def local_factory(ref: str) -> LocalProvider:
     """Build (once per process) the provider for `local:<name or path>`."""
-    from still.models._bundled import BUNDLED, bundled_path
-
-    target = ref.partition(":")[2]
-    if ref in _LOADED:
-        return _LOADED[ref]
-    if target in BUNDLED:
-        path = bundled_path(target)
-    elif (Path(target) / "config.json").is_file():
-        path = Path(target)
-    else:
-        known = ", ".join(f"local:{n}" for n in sorted(BUNDLED))
-        raise ValueError(
-            f"unknown local model {target!r}: not a bundled name ({known}) "
-            "nor a directory with a config.json"
-        )
-    _LOADED[ref] = LocalProvider(ref, path)
+    if ref not in _LOADED:
+        _LOADED[ref] = LocalProvider(ref, local_path(ref))
     return _LOADED[ref]
