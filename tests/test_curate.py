@@ -1,0 +1,96 @@
+"""Export: student prompt + teacher answer, filtered by grade, deduplicated, leak-checked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from still.curate import LeakageError, export, read_chat_jsonl
+from still.graders import StringCheck
+from still.tasks import Example, GraderSpec, Task
+from still.types import Completion, Message, Request
+
+TASK = Task.model_validate(
+    {
+        "name": "t",
+        "data": {"source": "x.jsonl"},
+        "answer": "label",
+        "labels": ["human", "location"],
+        "prompts": {
+            "teacher": {"template": "Long teacher prompt: {{ text }}"},
+            "student": {"system": "Classify.", "template": "{{ text }}"},
+        },
+        "models": {"teacher": "scripted:echo", "student": "scripted:echo"},
+        "graders": [GraderSpec().model_dump()],
+    }
+)
+
+
+def _ex(i: int, text: str, answer: str) -> Example:
+    return Example(id=f"e{i}", fields={"text": text}, answer=answer, source=f"x.jsonl:{i}")
+
+
+def _answer(text: str, error: str | None = None) -> Completion:
+    req = Request(model="teacher", messages=(Message(role="user", content="?"),))
+    return Completion(request=req, text=text, error=error)
+
+
+EXAMPLES = [
+    _ex(1, "Who wrote it?", "human"),  # teacher right
+    _ex(2, "Where is it?", "location"),  # teacher wrong
+    _ex(3, "Who sang it?", "human"),  # teacher unparseable
+    _ex(4, "Who drew it?", "human"),  # teacher request failed
+    _ex(5, "Who wrote it?", "location"),  # same student prompt as e1
+]
+TEACHER = {
+    "e1": _answer("Human."),
+    "e2": _answer("human"),
+    "e3": _answer("no idea"),
+    "e4": _answer("", error="TimeoutError: slow"),
+    "e5": _answer("location"),
+}
+
+
+def test_keep_correct_writes_student_prompts_with_teacher_answers(tmp_path: Path) -> None:
+    out = tmp_path / "train.jsonl"
+    stats = export(TASK, EXAMPLES, TEACHER, [StringCheck()], set(), [], out)
+    assert stats.kept == 1
+    assert stats.dropped == {
+        "teacher wrong": 1,
+        "teacher unparseable": 1,
+        "teacher error": 1,
+        "duplicate prompt": 1,
+    }
+    rows = read_chat_jsonl(out)
+    assert rows == [
+        [
+            {"role": "system", "content": "Classify."},
+            {"role": "user", "content": "Who wrote it?"},
+            {"role": "assistant", "content": "human"},  # the parsed label, not raw "Human."
+        ]
+    ]
+
+
+def test_keep_parsed_keeps_wrong_but_parseable_answers(tmp_path: Path) -> None:
+    stats = export(
+        TASK, EXAMPLES, TEACHER, [StringCheck()], set(), [], tmp_path / "t.jsonl", keep="parsed"
+    )
+    assert stats.kept == 2 and "teacher wrong" not in stats.dropped
+    answers = [r[-1]["content"] for r in read_chat_jsonl(tmp_path / "t.jsonl")]
+    assert answers == ["human", "human"]  # e2's wrong teacher answer is kept as the teacher said
+
+
+def test_heldout_ids_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(LeakageError, match=r"e2 \(x.jsonl:2\) is held out"):
+        export(TASK, EXAMPLES, TEACHER, [StringCheck()], {"e2"}, [], tmp_path / "t.jsonl")
+    assert not (tmp_path / "t.jsonl").exists(), "nothing is written when a leak is found"
+
+
+def test_read_chat_jsonl_names_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    ok = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    bad.write_text(json.dumps(ok) + "\n" + json.dumps({"messages": [{"role": "user"}]}) + "\n")
+    with pytest.raises(ValueError, match=rf"{bad}:2: not a chat row"):
+        read_chat_jsonl(bad)
