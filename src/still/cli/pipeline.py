@@ -26,6 +26,15 @@ SPLIT = click.option(
     help="train: the examples the teacher labels; heldout: the ones only ever evaluated.",
 )
 
+KEEP = click.option(
+    "--keep",
+    type=click.Choice(["correct", "parsed"]),
+    default="correct",
+    show_default=True,
+    help="Which teacher answers become training data. correct: those every grader passes; "
+    "parsed: any parseable answer (for data without reference answers).",
+)
+
 
 def ROLE(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:  # noqa: N802 - used as a decorator beside TASK and SPLIT
     """The --role option, with a help text per command."""
@@ -112,14 +121,7 @@ def grade_cmd(task_file: Path, run_dir: Path | None, role: str, split_name: str)
 @click.command("export")
 @TASK
 @RUN_DIR
-@click.option(
-    "--keep",
-    type=click.Choice(["correct", "parsed"]),
-    default="correct",
-    show_default=True,
-    help="correct: teacher answers every grader passes; parsed: any parseable answer "
-    "(for data without reference answers).",
-)
+@KEEP
 def export_cmd(task_file: Path, run_dir: Path | None, keep: str) -> None:
     """Write passing teacher answers as chat JSONL (OpenAI fine-tuning format).
 
@@ -193,13 +195,7 @@ def bench_cmd(
 @click.command("run")
 @TASK
 @RUN_DIR
-@click.option(
-    "--keep",
-    type=click.Choice(["correct", "parsed"]),
-    default="correct",
-    show_default=True,
-    help="Which teacher answers become training data.",
-)
+@KEEP
 def run_cmd(task_file: Path, run_dir: Path | None, keep: str) -> None:
     """Run the whole loop: capture (teacher, train split) -> export -> train -> bench.
 
