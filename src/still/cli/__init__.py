@@ -12,6 +12,7 @@ import click
 
 from still.cli.models import models_cmd
 from still.cli.pipeline import bench_cmd, capture_cmd, export_cmd, grade_cmd, run_cmd, train_cmd
+from still.cli.serve import serve_cmd
 from still.cli.store import store
 
 
@@ -32,6 +33,7 @@ def main(verbose: bool) -> None:
       still train TASK
       still bench TASK
       still store ls --db runs/<task>/still.db
+      still serve local:runs/<task>/distilled-<hash>   OpenAI-compatible API
     """
     from still.settings import load_dotenv
 
@@ -53,3 +55,4 @@ main.add_command(train_cmd)
 main.add_command(bench_cmd)
 main.add_command(run_cmd)
 main.add_command(store)
+main.add_command(serve_cmd)

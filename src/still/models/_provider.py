@@ -88,4 +88,4 @@ def known_models() -> list[str]:
 
 def _load_builtins() -> None:
     # Importing the modules runs their @register_provider decorators (cheap: no torch).
-    from still.models import _local, _scripted  # noqa: F401
+    from still.models import _local, _openai, _scripted  # noqa: F401

@@ -1,0 +1,191 @@
+"""OpenAI-compatible endpoints through the official `openai` SDK.
+
+References:
+
+- `openai:<model>`: OpenAI (key `OPENAI_API_KEY`, base URL `OPENAI_BASE_URL` if set);
+- `azure:<deployment>`: Azure OpenAI (`AZURE_OPENAI_ENDPOINT`, `AZURE_OPENAI_API_KEY`,
+  `OPENAI_API_VERSION`);
+- `http://host:port/v1#<model>` (or https): any compatible server (vLLM, llama.cpp,
+  Ollama, `still serve`); key `STILL_API_KEY` or `OPENAI_API_KEY` if set.
+
+A batch is sent concurrently (bounded by `STILL_CONCURRENCY`, default 16); the SDK retries
+429, 5xx, timeouts and dropped connections with backoff, honouring Retry-After. A request
+that still fails comes back as a failed Completion. Keys come from the environment only and
+are scrubbed from every error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from still.models._provider import register_provider
+from still.types import Completion, Request, Usage
+
+ANSWER_PROPERTY = "answer"
+
+
+class OpenAIProvider:
+    """Chat completions from an OpenAI-compatible endpoint."""
+
+    def __init__(
+        self, name: str, model: str, client_kwargs: dict[str, Any], azure: bool = False
+    ) -> None:
+        self.name = name
+        self.model = model
+        self.client_kwargs = client_kwargs
+        self.azure = azure
+        self.concurrency = int(os.environ.get("STILL_CONCURRENCY", "16"))
+        self.timeout_s = float(os.environ.get("STILL_TIMEOUT", "120"))
+        self.max_retries = int(os.environ.get("STILL_MAX_RETRIES", "5"))
+
+    def complete(self, requests: Sequence[Request]) -> list[Completion]:
+        """Send the batch concurrently; failures become failed completions."""
+        return asyncio.run(self._all(list(requests)))
+
+    async def _all(self, requests: list[Request]) -> list[Completion]:
+        import openai
+
+        cls = openai.AsyncAzureOpenAI if self.azure else openai.AsyncOpenAI
+        client = cls(**self.client_kwargs, timeout=self.timeout_s, max_retries=self.max_retries)
+        gate = asyncio.Semaphore(self.concurrency)
+        try:
+            return list(await asyncio.gather(*(self._one(client, gate, r) for r in requests)))
+        finally:
+            await client.close()
+
+    async def _one(self, client: Any, gate: asyncio.Semaphore, req: Request) -> Completion:
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": [m.model_dump() for m in req.messages],
+            "temperature": req.params.temperature,
+            "top_p": req.params.top_p,
+            "max_tokens": req.params.max_tokens,
+        }
+        if req.params.seed is not None:
+            kwargs["seed"] = req.params.seed
+        if req.params.stop:
+            kwargs["stop"] = list(req.params.stop)
+        if req.logprobs:
+            kwargs["logprobs"] = True
+        if req.labels:
+            kwargs["response_format"] = label_schema(req.labels)
+        start = time.perf_counter()
+        async with gate:
+            try:
+                resp = await client.chat.completions.create(**kwargs)
+            except Exception as exc:  # noqa: BLE001 - stored as a failed completion
+                return Completion(
+                    request=req,
+                    request_hash=req.key(),
+                    error=self._scrub(f"{type(exc).__name__}: {exc}"),
+                    latency_s=time.perf_counter() - start,
+                )
+        latency = time.perf_counter() - start
+        choice = resp.choices[0]
+        text = choice.message.content or ""
+        if req.labels:
+            text = unwrap_answer(text)
+        lps = None
+        if choice.logprobs is not None and choice.logprobs.content:
+            lps = tuple(float(t.logprob) for t in choice.logprobs.content)
+        usage = resp.usage
+        return Completion(
+            request=req,
+            request_hash=req.key(),
+            text=text,
+            finish_reason=choice.finish_reason,
+            usage=Usage(
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                completion_tokens=usage.completion_tokens if usage else 0,
+            ),
+            latency_s=latency,
+            token_logprobs=lps,
+        )
+
+    def _scrub(self, text: str) -> str:
+        """Remove any secret this provider holds from a message before it is stored."""
+        for key in ("api_key", "azure_ad_token"):
+            secret = self.client_kwargs.get(key)
+            if secret and len(secret) >= 4:
+                text = text.replace(secret, "***")
+        return text
+
+
+def label_schema(labels: Sequence[str]) -> dict[str, Any]:
+    """A strict json_schema response format asking for one of `labels`."""
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "answer",
+            "strict": True,
+            "schema": {
+                "type": "object",
+                "properties": {ANSWER_PROPERTY: {"type": "string", "enum": list(labels)}},
+                "required": [ANSWER_PROPERTY],
+                "additionalProperties": False,
+            },
+        },
+    }
+
+
+def unwrap_answer(text: str) -> str:
+    """The label inside `{"answer": ...}`; the raw text if it is not that shape (the parser
+    then decides whether it names a label, and counts it unparseable if not).
+
+    >>> unwrap_answer('{"answer": "spam"}'), unwrap_answer("spam")
+    ('spam', 'spam')
+    """
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    if isinstance(obj, dict) and isinstance(obj.get(ANSWER_PROPERTY), str):
+        return str(obj[ANSWER_PROPERTY])
+    return text
+
+
+def _env_key(*names: str) -> str | None:
+    return next((os.environ[n] for n in names if os.environ.get(n)), None)
+
+
+@register_provider("openai", "OpenAI: openai:<model> (OPENAI_API_KEY)")
+def openai_factory(ref: str) -> OpenAIProvider:
+    model = ref.partition(":")[2]
+    kwargs: dict[str, Any] = {"api_key": _env_key("OPENAI_API_KEY")}
+    if os.environ.get("OPENAI_BASE_URL"):
+        kwargs["base_url"] = os.environ["OPENAI_BASE_URL"]
+    if not kwargs["api_key"]:
+        raise ValueError(f"{ref}: set OPENAI_API_KEY (in the environment or a .env file)")
+    return OpenAIProvider(ref, model, kwargs)
+
+
+@register_provider("azure", "Azure OpenAI: azure:<deployment> (AZURE_OPENAI_* variables)")
+def azure_factory(ref: str) -> OpenAIProvider:
+    deployment = ref.partition(":")[2]
+    endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT")
+    key = _env_key("AZURE_OPENAI_API_KEY")
+    if not endpoint or not key:
+        raise ValueError(f"{ref}: set AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_API_KEY")
+    kwargs = {
+        "api_key": key,
+        "azure_endpoint": endpoint,
+        "api_version": os.environ.get("OPENAI_API_VERSION", "2024-10-21"),
+    }
+    return OpenAIProvider(ref, deployment, kwargs, azure=True)
+
+
+def _url_factory(ref: str) -> OpenAIProvider:
+    base, sep, model = ref.partition("#")
+    if not sep or not model:
+        raise ValueError(f"{ref}: name the model after '#', e.g. http://127.0.0.1:8000/v1#my-model")
+    key = _env_key("STILL_API_KEY", "OPENAI_API_KEY") or "none"
+    return OpenAIProvider(ref, model, {"api_key": key, "base_url": base})
+
+
+register_provider("http", "any OpenAI-compatible server: http://host:port/v1#<model>")(_url_factory)
+register_provider("https", "the same over TLS: https://host/v1#<model>")(_url_factory)

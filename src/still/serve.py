@@ -1,0 +1,281 @@
+"""`still serve`: any still model behind an OpenAI-compatible HTTP API.
+
+Endpoints: `GET /v1/models` and `POST /v1/chat/completions` (temperature, top_p,
+max_tokens / max_completion_tokens, seed, stop, n, logprobs, and `response_format` with a
+json_schema). A json_schema whose one property is a string enum (the usual "pick a label"
+schema) is answered by *label scoring*, so the answer is always valid JSON with one of the
+labels: constrained decoding for the enum case, by construction.
+
+Concurrent requests are gathered for a few milliseconds and answered in one provider call,
+so they share forward passes. Binds 127.0.0.1 by default; `--api-key` requires
+`Authorization: Bearer <key>` (compared in constant time, never logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# Imported at module level: FastAPI resolves the handlers' annotations from these globals.
+from fastapi import FastAPI, HTTPException
+from fastapi import Request as HTTPRequest
+
+from still.models import Provider
+from still.types import Completion, Message, Request, SamplingParams
+
+BATCH_WINDOW_S = 0.01
+"""How long the batcher waits for more requests before a forward pass."""
+
+
+def enum_schema(response_format: dict[str, Any] | None) -> tuple[str, list[str]] | None:
+    """(property, labels) when a json_schema response format asks for one string enum.
+
+    >>> enum_schema({"type": "json_schema", "json_schema": {"name": "a", "schema": {
+    ...     "type": "object", "properties": {"label": {"type": "string", "enum": ["x", "y"]}},
+    ...     "required": ["label"]}}})
+    ('label', ['x', 'y'])
+    """
+    if not response_format or response_format.get("type") != "json_schema":
+        return None
+    schema = (response_format.get("json_schema") or {}).get("schema") or {}
+    props = schema.get("properties") or {}
+    if schema.get("type") != "object" or len(props) != 1:
+        return None
+    ((name, prop),) = props.items()
+    enum = prop.get("enum")
+    if not isinstance(enum, list) or not enum or not all(isinstance(x, str) for x in enum):
+        return None
+    return name, enum
+
+
+class RequestError(ValueError):
+    """A chat completion body this server cannot answer (HTTP 400)."""
+
+
+def to_requests(body: dict[str, Any], model: str) -> tuple[list[Request], str | None]:
+    """Turn an OpenAI chat completion body into still Requests (n of them) and, for an
+    enum schema, the JSON property the answer goes in."""
+    try:
+        messages = tuple(
+            Message(role=m["role"], content=_text(m.get("content"))) for m in body["messages"]
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RequestError(f"invalid messages: {exc}") from exc
+    if not messages:
+        raise RequestError("messages must not be empty")
+    stop = body.get("stop") or ()
+    params = SamplingParams(
+        temperature=float(
+            body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0
+        ),
+        top_p=float(body.get("top_p") or 1.0),
+        max_tokens=int(body.get("max_completion_tokens") or body.get("max_tokens") or 256),
+        seed=body.get("seed"),
+        stop=(stop,) if isinstance(stop, str) else tuple(stop),
+    )
+    enum = enum_schema(body.get("response_format"))
+    labels = tuple(enum[1]) if enum else None
+    n = int(body.get("n") or 1)
+    if not 1 <= n <= 16:
+        raise RequestError("n must be between 1 and 16")
+    if body.get("stream"):
+        raise RequestError("stream=true is not supported yet")
+    reqs = []
+    for i in range(n):
+        # n > 1 samples differ only by seed; greedy and scored answers are identical anyway
+        p = (
+            params
+            if n == 1 or params.seed is None
+            else params.model_copy(update={"seed": params.seed + i})
+        )
+        reqs.append(
+            Request(
+                model=model,
+                messages=messages,
+                params=p,
+                labels=labels,
+                logprobs=bool(body.get("logprobs")),
+            )
+        )
+    return reqs, enum[0] if enum else None
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: keep the text ones
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    raise ValueError("message content must be a string or a list of text parts")
+
+
+def to_response(completions: Sequence[Completion], model: str, prop: str | None) -> dict[str, Any]:
+    """An OpenAI chat.completion object for one request's n completions."""
+    choices = []
+    prompt_tokens = completions[0].usage.prompt_tokens
+    out_tokens = 0
+    for i, c in enumerate(completions):
+        text = json.dumps({prop: c.text}) if prop else c.text
+        choice: dict[str, Any] = {
+            "index": i,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": c.finish_reason or "stop",
+            "logprobs": None,
+        }
+        if c.token_logprobs is not None:
+            choice["logprobs"] = {
+                "content": [
+                    {"token": "", "logprob": lp, "bytes": None, "top_logprobs": []}
+                    for lp in c.token_logprobs
+                ]
+            }
+        elif c.label_logprobs is not None and c.request.logprobs:
+            choice["logprobs"] = {
+                "content": [
+                    {
+                        "token": c.text,
+                        "logprob": c.label_logprobs[c.text],
+                        "bytes": None,
+                        "top_logprobs": [
+                            {"token": k, "logprob": v, "bytes": None}
+                            for k, v in sorted(c.label_logprobs.items(), key=lambda kv: -kv[1])
+                        ],
+                    }
+                ]
+            }
+        choices.append(choice)
+        out_tokens += c.usage.completion_tokens
+    return {
+        "id": "chatcmpl-" + uuid.uuid4().hex[:24],
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": out_tokens,
+            "total_tokens": prompt_tokens + out_tokens,
+        },
+    }
+
+
+@dataclass
+class Batcher:
+    """Gathers concurrent requests and answers them in one provider call."""
+
+    provider: Provider
+    window_s: float = BATCH_WINDOW_S
+    max_batch: int = 16
+    _queue: asyncio.Queue[tuple[Request, asyncio.Future[Completion]]] | None = None
+    _task: asyncio.Task[None] | None = None
+    batches: list[int] = field(default_factory=list)  # sizes, for tests and stats
+
+    async def submit(self, req: Request) -> Completion:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._task = asyncio.create_task(self._loop())
+        fut: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
+        await self._queue.put((req, fut))
+        return await fut
+
+    async def _loop(self) -> None:
+        assert self._queue is not None
+        while True:
+            items = [await self._queue.get()]
+            deadline = time.monotonic() + self.window_s
+            while len(items) < self.max_batch:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                try:
+                    items.append(await asyncio.wait_for(self._queue.get(), timeout))
+                except TimeoutError:
+                    break
+            self.batches.append(len(items))
+            reqs = [r for r, _ in items]
+            try:
+                # the model runs in a worker thread: the event loop keeps accepting requests
+                outs = await asyncio.to_thread(self.provider.complete, reqs)
+            except Exception as exc:  # noqa: BLE001 - every waiter gets the failure
+                for _, fut in items:
+                    fut.set_exception(exc)
+                continue
+            for (_, fut), out in zip(items, outs, strict=True):
+                fut.set_result(out)
+
+
+def create_app(provider: Provider, model_name: str, api_key: str | None = None) -> Any:
+    """The FastAPI application serving `provider` as `model_name`."""
+    app = FastAPI(title="still serve", version="1")
+    batcher = Batcher(provider)
+    app.state.batcher = batcher
+
+    def check_key(request: HTTPRequest) -> None:
+        if api_key is None:
+            return
+        got = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(got.encode(), api_key.encode()):
+            raise HTTPException(
+                status_code=401,
+                detail={"message": "invalid or missing API key", "type": "invalid_request_error"},
+            )
+
+    @app.get("/v1/models")
+    async def models(request: HTTPRequest) -> dict[str, Any]:
+        check_key(request)
+        return {
+            "object": "list",
+            "data": [{"id": model_name, "object": "model", "created": 0, "owned_by": "still"}],
+        }
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: HTTPRequest) -> dict[str, Any]:
+        check_key(request)
+        body = await request.json()
+        if body.get("model") not in (model_name, None):
+            raise HTTPException(
+                status_code=404,
+                detail={
+                    "message": f"model {body.get('model')!r} is not served here "
+                    f"(this server has {model_name!r})",
+                    "type": "invalid_request_error",
+                },
+            )
+        try:
+            reqs, prop = to_requests(body, provider.name)
+        except RequestError as exc:
+            raise HTTPException(
+                status_code=400, detail={"message": str(exc), "type": "invalid_request_error"}
+            ) from exc
+        outs = await asyncio.gather(*(batcher.submit(r) for r in reqs))
+        failed = next((c for c in outs if c.error), None)
+        if failed is not None:
+            raise HTTPException(
+                status_code=500, detail={"message": failed.error, "type": "server_error"}
+            )
+        return to_response(outs, model_name, prop)
+
+    return app
+
+
+def serve(
+    model: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    name: str | None = None,
+) -> None:
+    """Load `model` and serve it until interrupted."""
+    import uvicorn
+
+    from still.models import get_model
+
+    provider = get_model(model)
+    uvicorn.run(
+        create_app(provider, name or model, api_key), host=host, port=port, log_level="info"
+    )

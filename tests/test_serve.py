@@ -1,0 +1,149 @@
+"""The OpenAI provider (real SDK) against `still serve` (real HTTP) over loopback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from still.models import get_model
+from still.serve import create_app
+from still.types import Message, Request, SamplingParams
+
+KEY = "sk-still-test-0123456789"
+LABELS = ("human", "location", "number")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A real uvicorn server in a thread, serving the tiny model."""
+
+    def __init__(self, model_dir: Path, api_key: str | None) -> None:
+        import uvicorn
+
+        self.local = get_model(f"local:{model_dir}")
+        self.app = create_app(self.local, "tiny", api_key=api_key)
+        self.port = _free_port()
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert self.server.started
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    @property
+    def ref(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1#tiny"
+
+
+@pytest.fixture
+def server(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+    monkeypatch.setenv("STILL_API_KEY", KEY)
+    monkeypatch.setenv("STILL_MAX_RETRIES", "0")
+    with Server(tiny_model, api_key=KEY) as s:
+        yield s
+
+
+def _req(model: str, text: str, **kw: object) -> Request:
+    msgs = (Message(role="system", content="Classify."), Message(role="user", content=text))
+    return Request(model=model, messages=msgs, **kw)  # type: ignore[arg-type]
+
+
+def test_plain_answers_match_the_local_model(server: Server) -> None:
+    remote = get_model(server.ref)
+    params = SamplingParams(max_tokens=6)
+    got = remote.complete([_req(remote.name, "Who wrote it?", params=params)])[0]
+    want = server.local.complete([_req(server.local.name, "Who wrote it?", params=params)])[0]
+    assert got.ok, got.error
+    assert got.text == want.text and got.usage == want.usage
+    assert got.latency_s > 0
+
+
+def test_json_schema_enum_answers_are_label_scores(server: Server) -> None:
+    remote = get_model(server.ref)
+    qs = ["Who wrote it?", "Where is it?", "How many?"]
+    got = remote.complete([_req(remote.name, q, labels=LABELS) for q in qs])
+    want = server.local.complete([_req(server.local.name, q, labels=LABELS) for q in qs])
+    assert [c.text for c in got] == [c.text for c in want]
+    assert all(c.text in LABELS for c in got)
+
+
+def test_logprobs_come_back_per_token(server: Server) -> None:
+    remote = get_model(server.ref)
+    c = remote.complete(
+        [_req(remote.name, "Who?", params=SamplingParams(max_tokens=4), logprobs=True)]
+    )[0]
+    assert c.ok and c.token_logprobs is not None
+    assert len(c.token_logprobs) == c.usage.completion_tokens
+    assert all(lp <= 0 for lp in c.token_logprobs)
+
+
+def test_concurrent_requests_share_batches(server: Server) -> None:
+    remote = get_model(server.ref)
+    reqs = [_req(remote.name, f"Question {i}?", labels=LABELS) for i in range(12)]
+    outs = remote.complete(reqs)
+    assert all(c.ok for c in outs)
+    assert max(server.app.state.batcher.batches) > 1
+
+
+def test_a_wrong_key_is_refused_and_never_echoed(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STILL_API_KEY", "sk-wrong-key-abcdef")
+    remote = get_model(server.ref)
+    c = remote.complete([_req(remote.name, "Who?")])[0]
+    assert not c.ok and c.error is not None
+    assert c.error.startswith("AuthenticationError")
+    assert "sk-wrong-key-abcdef" not in c.error and KEY not in c.error
+
+
+def test_an_unreachable_server_is_a_failed_completion(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STILL_MAX_RETRIES", "0")
+    remote = get_model(f"http://127.0.0.1:{_free_port()}/v1#nothing")
+    outs = remote.complete([_req(remote.name, "Who?"), _req(remote.name, "Where?")])
+    assert [c.ok for c in outs] == [False, False]
+    assert all((c.error or "").startswith("APIConnectionError") for c in outs)
+
+
+def test_an_unknown_model_name_is_refused(server: Server) -> None:
+    remote = get_model(server.ref.replace("#tiny", "#other"))
+    c = remote.complete([_req(remote.name, "Who?")])[0]
+    assert not c.ok and (c.error or "").startswith("NotFoundError")
+
+
+def test_a_run_through_the_endpoint_keeps_the_key_out_of_every_file(
+    server: Server, tmp_path: Path, tiny_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from helpers import write_task
+
+    from still.pipeline import bench_stage, capture_role, open_run
+
+    caplog.set_level("DEBUG")
+    task = write_task(tmp_path, student=f"local:{tiny_model}", teacher=server.ref)
+    run = open_run(task, tmp_path / "run")
+    stats = capture_role(run, "teacher", "train")
+    assert stats.called == stats.total and stats.failed == 0
+    bench_stage(run, roles=("teacher",), show=False)
+    files = [p for p in run.dir.rglob("*") if p.is_file()]
+    assert any(p.name == "still.db" for p in files) and any(p.name == "report.md" for p in files)
+    for path in files:
+        assert KEY.encode() not in path.read_bytes(), path
+    assert KEY not in caplog.text
