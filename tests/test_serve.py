@@ -133,7 +133,6 @@ def test_a_run_through_the_endpoint_keeps_the_key_out_of_every_file(
     server: Server, tmp_path: Path, tiny_model: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from helpers import write_task
-
     from still.pipeline import bench_stage, capture_role, open_run
 
     caplog.set_level("DEBUG")
