@@ -102,6 +102,7 @@ class Completion(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict)
     created_at: float = Field(default_factory=time.time)
     cached: bool = False
+    attempts: int = 1  # times the request was sent for this outcome; retries = attempts - 1
 
     @property
     def model(self) -> str:

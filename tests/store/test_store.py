@@ -152,7 +152,7 @@ def test_migrations_are_applied_once(tmp_path: Path) -> None:
     names = [r[0] for r in conn.execute("SELECT name FROM _migrations")]
     mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
     conn.close()
-    assert names == [name for name, _ in MIGRATIONS] == ["m001_initial"]
+    assert names == [name for name, _ in MIGRATIONS] == ["m001_initial", "m002_attempts"]
     assert mode == "wal"
 
 
@@ -164,15 +164,15 @@ def test_a_failing_migration_leaves_no_trace(
     path = tmp_path / "s.db"
     Store(path).close()
 
-    def m002_broken(conn: sqlite3.Connection) -> None:
+    def m999_broken(conn: sqlite3.Connection) -> None:
         conn.execute("CREATE TABLE half (x INTEGER)")
         raise RuntimeError("crash midway")
 
-    monkeypatch.setattr(_migrations, "MIGRATIONS", [*MIGRATIONS, ("m002_broken", m002_broken)])
+    monkeypatch.setattr(_migrations, "MIGRATIONS", [*MIGRATIONS, ("m999_broken", m999_broken)])
     with pytest.raises(RuntimeError, match="crash midway"):
         Store(path)
     conn = sqlite3.connect(path)
-    assert _migrations.applied(conn) == ["m001_initial"]
+    assert _migrations.applied(conn) == ["m001_initial", "m002_attempts"]
     assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'half'").fetchone()
     conn.close()
 
@@ -231,3 +231,27 @@ def test_export_jsonl_lines_parse_back(store: Store, tmp_path: Path) -> None:
     assert len(out.read_text().splitlines()) == 1
     assert store.export_jsonl(out, model="nobody") == 0 and out.read_text() == ""
     assert sorted(p.name for p in out.parent.iterdir()) == ["out.jsonl"], "no temp file left"
+
+
+def test_a_store_from_before_m002_is_upgraded_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from still.store import _migrations
+
+    path = tmp_path / "old.db"
+    monkeypatch.setattr(_migrations, "MIGRATIONS", MIGRATIONS[:1])
+    conn = sqlite3.connect(path)
+    _migrations.migrate(conn)
+    conn.execute(
+        "INSERT INTO completions (id, request_hash, hash_algorithm, model, request, text, "
+        "metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        ("cmpl-old", _req().key(), "sha256-v1", "m", _req().model_dump_json(), "hi", "{}", 1.0),
+    )
+    conn.commit()
+    conn.close()
+    monkeypatch.setattr(_migrations, "MIGRATIONS", MIGRATIONS)
+    with Store(path) as s:
+        old = s.get("cmpl-old")
+        assert old is not None and old.text == "hi" and old.attempts == 1
+        new = s.put(_comp(_req("again"), attempts=3))
+        assert s.get(new.id) == new

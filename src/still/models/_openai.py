@@ -8,17 +8,21 @@ References:
 - `http://host:port/v1#<model>` (or https): any compatible server (vLLM, llama.cpp,
   Ollama, `still serve`); key `STILL_API_KEY` or `OPENAI_API_KEY` if set.
 
-A batch is sent concurrently (bounded by `STILL_CONCURRENCY`, default 16); the SDK retries
-429, 5xx, timeouts and dropped connections with backoff, honouring Retry-After. A request
-that still fails comes back as a failed Completion. Keys come from the environment only and
-are scrubbed from every error message.
+A batch is sent concurrently (bounded by `STILL_CONCURRENCY`, default 16). 429, 408, 409,
+5xx, timeouts (`STILL_TIMEOUT` seconds) and dropped connections are retried up to
+`STILL_MAX_RETRIES` times (default 5) with exponential backoff and jitter, waiting what a
+Retry-After header asks instead when there is one. Retries are our own (the SDK's are off)
+so each completion records its `attempts`. A request that still fails comes back as a
+failed Completion. Keys come from the environment only and are scrubbed from every error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import os
+import random
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -42,6 +46,8 @@ class OpenAIProvider:
         self.concurrency = int(os.environ.get("STILL_CONCURRENCY", "16"))
         self.timeout_s = float(os.environ.get("STILL_TIMEOUT", "120"))
         self.max_retries = int(os.environ.get("STILL_MAX_RETRIES", "5"))
+        self.backoff_s = float(os.environ.get("STILL_BACKOFF", "0.5"))
+        self.retries = 0  # retries made by this provider, over all batches
 
     def complete(self, requests: Sequence[Request]) -> list[Completion]:
         """Send the batch concurrently; failures become failed completions."""
@@ -51,7 +57,7 @@ class OpenAIProvider:
         import openai
 
         cls = openai.AsyncAzureOpenAI if self.azure else openai.AsyncOpenAI
-        client = cls(**self.client_kwargs, timeout=self.timeout_s, max_retries=self.max_retries)
+        client = cls(**self.client_kwargs, timeout=self.timeout_s, max_retries=0)
         gate = asyncio.Semaphore(self.concurrency)
         try:
             return list(await asyncio.gather(*(self._one(client, gate, r) for r in requests)))
@@ -75,16 +81,24 @@ class OpenAIProvider:
         if req.labels:
             kwargs["response_format"] = label_schema(req.labels)
         start = time.perf_counter()
+        attempt = 0
         async with gate:
-            try:
-                resp = await client.chat.completions.create(**kwargs)
-            except Exception as exc:  # noqa: BLE001 - stored as a failed completion
-                return Completion(
-                    request=req,
-                    request_hash=req.key(),
-                    error=self._scrub(f"{type(exc).__name__}: {exc}"),
-                    latency_s=time.perf_counter() - start,
-                )
+            while True:
+                attempt += 1
+                try:
+                    resp = await client.chat.completions.create(**kwargs)
+                    break
+                except Exception as exc:  # noqa: BLE001 - retried, else stored as failed
+                    if attempt > self.max_retries or not retryable(exc):
+                        return Completion(
+                            request=req,
+                            request_hash=req.key(),
+                            attempts=attempt,
+                            error=self._scrub(f"{type(exc).__name__}: {exc}"),
+                            latency_s=time.perf_counter() - start,
+                        )
+                    self.retries += 1
+                    await asyncio.sleep(retry_delay(exc, attempt, self.backoff_s))
         latency = time.perf_counter() - start
         choice = resp.choices[0]
         text = choice.message.content or ""
@@ -105,6 +119,7 @@ class OpenAIProvider:
             ),
             latency_s=latency,
             token_logprobs=lps,
+            attempts=attempt,
         )
 
     def _scrub(self, text: str) -> str:
@@ -114,6 +129,53 @@ class OpenAIProvider:
             if secret and len(secret) >= 4:
                 text = text.replace(secret, "***")
         return text
+
+
+RETRY_STATUS = {408, 409, 429}
+MAX_RETRY_AFTER_S = 60.0
+
+
+def retryable(exc: Exception) -> bool:
+    """Whether a failed call may succeed if sent again: rate limits, server errors,
+    timeouts and dropped connections; never a 400/401/403/404."""
+    import openai
+
+    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in RETRY_STATUS or exc.status_code >= 500
+    return False
+
+
+def retry_delay(exc: Exception, attempt: int, base_s: float) -> float:
+    """Seconds to wait before attempt `attempt + 1`: the server's Retry-After (or
+    retry-after-ms) when given, else exponential backoff with full jitter.
+
+    >>> 0 <= retry_delay(RuntimeError(), 3, 0.5) <= 2.0
+    True
+    """
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    asked = _retry_after(headers)
+    if asked is not None and 0 <= asked <= MAX_RETRY_AFTER_S:
+        return asked
+    return random.uniform(0, min(30.0, base_s * 2 ** (attempt - 1)))
+
+
+def _retry_after(headers: Any) -> float | None:
+    try:
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000
+        value = headers.get("retry-after")
+        if not value:
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
 
 
 def label_schema(labels: Sequence[str]) -> dict[str, Any]:

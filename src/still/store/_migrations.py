@@ -71,8 +71,14 @@ def m001_initial(conn: sqlite3.Connection) -> None:
     )
 
 
+def m002_attempts(conn: sqlite3.Connection) -> None:
+    """How many times a request was sent before this outcome (retries = attempts - 1)."""
+    conn.execute("ALTER TABLE completions ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", m001_initial),
+    ("m002_attempts", m002_attempts),
 ]
 """Every migration, in the order it is applied. Append only."""
 

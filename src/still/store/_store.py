@@ -36,7 +36,7 @@ MAX_VALUE_CHARS = 512
 _COLUMNS = (
     "id", "request_hash", "hash_algorithm", "model", "request", "text", "finish_reason",
     "prompt_tokens", "completion_tokens", "latency_s", "cost", "error", "label_logprobs",
-    "token_logprobs", "metadata", "created_at", "cached",
+    "token_logprobs", "metadata", "created_at", "cached", "attempts",
 )  # fmt: skip
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM completions"
 _INSERT = (
@@ -374,6 +374,7 @@ def _to_row(c: Completion) -> tuple[Any, ...]:
         json.dumps(c.metadata, sort_keys=True),
         c.created_at,
         int(c.cached),
+        c.attempts,
     )
 
 
@@ -397,4 +398,5 @@ def _from_row(row: tuple[Any, ...]) -> Completion:
         metadata=json.loads(r["metadata"]),
         created_at=r["created_at"],
         cached=bool(r["cached"]),
+        attempts=r["attempts"],
     )

@@ -1,0 +1,74 @@
+"""Capturing through a faulty endpoint: every prompt answered exactly once, retries counted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from faults import FaultyServer
+from still.capture import capture
+from still.models import get_model
+from still.store import Store
+from still.types import Message, Request, SamplingParams
+
+
+def _requests(ref: str, n: int) -> dict[str, Request]:
+    return {
+        f"e{i}": Request(
+            model=ref,
+            messages=(Message(role="user", content=f"prompt {i}"),),
+            params=SamplingParams(max_tokens=8),
+        )
+        for i in range(n)
+    }
+
+
+def test_500_prompts_through_429_500_slow_and_dropped_responses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STILL_TIMEOUT", "0.5")
+    monkeypatch.setenv("STILL_BACKOFF", "0.05")
+    monkeypatch.setenv("STILL_CONCURRENCY", "32")
+    with FaultyServer(slow_s=1.5) as server, Store(tmp_path / "s.db") as store:
+        provider = get_model(server.ref())
+        reqs = _requests(provider.name, 500)
+        stats = capture(provider, reqs, store, batch_size=100)
+        assert stats.called == 500 and stats.failed == 0
+        assert set(server.injected) == {"429", "500", "slow", "drop"}
+        injected = sum(server.injected.values())
+        # every injected fault cost exactly one retry, and the store says so
+        rows = store.list()
+        assert len(rows) == 500 and len({c.request_hash for c in rows}) == 500
+        assert sum(c.attempts - 1 for c in rows) == injected
+        assert provider.retries == injected  # type: ignore[attr-defined]
+        assert all(c.text == f"echo: {c.request.messages[-1].content}" for c in rows)
+        # each prompt was answered once: a second capture sends nothing
+        before = sum(server.seen.values())
+        again = capture(provider, reqs, store, batch_size=100)
+        assert again.from_store == 500 and again.called == 0
+        assert sum(server.seen.values()) == before
+
+
+def test_a_request_that_keeps_failing_is_stored_as_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STILL_MAX_RETRIES", "0")
+    monkeypatch.setenv("STILL_TIMEOUT", "0.3")
+    with FaultyServer(slow_s=1.0) as server, Store(tmp_path / "s.db") as store:
+        provider = get_model(server.ref())
+        reqs = _requests(provider.name, 20)
+        stats = capture(provider, reqs, store)
+        faulty = [k for k, r in reqs.items() if server.fault_for(r.messages[-1].content) != "ok"]
+        assert stats.failed == len(faulty) > 0
+        errors = {c.error.split(":")[0] for c in store.list(errors=True) if c.error}
+        assert errors <= {
+            "RateLimitError",
+            "InternalServerError",
+            "APITimeoutError",
+            "APIConnectionError",
+        }
+        # a rerun (with retries allowed) sends only the failed ones again
+        monkeypatch.setenv("STILL_MAX_RETRIES", "3")
+        again = capture(get_model(server.ref()), reqs, store)
+        assert again.called == len(faulty) and again.failed == 0
