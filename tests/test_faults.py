@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from faults import FaultyServer
 from still.capture import capture
 from still.models import get_model
 from still.store import Store
+from still.testing import FaultyServer
 from still.types import Message, Request, SamplingParams
 
 

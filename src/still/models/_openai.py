@@ -8,7 +8,7 @@ References:
 - `http://host:port/v1#<model>` (or https): any compatible server (vLLM, llama.cpp,
   Ollama, `still serve`); key `STILL_API_KEY` or `OPENAI_API_KEY` if set.
 
-A batch is sent concurrently (bounded by `STILL_CONCURRENCY`, default 16). 429, 408, 409,
+A batch is sent concurrently (bounded by `STILL_CONCURRENCY`, default 64). 429, 408, 409,
 5xx, timeouts (`STILL_TIMEOUT` seconds) and dropped connections are retried up to
 `STILL_MAX_RETRIES` times (default 5) with exponential backoff and jitter, waiting what a
 Retry-After header asks instead when there is one. Retries are our own (the SDK's are off)
@@ -43,7 +43,7 @@ class OpenAIProvider:
         self.model = model
         self.client_kwargs = client_kwargs
         self.azure = azure
-        self.concurrency = int(os.environ.get("STILL_CONCURRENCY", "16"))
+        self.concurrency = int(os.environ.get("STILL_CONCURRENCY", "64"))
         self.timeout_s = float(os.environ.get("STILL_TIMEOUT", "120"))
         self.max_retries = int(os.environ.get("STILL_MAX_RETRIES", "5"))
         self.backoff_s = float(os.environ.get("STILL_BACKOFF", "0.5"))

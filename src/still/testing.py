@@ -1,8 +1,11 @@
-"""A loopback OpenAI-compatible server that injects faults, for retry and resume tests.
+"""A loopback OpenAI-compatible server with simulated latency and injected faults.
 
-The first attempt of each distinct prompt fails in one of four ways, chosen by the prompt:
-429 with Retry-After, 500, a response slower than the client's timeout, or a connection
-dropped in the middle of the response. Every later attempt answers. The server counts the
+Shipped with still (not only its tests) so users can check their own capture settings
+offline, and so benchmarks and tests share one server. It answers `echo: <prompt>`.
+With `faults=True`, the first attempt of each distinct prompt fails in one of four ways
+chosen by the prompt (or succeeds, one prompt in five): 429 with Retry-After, 500, a
+response slower than the client's timeout, or a connection dropped in the middle of the
+response. Every later attempt answers. The server counts the
 requests it saw per prompt, so tests can check that each prompt was answered exactly once.
 """
 
@@ -23,9 +26,10 @@ FAULTS = ("429", "500", "slow", "drop", "ok")
 class FaultyServer:
     """ASGI app + uvicorn thread. `seen[prompt]` counts requests per prompt."""
 
-    def __init__(self, slow_s: float = 2.0, latency_s: float = 0.0) -> None:
+    def __init__(self, slow_s: float = 2.0, latency_s: float = 0.0, faults: bool = True) -> None:
         self.slow_s = slow_s
         self.latency_s = latency_s
+        self.faults = faults
         self.seen: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
         with socket.socket() as s:
@@ -53,7 +57,7 @@ class FaultyServer:
         req = json.loads(body)
         prompt = req["messages"][-1]["content"]
         self.seen[prompt] += 1
-        fault = self.fault_for(prompt) if self.seen[prompt] == 1 else "ok"
+        fault = self.fault_for(prompt) if self.faults and self.seen[prompt] == 1 else "ok"
         if fault != "ok":
             self.injected[fault] += 1
         if self.latency_s:
