@@ -72,3 +72,54 @@ def test_a_request_that_keeps_failing_is_stored_as_failed(
         monkeypatch.setenv("STILL_MAX_RETRIES", "3")
         again = capture(get_model(server.ref()), reqs, store)
         assert again.called == len(faulty) and again.failed == 0
+
+
+def test_sigkill_mid_capture_through_the_endpoint_then_resume(tmp_path: Path) -> None:
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from helpers import write_task
+
+    def stored() -> set[str]:
+        db = tmp_path / "r" / "still.db"
+        try:
+            con = sqlite3.connect(db)
+            rows = con.execute("SELECT request FROM completions WHERE error IS NULL").fetchall()
+            con.close()
+        except sqlite3.OperationalError:
+            return set()
+        return {Request.model_validate_json(r[0]).messages[-1].content for r in rows}
+
+    with FaultyServer(slow_s=1.0, latency_s=0.02) as server:
+        task = write_task(
+            tmp_path, student="scripted:first-label", teacher=server.ref(), n=232, heldout=30
+        )
+        env = {**os.environ, "STILL_TIMEOUT": "0.3", "STILL_BACKOFF": "0.02"}
+        cmd = [
+            sys.executable,
+            "-m",
+            "still",
+            "capture",
+            str(task),
+            "--run-dir",
+            str(tmp_path / "r"),
+        ]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while len(stored()) < 40 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        before = stored()
+        seen_before = {p: server.seen[p] for p in before}
+        assert 40 <= len(before) < 200
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert f"{len(before)} from the store" in done.stdout
+        after = stored()
+        assert len(after) == 200  # 232 - 30 held out - 2 few-shot, each answered
+        assert all(server.seen[p] == seen_before[p] for p in before), "a stored prompt was resent"
