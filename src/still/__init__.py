@@ -13,6 +13,7 @@ or `still.run_all("examples/trec/task.yaml")` for all of it. Lower-level pieces:
 `train_sft`, `evaluate`. Heavy libraries load only when a model or trainer is used.
 """
 
+from still.bench import evaluate
 from still.capture import CaptureStats, build_request, capture
 from still.curate import LeakageError, export
 from still.graders import grade
@@ -29,6 +30,7 @@ from still.pipeline import (
 )
 from still.store import Store
 from still.tasks import load_examples, load_task, split_examples
+from still.train import train_sft
 from still.types import Completion, Grade, Message, Request, SamplingParams
 
 __all__ = [
@@ -59,16 +61,3 @@ __all__ = [
     "train_sft",
     "train_stage",
 ]
-
-
-def __getattr__(name: str) -> object:
-    # train_sft and evaluate pull in torch/pandas-adjacent code: load them on first use.
-    if name == "train_sft":
-        from still.train import train_sft
-
-        return train_sft
-    if name == "evaluate":
-        from still.bench import evaluate
-
-        return evaluate
-    raise AttributeError(name)

@@ -30,7 +30,7 @@ from still.models import get_model
 from still.report import print_table, write_reports
 from still.store import Store
 from still.tasks import Example, LoadReport, Split, Task, load_examples, load_task, split_examples
-from still.types import Completion
+from still.types import Completion, Request
 
 log = logging.getLogger("still.pipeline")
 
@@ -79,7 +79,7 @@ class Run:
             return self.split.heldout
         raise ValueError(f"unknown split {split!r}: use train or heldout")
 
-    def requests(self, role: str, split: str, limit: int | None = None) -> dict[str, Any]:
+    def requests(self, role: str, split: str, limit: int | None = None) -> dict[str, Request]:
         model = self.model_for(role)
         exs = self.examples(split)[:limit]
         return {e.id: build_request(self.task, role, model, e, self.split.fewshot) for e in exs}

@@ -119,3 +119,16 @@ def test_bad_task_file_names_the_field(tmp_path: Path) -> None:
     task = write_task(tmp_path, student="scripted:first-label", generation={"mode": "guess"})
     code, out = _invoke("capture", str(task), "--run-dir", str(tmp_path / "r"))
     assert code == 1 and "generation.mode" in out and str(task) in out
+
+
+def test_the_cli_and_library_import_no_heavy_backend() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, still, still.cli; "
+        "heavy = [m for m in ('torch', 'transformers', 'peft', 'openai', 'fastapi') "
+        "if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", "still --help must stay instant"
