@@ -8,7 +8,8 @@ References:
 - `http://host:port/v1#<model>` (or https): any compatible server (vLLM, llama.cpp,
   Ollama, `still serve`); key `STILL_API_KEY` or `OPENAI_API_KEY` if set.
 
-A batch is sent concurrently (bounded by `STILL_CONCURRENCY`, default 64). 429, 408, 409,
+A batch is sent concurrently (bounded by `STILL_CONCURRENCY`, default 64) and paced under
+`STILL_RPM` requests and `STILL_TPM` tokens per minute when those are set. 429, 408, 409,
 5xx, timeouts (`STILL_TIMEOUT` seconds) and dropped connections are retried up to
 `STILL_MAX_RETRIES` times (default 5) with exponential backoff and jitter, waiting what a
 Retry-After header asks instead when there is one. Retries are our own (the SDK's are off)
@@ -28,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from still.models._provider import register_provider
+from still.models._ratelimit import RateLimiter
 from still.types import Completion, Request, Usage
 
 ANSWER_PROPERTY = "answer"
@@ -48,6 +50,10 @@ class OpenAIProvider:
         self.max_retries = int(os.environ.get("STILL_MAX_RETRIES", "5"))
         self.backoff_s = float(os.environ.get("STILL_BACKOFF", "0.5"))
         self.retries = 0  # retries made by this provider, over all batches
+        self.limiter = RateLimiter(
+            rpm=float(os.environ["STILL_RPM"]) if os.environ.get("STILL_RPM") else None,
+            tpm=float(os.environ["STILL_TPM"]) if os.environ.get("STILL_TPM") else None,
+        )
 
     def complete(self, requests: Sequence[Request]) -> list[Completion]:
         """Send the batch concurrently; failures become failed completions."""
@@ -85,6 +91,7 @@ class OpenAIProvider:
         async with gate:
             while True:
                 attempt += 1
+                await self.limiter.acquire(estimate_tokens(req))
                 try:
                     resp = await client.chat.completions.create(**kwargs)
                     break
@@ -129,6 +136,11 @@ class OpenAIProvider:
             if secret and len(secret) >= 4:
                 text = text.replace(secret, "***")
         return text
+
+
+def estimate_tokens(req: Request) -> float:
+    """Tokens a request may use, for rate limits: prompt characters / 4 + max_tokens."""
+    return sum(len(m.content) for m in req.messages) / 4 + req.params.max_tokens
 
 
 RETRY_STATUS = {408, 409, 429}
