@@ -206,6 +206,12 @@ def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
         result.first_loss,
         result.last_loss,
     )
+    if result.skipped_too_long:
+        log.warning(
+            "%d training rows were longer than train.max_length=%d tokens and left out",
+            result.skipped_too_long,
+            run.task.train.max_length,
+        )
     return info
 
 

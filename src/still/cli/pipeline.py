@@ -160,6 +160,11 @@ def train_cmd(task_file: Path, run_dir: Path | None, force: bool) -> None:
     click.echo(
         f"{info['out_dir']}: {info['steps']} steps, {info['seconds']:.0f} s, "
         f"{info['tokens_per_s']:.0f} tok/s, loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+        + (
+            f"; {info['skipped_too_long']} rows over max_length left out"
+            if info.get("skipped_too_long")
+            else ""
+        )
     )
 
 
