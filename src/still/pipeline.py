@@ -24,6 +24,7 @@ from typing import Any
 
 from still.bench import Comparison, ModelResult, evaluate
 from still.capture import CaptureStats, build_request, capture
+from still.cost import price_for
 from still.curate import ExportStats, Keep, export
 from still.graders import StringCheck, answer_of, build_grader
 from still.models import get_model
@@ -236,8 +237,15 @@ def bench_stage(
     heldout = run.split.heldout[:limit]
     for role in roles:
         stats = capture_role(run, role, "heldout", limit)
+        model = run.model_for(role)
         summary, per_example, grades = evaluate(
-            role, run.model_for(role), heldout, stats.completions, run.graders, run.task.labels
+            role,
+            model,
+            heldout,
+            stats.completions,
+            run.graders,
+            run.task.labels,
+            price_for(model, run.task.prices),
         )
         run.store.put_grades(grades)
         summary.prompt = run.task.prompt_role(role)

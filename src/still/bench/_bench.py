@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from still.bench._stats import gap_closed, percentile, wilson
+from still.cost import Price
 from still.graders import StringCheck, answer_of, grade
 from still.tasks import Example
 from still.types import Completion, Grade
@@ -34,6 +35,7 @@ class ModelResult:
     tokens_per_s: float
     prompt_tokens_mean: float
     prompt: str = ""  # whose prompt the model got (the control gets the teacher's)
+    cost_per_1k: float | None = None  # dollars per 1,000 examples; None: no price known
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,8 +48,9 @@ def evaluate(
     completions: dict[str, Completion],
     graders: Sequence[StringCheck],
     labels: Sequence[str] | None,
+    price: Price | None = None,
 ) -> tuple[ModelResult, list[dict[str, Any]], list[Grade]]:
-    """Grade one model's completions and summarise them.
+    """Grade one model's completions and summarise them (with their cost, if priced).
 
     Returns:
         The summary; one row per example (id, answer, prediction, correct, failure reason,
@@ -107,6 +110,10 @@ def evaluate(
         tokens_per_s=tokens / seconds if seconds else 0.0,
         prompt_tokens_mean=prompt_tokens / answered if answered else 0.0,
     )
+    if price is not None:
+        for row in rows:
+            row["cost"] = price.cost(row["prompt_tokens"] or 0, row["completion_tokens"] or 0)
+        summary.cost_per_1k = 1000 * sum(r["cost"] for r in rows) / n if n else None
     return summary, rows, all_grades
 
 

@@ -30,6 +30,7 @@ _COLUMNS = [
     "s/example (p95)",
     "tok/s",
     "prompt tok",
+    "$ / 1k examples",
 ]
 
 
@@ -48,6 +49,7 @@ def _cells(r: ModelResult) -> list[str]:
         f(r.p95_latency_s, ".3f"),
         f(r.tokens_per_s, ".0f"),
         f(r.prompt_tokens_mean, ".0f"),
+        "n/a" if r.cost_per_1k is None else f"{r.cost_per_1k:.4f}",
     ]
 
 

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from still.cost import Price
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -134,6 +136,11 @@ class Task(_Strict):
     generation: GenerationSpec = GenerationSpec()
     graders: list[GraderSpec] = Field(default_factory=lambda: [GraderSpec()])
     train: TrainSpec = TrainSpec()
+    prices: dict[str, Price] = Field(
+        default_factory=dict,
+        description="Dollars per million input/output tokens by model reference; overrides "
+        "the built-in table (still.cost). Models without a price show no cost.",
+    )
     base_dir: Path = Field(Path("."), exclude=True, description="Folder of the task file.")
 
     @model_validator(mode="after")
