@@ -32,9 +32,14 @@ def test_500_prompts_through_429_500_slow_and_dropped_responses(
     monkeypatch.setenv("STILL_CONCURRENCY", "32")
     with FaultyServer(slow_s=1.5) as server, Store(tmp_path / "s.db") as store:
         provider = get_model(server.ref())
+        calls: list[int] = []
+        complete = provider.complete
+        provider.complete = lambda rs: calls.append(len(rs)) or complete(rs)  # type: ignore[method-assign]
         reqs = _requests(provider.name, 500)
-        stats = capture(provider, reqs, store, batch_size=100)
+        stats = capture(provider, reqs, store, batch_size=4)
         assert stats.called == 500 and stats.failed == 0
+        # the endpoint sets its own batch: 2 x concurrency in flight, not the task's 4
+        assert calls == [64] * 7 + [52]
         assert set(server.injected) == {"429", "500", "slow", "drop"}
         injected = sum(server.injected.values())
         # every injected fault cost exactly one retry, and the store says so

@@ -90,7 +90,9 @@ def capture(
         requests: example id -> request.
         store: where completions are looked up and written (one commit per batch).
         metadata: tags stored with new completions (run, role, split...).
-        batch_size: requests per provider call.
+        batch_size: requests per provider call, unless the provider sets its own
+            `batch_size` (an endpoint wants as many requests in flight as its concurrency
+            allows; a local model wants what fits one forward pass).
         desc: progress bar label.
     """
     stats = CaptureStats(total=len(requests))
@@ -105,6 +107,7 @@ def capture(
     if not todo:
         return stats
     model = provider if isinstance(provider, Provider) else provider()
+    batch_size = getattr(model, "batch_size", None) or batch_size
     # Similar lengths batch with less padding; a shared prefix stays cached across batches.
     todo.sort(key=lambda t: sum(len(m.content) for m in t[1].messages))
     tags = dict(metadata or {})

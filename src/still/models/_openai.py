@@ -46,6 +46,9 @@ class OpenAIProvider:
         self.client_kwargs = client_kwargs
         self.azure = azure
         self.concurrency = int(os.environ.get("STILL_CONCURRENCY", "64"))
+        # capture hands over this many requests per call (and commits them together):
+        # enough to keep every concurrent slot busy, small enough to lose little on a kill
+        self.batch_size = 2 * self.concurrency
         self.timeout_s = float(os.environ.get("STILL_TIMEOUT", "120"))
         self.max_retries = int(os.environ.get("STILL_MAX_RETRIES", "5"))
         self.backoff_s = float(os.environ.get("STILL_BACKOFF", "0.5"))
