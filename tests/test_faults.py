@@ -128,3 +128,32 @@ def test_sigkill_mid_capture_through_the_endpoint_then_resume(tmp_path: Path) ->
         after = stored()
         assert len(after) == 200  # 232 - 30 held out - 2 few-shot, each answered
         assert all(server.seen[p] == seen_before[p] for p in before), "a stored prompt was resent"
+
+
+@pytest.mark.parametrize("store", [True, False])
+def test_store_true_and_metadata_pass_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: bool
+) -> None:
+    from helpers import write_task
+    from still.pipeline import capture_role, open_run
+
+    if store:
+        monkeypatch.setenv("STILL_OPENAI_STORE", "1")
+    with FaultyServer(faults=False) as server:
+        task = write_task(tmp_path, student="scripted:first-label", teacher=server.ref())
+        run = open_run(task, tmp_path / "run")
+        stats = capture_role(run, "teacher", "train")
+        assert stats.called == stats.total == len(server.bodies)
+        for body in server.bodies:
+            if store:
+                assert body["store"] is True
+                assert body["metadata"] == {
+                    "run": "run",
+                    "task": "toy",
+                    "role": "teacher",
+                    "split": "train",
+                }
+            else:
+                assert "store" not in body and "metadata" not in body
+        # tags are not part of a request's identity: a rerun is answered from the store
+        assert capture_role(run, "teacher", "train").from_store == stats.total

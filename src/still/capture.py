@@ -114,7 +114,10 @@ def capture(
     with tqdm(total=len(todo), desc=desc, unit="req", leave=False) as bar:
         for i in range(0, len(todo), batch_size):
             chunk = todo[i : i + batch_size]
-            outs = model.complete([r for _, r in chunk])
+            # tags travel with the request too, for backends that store completions
+            outs = model.complete(
+                [r.model_copy(update={"metadata": {**r.metadata, **tags}}) for _, r in chunk]
+            )
             stored = store.put_many(
                 [c.model_copy(update={"metadata": {**c.metadata, **tags}}) for c in outs]
             )

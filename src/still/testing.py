@@ -31,6 +31,7 @@ class FaultyServer:
         self.latency_s = latency_s
         self.faults = faults
         self.seen: Counter[str] = Counter()
+        self.bodies: list[dict[str, Any]] = []  # every request body received, in order
         self.injected: Counter[str] = Counter()
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -55,6 +56,7 @@ class FaultyServer:
             if not msg.get("more_body"):
                 break
         req = json.loads(body)
+        self.bodies.append(req)
         prompt = req["messages"][-1]["content"]
         self.seen[prompt] += 1
         fault = self.fault_for(prompt) if self.faults and self.seen[prompt] == 1 else "ok"

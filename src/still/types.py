@@ -55,10 +55,15 @@ class Request(BaseModel):
     params: SamplingParams = SamplingParams()
     labels: tuple[str, ...] | None = None
     logprobs: bool = False
+    metadata: dict[str, str] = Field(
+        default_factory=dict,
+        description="Tags passed to backends that store completions themselves (OpenAI "
+        "`store=True`). Not part of the request's identity: excluded from the hash.",
+    )
 
     def canonical(self) -> dict[str, Any]:
         """The request as a plain, key-sorted structure: what the hash is taken over."""
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", exclude={"metadata"})
 
     def key(self) -> str:
         """Content address of the request: identical requests share one stored answer."""

@@ -15,6 +15,8 @@ A batch is sent concurrently (bounded by `STILL_CONCURRENCY`, default 64) and pa
 Retry-After header asks instead when there is one. Retries are our own (the SDK's are off)
 so each completion records its `attempts`. A request that still fails comes back as a
 failed Completion. Keys come from the environment only and are scrubbed from every error.
+With `STILL_OPENAI_STORE=1` requests go out with `store=True` and their metadata tags (run,
+task, role, split), so OpenAI keeps them as stored completions too.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class OpenAIProvider:
         self.client_kwargs = client_kwargs
         self.azure = azure
         self.concurrency = int(os.environ.get("STILL_CONCURRENCY", "64"))
+        # OpenAI stored completions: send store=True and each request's metadata tags
+        self.store = os.environ.get("STILL_OPENAI_STORE", "").lower() in ("1", "true", "yes")
         # capture hands over this many requests per call (and commits them together):
         # enough to keep every concurrent slot busy, small enough to lose little on a kill
         self.batch_size = 2 * self.concurrency
@@ -89,6 +93,10 @@ class OpenAIProvider:
             kwargs["logprobs"] = True
         if req.labels:
             kwargs["response_format"] = label_schema(req.labels)
+        if self.store:
+            kwargs["store"] = True
+            if req.metadata:
+                kwargs["metadata"] = dict(req.metadata)
         start = time.perf_counter()
         attempt = 0
         async with gate:
