@@ -146,3 +146,24 @@ def test_a_run_through_the_endpoint_keeps_the_key_out_of_every_file(
     for path in files:
         assert KEY.encode() not in path.read_bytes(), path
     assert KEY not in caplog.text
+
+
+def test_bad_bodies_are_400s_with_a_reason(server: Server) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = f"http://127.0.0.1:{server.port}/v1/chat/completions"
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    msgs = [{"role": "user", "content": "Who?"}]
+    for body, reason in [
+        ({"model": "tiny", "messages": []}, "messages must not be empty"),
+        ({"model": "tiny", "messages": [{"content": "x"}]}, "invalid messages"),
+        ({"model": "tiny", "messages": msgs, "temperature": "hot"}, "invalid sampling"),
+        ({"model": "tiny", "messages": msgs, "n": 99}, "n must be between 1 and 16"),
+    ]:
+        req = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=30)
+        assert err.value.code == 400, body
+        assert reason in err.value.read().decode()

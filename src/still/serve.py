@@ -70,18 +70,20 @@ def to_requests(body: dict[str, Any], model: str) -> tuple[list[Request], str | 
     if not messages:
         raise RequestError("messages must not be empty")
     stop = body.get("stop") or ()
-    params = SamplingParams(
-        temperature=float(
-            body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0
-        ),
-        top_p=float(body.get("top_p") or 1.0),
-        max_tokens=int(body.get("max_completion_tokens") or body.get("max_tokens") or 256),
-        seed=body.get("seed"),
-        stop=(stop,) if isinstance(stop, str) else tuple(stop),
-    )
+    temperature = body.get("temperature")
+    try:
+        params = SamplingParams(
+            temperature=1.0 if temperature is None else float(temperature),  # OpenAI's default
+            top_p=float(body.get("top_p") or 1.0),
+            max_tokens=int(body.get("max_completion_tokens") or body.get("max_tokens") or 256),
+            seed=body.get("seed"),
+            stop=(stop,) if isinstance(stop, str) else tuple(stop),
+        )
+        n = int(body.get("n") or 1)
+    except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        raise RequestError(f"invalid sampling parameters: {exc}") from exc
     enum = enum_schema(body.get("response_format"))
     labels = tuple(enum[1]) if enum else None
-    n = int(body.get("n") or 1)
     if not 1 <= n <= 16:
         raise RequestError("n must be between 1 and 16")
     if body.get("stream"):
