@@ -1,8 +1,8 @@
 """`still serve`: any still model behind an OpenAI-compatible HTTP API.
 
 Endpoints: `GET /v1/models` and `POST /v1/chat/completions` (temperature, top_p,
-max_tokens / max_completion_tokens, seed, stop, n, logprobs, and `response_format` with a
-json_schema). A json_schema whose one property is a string enum (the usual "pick a label"
+max_tokens / max_completion_tokens, seed, stop, n, logprobs, stream, and `response_format`
+with a json_schema). A json_schema whose one property is a string enum (the usual "pick a label"
 schema) is answered by *label scoring*, so the answer is always valid JSON with one of the
 labels: constrained decoding for the enum case, by construction.
 
@@ -18,13 +18,15 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 # Imported at module level: FastAPI resolves the handlers' annotations from these globals.
 from fastapi import FastAPI, HTTPException
 from fastapi import Request as HTTPRequest
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import iterate_in_threadpool
 
 from still.models import Provider
 from still.types import Completion, Message, Request, SamplingParams
@@ -86,8 +88,8 @@ def to_requests(body: dict[str, Any], model: str) -> tuple[list[Request], str | 
     labels = tuple(enum[1]) if enum else None
     if not 1 <= n <= 16:
         raise RequestError("n must be between 1 and 16")
-    if body.get("stream"):
-        raise RequestError("stream=true is not supported yet")
+    if body.get("stream") and n != 1:
+        raise RequestError("stream=true supports n=1 only")
     reqs = []
     for i in range(n):
         # n > 1 samples differ only by seed; greedy and scored answers are identical anyway
@@ -236,7 +238,7 @@ def create_app(provider: Provider, model_name: str, api_key: str | None = None) 
         }
 
     @app.post("/v1/chat/completions")
-    async def chat(request: HTTPRequest) -> dict[str, Any]:
+    async def chat(request: HTTPRequest) -> Any:
         check_key(request)
         body = await request.json()
         if body.get("model") not in (model_name, None):
@@ -254,6 +256,11 @@ def create_app(provider: Provider, model_name: str, api_key: str | None = None) 
             raise HTTPException(
                 status_code=400, detail={"message": str(exc), "type": "invalid_request_error"}
             ) from exc
+        if body.get("stream"):
+            return StreamingResponse(
+                _sse(provider, batcher, reqs[0], model_name, prop),
+                media_type="text/event-stream",
+            )
         outs = await asyncio.gather(*(batcher.submit(r) for r in reqs))
         failed = next((c for c in outs if c.error), None)
         if failed is not None:
@@ -263,6 +270,42 @@ def create_app(provider: Provider, model_name: str, api_key: str | None = None) 
         return to_response(outs, model_name, prop)
 
     return app
+
+
+async def _sse(
+    provider: Provider, batcher: Batcher, req: Request, model: str, prop: str | None
+) -> AsyncIterator[str]:
+    """Server-sent events in the chat.completion.chunk format, ending with [DONE].
+
+    Free text from a provider that can stream is sent token by token; a scored (enum)
+    answer, or a provider that cannot stream, is sent as one chunk once it is known.
+    """
+    cid = "chatcmpl-" + uuid.uuid4().hex[:24]
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        body = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        return f"data: {json.dumps(body)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    stream = getattr(provider, "stream", None)
+    if stream is not None and req.labels is None:
+        async for piece in iterate_in_threadpool(stream(req)):
+            yield chunk({"content": piece})
+        yield chunk({}, "stop")
+    else:
+        c = await batcher.submit(req)
+        if c.error:
+            yield f"data: {json.dumps({'error': {'message': c.error, 'type': 'server_error'}})}\n\n"
+        else:
+            yield chunk({"content": json.dumps({prop: c.text}) if prop else c.text})
+            yield chunk({}, c.finish_reason or "stop")
+    yield "data: [DONE]\n\n"
 
 
 def serve(

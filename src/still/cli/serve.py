@@ -26,7 +26,8 @@ def serve_cmd(model: str, host: str, port: int, name: str | None, api_key: str |
     /v1/models and /v1/chat/completions.
 
     A json_schema response format with one string-enum property is answered by label
-    scoring, so the answer is always one of the labels. Concurrent requests share batches.
+    scoring, so the answer is always one of the labels. Concurrent requests share batches;
+    stream=true streams server-sent events.
     Clients: `http://HOST:PORT/v1#NAME` as a still model, or the openai SDK with
     base_url=http://HOST:PORT/v1.
     """

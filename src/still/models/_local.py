@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -230,6 +230,50 @@ class LocalProvider:
         return n, out.past_key_values
 
     # -- generation ----------------------------------------------------------------------
+    def stream(self, req: Request) -> Iterator[str]:
+        """Yield one request's answer as it is generated (for streaming servers).
+
+        Decoding runs in a worker thread; text arrives as the tokenizer can decode it. A stop
+        sequence ends the stream at its first occurrence.
+        """
+        import threading
+
+        import torch
+        from transformers import TextIteratorStreamer
+
+        params = req.params
+        ids = torch.tensor([self.prompt_ids(req.messages)], device=self.device)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        kwargs: dict[str, Any] = {
+            "input_ids": ids,
+            "attention_mask": torch.ones_like(ids),
+            "max_new_tokens": params.max_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "streamer": streamer,
+            "do_sample": params.temperature > 0,
+        }
+        if params.temperature > 0:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p)
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+
+        def run() -> None:
+            with torch.inference_mode():
+                self.model.generate(**kwargs)
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        text = ""
+        for piece in streamer:
+            text += piece
+            cut = min((text.find(s) for s in params.stop if s and s in text), default=-1)
+            if cut >= 0:
+                yield piece[: len(piece) - (len(text) - cut)]
+                break
+            if piece:
+                yield piece
+        worker.join()
+
     def _generate(self, batch: list[Request]) -> list[Completion]:
         import torch
 
