@@ -250,12 +250,8 @@ class LocalProvider:
             "max_new_tokens": params.max_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
             "streamer": streamer,
-            "do_sample": params.temperature > 0,
+            **_sampling(params),
         }
-        if params.temperature > 0:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p)
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
 
         def run() -> None:
             with torch.inference_mode():
@@ -286,12 +282,7 @@ class LocalProvider:
         mask = torch.tensor(
             [[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device
         )
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
-        sample = params.temperature > 0
-        gen_kwargs: dict[str, Any] = {"do_sample": sample}
-        if sample:
-            gen_kwargs.update(temperature=params.temperature, top_p=params.top_p)
+        gen_kwargs = _sampling(params)
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=input_ids,
@@ -337,6 +328,18 @@ class LocalProvider:
                 )
             )
         return outs
+
+
+def _sampling(params: SamplingParams) -> dict[str, Any]:
+    """generate() arguments for greedy or sampled decoding; seeds torch when asked, so the
+    same request samples the same answer."""
+    import torch
+
+    if params.seed is not None:
+        torch.manual_seed(params.seed)
+    if params.temperature <= 0:
+        return {"do_sample": False}
+    return {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
 
 
 def _as_list(x: int | list[int] | None) -> list[int]:
