@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from still.cost import Budget, BudgetExceeded, CostModel
 from still.models import Provider
 from still.store import Store
 from still.tasks import Example, Task, render, role_context
@@ -81,6 +82,8 @@ def capture(
     metadata: dict[str, str] | None = None,
     batch_size: int = 8,
     desc: str = "capture",
+    cost_model: CostModel | None = None,
+    budget: Budget | None = None,
 ) -> CaptureStats:
     """Answer every request (keyed by example id), from the store when already answered.
 
@@ -94,6 +97,15 @@ def capture(
             `batch_size` (an endpoint wants as many requests in flight as its concurrency
             allows; a local model wants what fits one forward pass).
         desc: progress bar label.
+        cost_model: the model's price and tokenizer; new completions are stored with
+            their cost, and the budget is checked with it.
+        budget: a spending limit shared across captures. Requests go out only while the
+            spent dollars plus the next request's upper-bound cost fit in it; then the
+            capture stops with BudgetExceeded, after storing every answer it got. Needs a
+            cost_model (a model without a price spends nothing).
+
+    Raises:
+        BudgetExceeded: the budget ran out before every request was sent.
     """
     stats = CaptureStats(total=len(requests))
     todo: list[tuple[str, Request]] = []
@@ -113,19 +125,31 @@ def capture(
     tags = dict(metadata or {})
     with tqdm(total=len(todo), desc=desc, unit="req", leave=False) as bar:
         for i in range(0, len(todo), batch_size):
-            chunk = todo[i : i + batch_size]
-            # tags travel with the request too, for backends that store completions
-            outs = model.complete(
-                [r.model_copy(update={"metadata": {**r.metadata, **tags}}) for _, r in chunk]
-            )
-            stored = store.put_many(
-                [c.model_copy(update={"metadata": {**c.metadata, **tags}}) for c in outs]
-            )
-            for (ex_id, _), c in zip(chunk, stored, strict=True):
-                stats.completions[ex_id] = c
-                stats.called += 1
-                stats.failed += c.error is not None
-            bar.update(len(chunk))
+            batch = todo[i : i + batch_size]
+            chunk = batch[: _affordable(batch, cost_model, budget)]
+            if chunk:
+                # tags travel with the request too, for backends that store completions
+                outs = model.complete(
+                    [r.model_copy(update={"metadata": {**r.metadata, **tags}}) for _, r in chunk]
+                )
+                priced = [_priced(c, cost_model) for c in outs]
+                if budget is not None:
+                    budget.spent += sum(c.cost or 0.0 for c in priced)
+                stored = store.put_many(
+                    [c.model_copy(update={"metadata": {**c.metadata, **tags}}) for c in priced]
+                )
+                for (ex_id, _), c in zip(chunk, stored, strict=True):
+                    stats.completions[ex_id] = c
+                    stats.called += 1
+                    stats.failed += c.error is not None
+                bar.update(len(chunk))
+            if budget is not None and len(chunk) < len(batch):
+                raise BudgetExceeded(
+                    f"{desc}: stopped with {len(todo) - stats.called} of {len(todo)} requests "
+                    f"unsent: the next would take spending past --max-cost "
+                    f"${budget.limit:.4f} (spent ${budget.spent:.4f}). The answers so far "
+                    "are stored; rerun with a larger --max-cost to go on."
+                )
     if stats.failed:
         log.warning(
             "%s: %d of %d requests failed (stored as failed completions)",
@@ -134,3 +158,24 @@ def capture(
             stats.called,
         )
     return stats
+
+
+def _affordable(
+    chunk: Sequence[tuple[str, Request]], cost_model: CostModel | None, budget: Budget | None
+) -> int:
+    """How many requests of a batch, in order, fit in what is left of the budget."""
+    if budget is None or cost_model is None:
+        return len(chunk)
+    left = budget.remaining
+    for n, (_, req) in enumerate(chunk):
+        left -= cost_model.estimate(req)
+        if left < 0:
+            return n
+    return len(chunk)
+
+
+def _priced(c: Completion, cost_model: CostModel | None) -> Completion:
+    """The completion with its cost (a failed call reports no usage: it costs 0 here)."""
+    if cost_model is None or c.cost is not None:
+        return c
+    return c.model_copy(update={"cost": cost_model.actual(c)})

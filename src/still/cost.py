@@ -8,8 +8,15 @@ price (every local model, unless the task gives one) has no cost, shown as n/a, 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from still.tokens import estimate
+from still.types import Completion, Request
+
+if TYPE_CHECKING:
+    from still.tokens import TokenCounter
 
 PRICES_AS_OF = "2024-10-16"
 """When the built-in prices were published (the OpenAI distillation cookbook's figures)."""
@@ -49,3 +56,65 @@ def price_for(model: str, overrides: Mapping[str, Price] | None = None) -> Price
     if sep and scheme in ("openai", "azure"):
         return BUILTIN.get(name)
     return None
+
+
+class BudgetExceeded(RuntimeError):
+    """The next requests would take a run past its `--max-cost`; what was answered is stored."""
+
+
+class Budget:
+    """A spending limit for one command (`--max-cost`), shared by all its stages.
+
+    Requests are sent only while the dollars already spent plus an upper bound of the next
+    request's cost stay within the limit, so the limit is never exceeded (up to the
+    estimate: the prompt is counted with the model's tokenizer, the answer bounded by
+    `max_tokens` or the longest label). Answers already in the store cost nothing and are
+    not counted; a rerun with a larger limit resumes where this one stopped.
+    """
+
+    def __init__(self, limit: float) -> None:
+        if limit < 0:
+            raise ValueError(f"--max-cost must be >= 0, got {limit}")
+        self.limit = limit
+        self.spent = 0.0
+
+    @property
+    def remaining(self) -> float:
+        return self.limit - self.spent
+
+    def __repr__(self) -> str:
+        return f"Budget(${self.spent:.4f} of ${self.limit:.4f})"
+
+
+class CostModel:
+    """One model's price and tokenizer: the upper-bound cost of a request before it is
+    sent, and the real cost of its completion after."""
+
+    def __init__(self, price: Price, counter: TokenCounter) -> None:
+        self.price = price
+        self.counter = counter
+
+    def estimate(self, req: Request) -> float:
+        """Dollars a request costs at most."""
+        est = estimate(self.counter, req)
+        return self.price.cost(est.prompt, est.output_max)
+
+    def actual(self, completion: Completion) -> float:
+        """Dollars a completion cost, from the usage the backend reported."""
+        u = completion.usage
+        return self.price.cost(u.prompt_tokens, u.completion_tokens)
+
+
+def cost_model_for(
+    model: str,
+    prices: Mapping[str, Price] | None = None,
+    tokenizers: Mapping[str, str] | None = None,
+) -> CostModel | None:
+    """The cost model of a model reference, or None when it has no price (it costs
+    nothing that `still` can know: local models, unless the task prices them)."""
+    price = price_for(model, prices)
+    if price is None:
+        return None
+    from still.tokens import counter_for
+
+    return CostModel(price, counter_for(model, tokenizers))

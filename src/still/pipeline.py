@@ -24,7 +24,7 @@ from typing import Any
 
 from still.bench import Comparison, ModelResult, evaluate
 from still.capture import CaptureStats, build_request, capture
-from still.cost import price_for
+from still.cost import Budget, cost_model_for, price_for
 from still.curate import ExportStats, Keep, export
 from still.graders import StringCheck, answer_of, build_grader
 from still.models import get_model
@@ -126,8 +126,11 @@ def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
     )
 
 
-def capture_role(run: Run, role: str, split: str, limit: int | None = None) -> CaptureStats:
-    """Stage: answer a split's examples with a role's model, storing every completion."""
+def capture_role(
+    run: Run, role: str, split: str, limit: int | None = None, budget: Budget | None = None
+) -> CaptureStats:
+    """Stage: answer a split's examples with a role's model, storing every completion
+    (with its cost, when the model has a price; within `budget`, when given)."""
     reqs = run.requests(role, split, limit)
     ref = run.model_for(role)
     stats = capture(
@@ -137,6 +140,8 @@ def capture_role(run: Run, role: str, split: str, limit: int | None = None) -> C
         metadata={"run": run.dir.name, "task": run.task.name, "role": role, "split": split},
         batch_size=run.task.generation.batch_size,
         desc=f"{role} on {split}",
+        cost_model=cost_model_for(ref, run.task.prices, run.task.tokenizers),
+        budget=budget,
     )
     if run.task.labels:
         stats.unparseable = sum(
@@ -229,14 +234,18 @@ def grade_stage(run: Run, role: str, split: str) -> ModelResult:
 
 
 def bench_stage(
-    run: Run, roles: tuple[str, ...] = ROLES, limit: int | None = None, show: bool = True
+    run: Run,
+    roles: tuple[str, ...] = ROLES,
+    limit: int | None = None,
+    show: bool = True,
+    budget: Budget | None = None,
 ) -> Comparison:
     """Stage: every role's model on the held-out split; writes the reports."""
     results: list[ModelResult] = []
     rows: list[dict[str, Any]] = []
     heldout = run.split.heldout[:limit]
     for role in roles:
-        stats = capture_role(run, role, "heldout", limit)
+        stats = capture_role(run, role, "heldout", limit, budget)
         model = run.model_for(role)
         summary, per_example, grades = evaluate(
             role,
@@ -272,15 +281,19 @@ def _stored(run: Run, role: str, split: str, include_failed: bool = False) -> di
 
 
 def run_all(
-    task_path: Path | str, run_dir: Path | str | None = None, keep: Keep = "correct"
+    task_path: Path | str,
+    run_dir: Path | str | None = None,
+    keep: Keep = "correct",
+    budget: Budget | None = None,
 ) -> tuple[Run, Comparison]:
-    """`still run`: capture -> export -> train -> bench, each skipping stored work."""
+    """`still run`: capture -> export -> train -> bench, each skipping stored work; every
+    model call of every stage counts against one `budget`."""
     run = open_run(task_path, run_dir)
     log.info("%s", run.load_report.summary())
-    stats = capture_role(run, "teacher", "train")
+    stats = capture_role(run, "teacher", "train", budget=budget)
     log.info("teacher on train: %s", stats.summary())
     if stats.failed == stats.total:
         raise StageError("every teacher request failed; see `still store ls --errors`")
     log.info("export: %s", export_stage(run, keep).summary())
     train_stage(run)
-    return run, bench_stage(run)
+    return run, bench_stage(run, budget=budget)

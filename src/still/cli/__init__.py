@@ -11,7 +11,15 @@ import sys
 import click
 
 from still.cli.models import models_cmd
-from still.cli.pipeline import bench_cmd, capture_cmd, export_cmd, grade_cmd, run_cmd, train_cmd
+from still.cli.pipeline import (
+    bench_cmd,
+    capture_cmd,
+    estimate_cmd,
+    export_cmd,
+    grade_cmd,
+    run_cmd,
+    train_cmd,
+)
 from still.cli.serve import serve_cmd
 from still.cli.store import store
 
@@ -25,6 +33,7 @@ def main(verbose: bool) -> None:
     \b
     A typical session:
       still models                         what can answer (bundled models, schemes)
+      still estimate examples/trec/task.yaml   tokens and dollars before a run
       still run examples/trec/task.yaml    capture -> export -> train -> bench
     or stage by stage:
       still capture TASK --role teacher --split train
@@ -48,6 +57,7 @@ def main(verbose: bool) -> None:
 
 
 main.add_command(models_cmd)
+main.add_command(estimate_cmd)
 main.add_command(capture_cmd)
 main.add_command(grade_cmd)
 main.add_command(export_cmd)

@@ -36,6 +36,24 @@ KEEP = click.option(
 )
 
 
+MAX_COST = click.option(
+    "--max-cost",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="DOLLARS",
+    help="Stop before spending more than this on priced models in this command (answers "
+    "already stored are free). The next request's cost is bounded with the model's "
+    "tokenizer first, so the limit is not crossed; rerun with more to go on. See "
+    "`still estimate`.",
+)
+
+
+def _budget(max_cost: float | None) -> Any:
+    from still.cost import Budget
+
+    return None if max_cost is None else Budget(max_cost)
+
+
 def ROLE(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:  # noqa: N802 - used as a decorator beside TASK and SPLIT
     """The --role option, with a help text per command."""
     return click.option(
@@ -73,8 +91,14 @@ def _fail(exc: Exception) -> NoReturn:
 @ROLE("Which model answers.")
 @SPLIT
 @click.option("--limit", type=int, default=None, help="Only the first N examples of the split.")
+@MAX_COST
 def capture_cmd(
-    task_file: Path, run_dir: Path | None, role: str, split_name: str, limit: int | None
+    task_file: Path,
+    run_dir: Path | None,
+    role: str,
+    split_name: str,
+    limit: int | None,
+    max_cost: float | None,
 ) -> None:
     """Run a role's model over a split and store every completion.
 
@@ -85,7 +109,7 @@ def capture_cmd(
 
     run = _open(task_file, run_dir)
     try:
-        stats = capture_role(run, role, split_name, limit)
+        stats = capture_role(run, role, split_name, limit, _budget(max_cost))
     except Exception as exc:  # noqa: BLE001 - shown as a clean CLI error
         _fail(exc)
     click.echo(stats.summary())
@@ -179,8 +203,13 @@ def train_cmd(task_file: Path, run_dir: Path | None, force: bool) -> None:
     help="Roles to compare (repeatable; default all four).",
 )
 @click.option("--limit", type=int, default=None, help="Only the first N held-out examples.")
+@MAX_COST
 def bench_cmd(
-    task_file: Path, run_dir: Path | None, roles: tuple[str, ...], limit: int | None
+    task_file: Path,
+    run_dir: Path | None,
+    roles: tuple[str, ...],
+    limit: int | None,
+    max_cost: float | None,
 ) -> None:
     """Compare the models on the held-out split: accuracy with 95% intervals, gap closed,
     unparseable and failed answers, latency and tokens/s.
@@ -191,7 +220,7 @@ def bench_cmd(
 
     run = _open(task_file, run_dir)
     try:
-        bench_stage(run, roles or ROLES, limit)
+        bench_stage(run, roles or ROLES, limit, budget=_budget(max_cost))
     except Exception as exc:  # noqa: BLE001
         _fail(exc)
     click.echo(f"reports in {run.dir}/")
@@ -201,7 +230,8 @@ def bench_cmd(
 @TASK
 @RUN_DIR
 @KEEP
-def run_cmd(task_file: Path, run_dir: Path | None, keep: str) -> None:
+@MAX_COST
+def run_cmd(task_file: Path, run_dir: Path | None, keep: str, max_cost: float | None) -> None:
     """Run the whole loop: capture (teacher, train split) -> export -> train -> bench.
 
     Every stage skips work already stored: a second run makes no stored model call.
@@ -212,7 +242,66 @@ def run_cmd(task_file: Path, run_dir: Path | None, keep: str) -> None:
 
     start = time.perf_counter()
     try:
-        run, _ = run_all(task_file, run_dir, keep)  # type: ignore[arg-type]
+        run, _ = run_all(task_file, run_dir, keep, _budget(max_cost))  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001
         _fail(exc)
     click.echo(f"done in {time.perf_counter() - start:.0f} s; reports in {run.dir}/")
+
+
+@click.command("estimate")
+@TASK
+@RUN_DIR
+@click.option("--limit", type=int, default=None, help="Only the first N examples of each split.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def estimate_cmd(task_file: Path, run_dir: Path | None, limit: int | None, as_json: bool) -> None:
+    """What `still run` will send and cost, before any model is called.
+
+    \b
+    For each capture of the run (teacher on train; teacher, student, distilled and control
+    on held-out): requests, how many are already stored (free), prompt tokens counted with
+    the model's own tokenizer, answer tokens at most (longest label or max_tokens), and
+    dollars at most from the price table (task `prices:` override it). Local models have
+    no price unless the task gives one. The total is the figure to pass to --max-cost.
+    """
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from still.cost import PRICES_AS_OF
+    from still.estimate import estimate_run, total_cost
+
+    run = _open(task_file, run_dir)
+    try:
+        stages = estimate_run(run, limit=limit)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps([s.as_dict() for s in stages], indent=2))
+        return
+
+    def dollars(x: float | None, bound: bool = False) -> str:
+        return "n/a" if x is None else ("≤ " if bound else "") + f"${x:,.4f}"
+
+    table = Table(title=f"{run.task.name}: estimate (prices as of {PRICES_AS_OF} or the task's)")
+    for col in ("role", "split", "model", "tokenizer"):
+        table.add_column(col)
+    for col in ("requests", "stored", "to send", "prompt tok", "answer tok ≤", "$ in", "$ ≤"):
+        table.add_column(col, justify="right")
+    for s in stages:
+        table.add_row(
+            s.role,
+            s.split,
+            s.model,
+            s.tokenizer + ("" if s.exact else " (approx.)"),
+            str(s.requests),
+            str(s.stored),
+            str(s.to_send),
+            f"{s.prompt_tokens:,}",
+            f"{s.output_tokens_max:,}",
+            dollars(s.input_cost),
+            dollars(s.cost_max, bound=True),
+        )
+    console = Console(width=max(Console().width, 160))
+    console.print(table)
+    console.print(f"at most ${total_cost(stages):,.4f} to spend (unpriced models count 0)")

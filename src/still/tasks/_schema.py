@@ -141,6 +141,13 @@ class Task(_Strict):
         description="Dollars per million input/output tokens by model reference; overrides "
         "the built-in table (still.cost). Models without a price show no cost.",
     )
+    tokenizers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Tokenizer per model reference for cost estimates, when the default is "
+        "wrong: a `local:` model or folder, or an OpenAI encoding (o200k_base, cl100k_base). "
+        "Defaults: local models their own; openai:/azure: the model's encoding; others "
+        "o200k_base (approximate).",
+    )
     base_dir: Path = Field(Path("."), exclude=True, description="Folder of the task file.")
 
     @model_validator(mode="after")

@@ -1,0 +1,102 @@
+"""`--max-cost`: a run stops before it would spend more, keeps what it got, and resumes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from helpers import write_task
+from still.cli import main
+from still.cost import Budget, BudgetExceeded, cost_model_for
+from still.estimate import estimate_run, total_cost
+from still.pipeline import capture_role, open_run
+
+PRICE = {"input": 1000.0, "output": 2000.0}  # dollars per million tokens: big enough to count
+
+
+def _task(tmp: Path, **kw: object) -> Path:
+    return write_task(
+        tmp, student="scripted:first-label", n=60, prices={"scripted:echo": PRICE}, **kw
+    )
+
+
+def test_capture_stops_before_the_budget_and_resumes_without_resending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = tmp_path / "calls.log"
+    monkeypatch.setenv("STILL_SCRIPTED_LOG", str(calls))
+    run = open_run(_task(tmp_path), tmp_path / "run")
+    reqs = run.requests("teacher", "train")
+    cm = cost_model_for("scripted:echo", run.task.prices)
+    assert cm is not None
+    bounds = sorted(cm.estimate(r) for r in reqs.values())
+    limit = sum(bounds[:10]) + bounds[0] / 2  # room for about ten requests, not all
+
+    budget = Budget(limit)
+    with pytest.raises(BudgetExceeded, match="--max-cost"):
+        capture_role(run, "teacher", "train", budget=budget)
+    stored = run.store.list(metadata={"role": "teacher"})
+    assert 0 < len(stored) < len(reqs)
+    assert all(c.cost is not None and c.cost > 0 for c in stored)
+    assert sum(c.cost or 0 for c in stored) == pytest.approx(budget.spent)
+    assert budget.spent <= limit
+    # the request that was not sent would have crossed the limit
+    sent = {c.request_hash for c in stored}
+    unsent = [r for r in reqs.values() if r.key() not in sent]
+    assert min(cm.estimate(r) for r in unsent) > limit - sum(cm.estimate(c.request) for c in stored)
+
+    first = len(calls.read_text().splitlines())
+    stats = capture_role(run, "teacher", "train", budget=Budget(10 * sum(bounds)))
+    assert stats.from_store == len(stored) and stats.called == len(reqs) - len(stored)
+    keys = calls.read_text().splitlines()
+    assert len(keys) == len(set(keys)) == len(reqs)  # nothing was sent twice
+    assert first == len(stored)
+
+
+def test_unpriced_models_spend_nothing(tmp_path: Path) -> None:
+    run = open_run(_task(tmp_path), tmp_path / "run")
+    budget = Budget(0.0)
+    stats = capture_role(run, "student", "heldout", budget=budget)  # no price: free
+    assert stats.called == stats.total and budget.spent == 0.0
+
+
+def test_estimate_counts_what_is_left_to_send(tmp_path: Path) -> None:
+    run = open_run(_task(tmp_path), tmp_path / "run")
+    before = {(s.role, s.split): s for s in estimate_run(run)}
+    teacher = before["teacher", "train"]
+    cm = cost_model_for("scripted:echo", run.task.prices)
+    assert cm is not None
+    reqs = run.requests("teacher", "train")
+    assert teacher.requests == teacher.to_send == len(reqs)
+    assert teacher.cost_max == pytest.approx(sum(cm.estimate(r) for r in reqs.values()))
+    assert before["student", "heldout"].cost_max is None  # no price: n/a, not $0
+    assert before["distilled", "heldout"].stored == 0  # not trained yet: nothing stored
+
+    capture_role(run, "teacher", "train")
+    after = {(s.role, s.split): s for s in estimate_run(run)}
+    assert after["teacher", "train"].stored == len(reqs)
+    assert after["teacher", "train"].cost_max == 0
+    assert total_cost(list(after.values())) == pytest.approx(
+        total_cost(list(before.values())) - (teacher.cost_max or 0)
+    )
+
+
+def test_cli_estimate_and_max_cost(tmp_path: Path) -> None:
+    task = _task(tmp_path)
+    runner = CliRunner()
+    out = runner.invoke(main, ["estimate", str(task), "--run-dir", str(tmp_path / "r"), "--json"])
+    assert out.exit_code == 0, out.output
+    stages = json.loads(out.stdout)
+    assert [(s["role"], s["split"]) for s in stages][0] == ("teacher", "train")
+    cap = stages[0]["cost_max"] / 3
+    res = runner.invoke(
+        main,
+        ["capture", str(task), "--run-dir", str(tmp_path / "r"), "--max-cost", str(cap)],
+    )
+    assert res.exit_code == 1
+    assert "--max-cost" in res.output and "rerun with a larger --max-cost" in res.output
+    table = runner.invoke(main, ["estimate", str(task), "--run-dir", str(tmp_path / "r")])
+    assert table.exit_code == 0 and "at most $" in table.output
