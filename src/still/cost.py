@@ -7,6 +7,7 @@ price (every local model, unless the task gives one) has no cost, shown as n/a, 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -43,10 +44,13 @@ BUILTIN: dict[str, Price] = {
 
 def price_for(model: str, overrides: Mapping[str, Price] | None = None) -> Price | None:
     """The price of a model reference: the task's override, else the built-in table
-    (matched on the model name after `openai:`/`azure:`), else None.
+    (matched on the model name after `openai:`/`azure:`, a dated snapshot such as
+    `gpt-4o-mini-2024-07-18` priced as its model), else None.
 
     >>> price_for("openai:gpt-4o-mini").output
     0.6
+    >>> price_for("openai:gpt-4o-2024-08-06").input
+    2.5
     >>> price_for("local:smollm2-135m-instruct") is None
     True
     """
@@ -54,8 +58,11 @@ def price_for(model: str, overrides: Mapping[str, Price] | None = None) -> Price
         return overrides[model]
     scheme, sep, name = model.partition(":")
     if sep and scheme in ("openai", "azure"):
-        return BUILTIN.get(name)
+        return BUILTIN.get(name) or BUILTIN.get(_DATED.sub("", name))
     return None
+
+
+_DATED = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 
 
 class BudgetExceeded(RuntimeError):

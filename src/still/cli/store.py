@@ -95,6 +95,7 @@ def store() -> None:
       still store ls --db runs/trec/still.db --meta role=teacher --errors
       still store show --db runs/trec/still.db cmpl-0123456789abcdef01234567
       still store export --db runs/trec/still.db --meta split=train train.jsonl
+      still store import --db prod.db listing.json --messages messages/
     """
 
 
@@ -159,15 +160,122 @@ def show(db: Path, completion_id: str) -> None:
 @store.command("export")
 @_DB
 @_filters
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["completions", "chat"]),
+    default="completions",
+    show_default=True,
+    help="completions: one full Completion per line (what `show` prints). chat: the OpenAI "
+    "fine-tuning format, {'messages': [...prompt, answer]}, successful completions only.",
+)
 @click.argument("out", type=click.Path(dir_okay=False, writable=True, path_type=Path))
 def export(
-    db: Path, model: str | None, meta: dict[str, str], errors: bool | None, out: Path
+    db: Path, model: str | None, meta: dict[str, str], errors: bool | None, fmt: str, out: Path
 ) -> None:
-    """Write matching completions to OUT as JSONL, one completion per line.
+    """Write matching completions to OUT as JSONL.
 
-    Each line is a full `Completion` (what `show` prints), readable back with
-    `Completion.model_validate_json`.
+    The completions format reads back with `Completion.model_validate_json`; the chat
+    format is what `still train`, OpenAI fine-tuning and TRL's SFTTrainer read.
     """
     with _open(db) as s:
-        n = s.export_jsonl(out, model=model, metadata=meta, errors=errors)
+        if fmt == "chat":
+            if errors:
+                raise click.UsageError("--format chat writes answers; failed calls have none")
+            n = s.export_chat_jsonl(out, model=model, metadata=meta)
+        else:
+            n = s.export_jsonl(out, model=model, metadata=meta, errors=errors)
     click.echo(f"{n} completions written to {out}")
+
+
+@store.command("import")
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=lambda: os.environ.get("STILL_DB", "still.db"),
+    show_default="$STILL_DB or ./still.db",
+    help="The store to import into (created when missing).",
+)
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--messages",
+    "messages_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of <completion id>.json files, as GET /v1/chat/completions/<id>/messages "
+    "returns them (the list endpoint leaves input messages out).",
+)
+@click.option(
+    "--model",
+    "model_ref",
+    default=None,
+    help="Store every row under this model reference (default: <provider>:<the row's model>).",
+)
+@click.option(
+    "--provider",
+    type=click.Choice(["openai", "azure"]),
+    default="openai",
+    show_default=True,
+    help="Scheme for the model names rows give, e.g. openai:gpt-4o-mini.",
+)
+@click.option(
+    "--meta",
+    multiple=True,
+    callback=_parse_meta,
+    metavar="KEY=VALUE",
+    help="Tag every imported completion (repeatable); source=import is always added.",
+)
+@click.option(
+    "--skip-bad", is_flag=True, help="Leave malformed rows out (listed) instead of failing."
+)
+def import_cmd(
+    db: Path,
+    files: tuple[Path, ...],
+    messages_dir: Path | None,
+    model_ref: str | None,
+    provider: str,
+    meta: dict[str, str],
+    skip_bad: bool,
+) -> None:
+    """Import completions answered elsewhere, so production traffic can be graded and
+    distilled without calling the teacher again.
+
+    \b
+    FILES may be:
+      - OpenAI/Azure stored-completion listings: the JSON of GET /v1/chat/completions
+        ({"object": "list", "data": [...]}) or its items one per line; input messages
+        from each item (input_messages/messages) or from --messages;
+      - chat JSONL: {"messages": [..., {"role": "assistant", "content": ...}]};
+      - request logs: {"request": {...}, "response": <chat.completion>} per line.
+    A malformed row stops the import naming its file and line, before anything of that
+    file is written (or is listed and left out with --skip-bad). Importing a file twice
+    stores its rows once.
+    """
+    from still.store import ImportFormatError, read_traffic
+
+    added = seen = 0
+    with Store(db) as s:
+        for f in files:
+            try:
+                res = read_traffic(
+                    f,
+                    messages_dir=messages_dir,
+                    model=model_ref,
+                    provider=provider,
+                    metadata=meta,
+                    skip_bad=skip_bad,
+                )
+            except (ImportFormatError, OSError) as exc:
+                raise click.ClickException(str(exc)) from None
+            for line in res.bad:
+                click.echo(f"skipped {line}", err=True)
+            new = s.put_new(res.completions)
+            added += new
+            seen += len(res.completions) - new
+            click.echo(
+                f"{f}: {len(res.completions)} completions read, {new} new"
+                + (f", {len(res.bad)} bad rows left out" if res.bad else "")
+            )
+    click.echo(f"{added} imported into {db}; {seen} were already there")

@@ -3,10 +3,12 @@
 `Store` keeps completions (failed ones too) and grades in one file per run, answers a
 repeated request from what is stored (`lookup`), and filters and exports what it holds.
 It is the only code in `still` that knows SQL; the schema evolves through the ordered
-migrations in `_migrations.py`. Importing this package loads only the standard library
-and `still.types`.
+migrations in `_migrations.py`. `read_traffic` turns stored-completion listings and
+chat logs from elsewhere into completions to store (`still store import`). Importing this
+package loads only the standard library, pydantic and `still.types`/`still.cost`.
 """
 
+from still.store._import import ImportFormatError, ImportResult, read_traffic
 from still.store._store import (
     MAX_KEY_CHARS,
     MAX_METADATA_KEYS,
@@ -15,4 +17,13 @@ from still.store._store import (
     check_metadata,
 )
 
-__all__ = ["MAX_KEY_CHARS", "MAX_METADATA_KEYS", "MAX_VALUE_CHARS", "Store", "check_metadata"]
+__all__ = [
+    "MAX_KEY_CHARS",
+    "MAX_METADATA_KEYS",
+    "MAX_VALUE_CHARS",
+    "ImportFormatError",
+    "ImportResult",
+    "Store",
+    "check_metadata",
+    "read_traffic",
+]

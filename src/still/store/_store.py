@@ -20,7 +20,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -166,6 +166,21 @@ class Store:
             conn.executemany(_INSERT, [_to_row(c) for c in out])
         return out
 
+    def put_new(self, completions: Iterable[Completion]) -> int:
+        """Store the completions whose id is not stored yet, in one transaction; returns
+        how many were new. What makes imports idempotent.
+
+        Raises:
+            ValueError: as for `put` (checked for all before any is written).
+        """
+        out = [_prepare(c) for c in completions]
+        with self._transaction() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                _INSERT.replace("INSERT", "INSERT OR IGNORE", 1), [_to_row(c) for c in out]
+            )
+            return conn.total_changes - before
+
     def lookup(self, request_hash: str, include_failed: bool = False) -> Completion | None:
         """The stored answer to a request, to reuse instead of calling the model again.
 
@@ -255,17 +270,50 @@ class Store:
         Returns:
             The number of completions written.
         """
+        where, args = _where(model, metadata, errors, cached)
+        return self._write_lines(path, where, args, lambda c: c.model_dump_json())
+
+    def export_chat_jsonl(
+        self,
+        path: str | Path,
+        *,
+        model: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> int:
+        """Write successful matching completions as chat JSONL (the OpenAI fine-tuning
+        format): `{"messages": [...the request's messages, the answer]}` per line.
+
+        Written beside `path` and renamed into place. Returns the number of rows.
+        """
+        where, args = _where(model, metadata, False, None)
+
+        def line(c: Completion) -> str:
+            msgs = [m.model_dump() for m in c.request.messages]
+            msgs.append({"role": "assistant", "content": c.text})
+            return json.dumps({"messages": msgs}, ensure_ascii=False)
+
+        return self._write_lines(path, where, args, line)
+
+    def _write_lines(
+        self,
+        path: str | Path,
+        where: str,
+        args: builtins.list[Any],
+        line: Callable[[Completion], str],
+    ) -> int:
+        """Stream matching rows to a file, one line each, oldest first; the file is
+        written beside `path` and renamed into place, so an interrupted export never
+        leaves a partial file. Returns the number of lines."""
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        where, args = _where(model, metadata, errors, cached)
         n = 0
         try:
             with self._lock, tmp.open("w", encoding="utf-8") as f:
                 for row in self._conn.execute(
                     f"{_SELECT} WHERE {where} ORDER BY created_at, rowid", args
                 ):
-                    f.write(_from_row(row).model_dump_json() + "\n")
+                    f.write(line(_from_row(row)) + "\n")
                     n += 1
             os.replace(tmp, out)
         finally:
