@@ -204,3 +204,30 @@ def test_streaming_sends_the_same_answer_in_pieces(server: Server) -> None:
         )
     )  # type: ignore[arg-type]
     assert json.loads(text)["label"] in LABELS
+
+
+def test_stream_usage_chunk_counts_tokens(server: Server) -> None:
+    """stream_options.include_usage: a last chunk with no choices and the token counts,
+    the same counts as the non-streamed answer."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key=KEY)
+    msgs = [{"role": "user", "content": "Who wrote it?"}]
+    whole = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=6, temperature=0)
+    events = list(
+        client.chat.completions.create(
+            model="tiny",
+            messages=msgs,
+            max_tokens=6,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    last = events[-1]
+    assert last.choices == [] and last.usage is not None
+    assert all(e.usage is None for e in events[:-1])
+    assert whole.usage is not None
+    assert last.usage.prompt_tokens == whole.usage.prompt_tokens
+    assert last.usage.completion_tokens == whole.usage.completion_tokens
+    assert last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens

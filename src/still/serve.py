@@ -29,7 +29,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
 from still.models import Provider
-from still.types import Completion, Message, Request, SamplingParams
+from still.types import Completion, Message, Request, SamplingParams, Usage
 
 BATCH_WINDOW_S = 0.01
 """How long the batcher waits for more requests before a forward pass."""
@@ -160,11 +160,7 @@ def to_response(completions: Sequence[Completion], model: str, prop: str | None)
         "created": int(time.time()),
         "model": model,
         "choices": choices,
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": out_tokens,
-            "total_tokens": prompt_tokens + out_tokens,
-        },
+        "usage": _usage(Usage(prompt_tokens=prompt_tokens, completion_tokens=out_tokens)),
     }
 
 
@@ -258,7 +254,14 @@ def create_app(provider: Provider, model_name: str, api_key: str | None = None) 
             ) from exc
         if body.get("stream"):
             return StreamingResponse(
-                _sse(provider, batcher, reqs[0], model_name, prop),
+                _sse(
+                    provider,
+                    batcher,
+                    reqs[0],
+                    model_name,
+                    prop,
+                    include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
+                ),
                 media_type="text/event-stream",
             )
         outs = await asyncio.gather(*(batcher.submit(r) for r in reqs))
@@ -273,29 +276,43 @@ def create_app(provider: Provider, model_name: str, api_key: str | None = None) 
 
 
 async def _sse(
-    provider: Provider, batcher: Batcher, req: Request, model: str, prop: str | None
+    provider: Provider,
+    batcher: Batcher,
+    req: Request,
+    model: str,
+    prop: str | None,
+    include_usage: bool = False,
 ) -> AsyncIterator[str]:
     """Server-sent events in the chat.completion.chunk format, ending with [DONE].
 
     Free text from a provider that can stream is sent token by token; a scored (enum)
-    answer, or a provider that cannot stream, is sent as one chunk once it is known.
+    answer, or a provider that cannot stream, is sent as one chunk once it is known. With
+    `stream_options.include_usage`, a last chunk with no choices carries the token counts,
+    as OpenAI sends it.
     """
     cid = "chatcmpl-" + uuid.uuid4().hex[:24]
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
-        body = {
+    def chunk(
+        delta: dict[str, Any] | None, finish: str | None = None, usage: Usage | None = None
+    ) -> str:
+        body: dict[str, Any] = {
             "id": cid,
             "object": "chat.completion.chunk",
             "created": int(time.time()),
             "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            "choices": []
+            if delta is None
+            else [{"index": 0, "delta": delta, "finish_reason": finish}],
         }
+        if include_usage:
+            body["usage"] = None if usage is None else _usage(usage)
         return f"data: {json.dumps(body)}\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
     stream = getattr(provider, "stream", None)
+    usage: list[Usage] = []
     if stream is not None and req.labels is None:
-        async for piece in iterate_in_threadpool(stream(req)):
+        async for piece in iterate_in_threadpool(stream(req, usage)):
             yield chunk({"content": piece})
         yield chunk({}, "stop")
     else:
@@ -303,9 +320,20 @@ async def _sse(
         if c.error:
             yield f"data: {json.dumps({'error': {'message': c.error, 'type': 'server_error'}})}\n\n"
         else:
+            usage.append(c.usage)
             yield chunk({"content": json.dumps({prop: c.text}) if prop else c.text})
             yield chunk({}, c.finish_reason or "stop")
+    if include_usage and usage:
+        yield chunk(None, usage=usage[0])
     yield "data: [DONE]\n\n"
+
+
+def _usage(u: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.total_tokens,
+    }
 
 
 def serve(

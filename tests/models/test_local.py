@@ -102,3 +102,26 @@ def test_requests_with_different_label_sets_share_a_batch(tiny_model: Path) -> N
     for req, c in zip(reqs, outs, strict=True):
         for lab in req.labels or ():
             assert c.label_logprobs[lab] == pytest.approx(_naive(p, req, lab), abs=1e-4)  # type: ignore[index]
+
+
+def test_stream_stops_at_a_stop_sequence_and_reports_usage(tiny_model: Path) -> None:
+    from still.types import Usage
+
+    p = LocalProvider("tiny", tiny_model)
+    msgs = (Message(role="user", content="tell me about the river"),)
+    full_req = Request(model="tiny", messages=msgs, params=SamplingParams(max_tokens=24))
+    usage: list[Usage] = []
+    full = "".join(p.stream(full_req, usage))
+    assert usage[0].completion_tokens == p.complete([full_req])[0].usage.completion_tokens
+    assert usage[0].prompt_tokens == len(p.prompt_ids(msgs))
+    words = full.split()
+    assert len(words) >= 3, full  # the tiny model babbles for all 24 tokens
+    stop = words[len(words) // 2]
+    stopped_req = full_req.model_copy(
+        update={"params": SamplingParams(max_tokens=24, stop=(stop,))}
+    )
+    usage2: list[Usage] = []
+    text = "".join(p.stream(stopped_req, usage2))
+    assert text == full[: full.index(stop)]
+    # decoding stopped with the stream, not at max_tokens
+    assert usage2[0].completion_tokens < usage[0].completion_tokens

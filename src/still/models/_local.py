@@ -230,26 +230,44 @@ class LocalProvider:
         return n, out.past_key_values
 
     # -- generation ----------------------------------------------------------------------
-    def stream(self, req: Request) -> Iterator[str]:
+    def stream(self, req: Request, usage: list[Usage] | None = None) -> Iterator[str]:
         """Yield one request's answer as it is generated (for streaming servers).
 
         Decoding runs in a worker thread; text arrives as the tokenizer can decode it. A stop
-        sequence ends the stream at its first occurrence.
+        sequence ends the stream at its first occurrence, and decoding with it (so a stopped
+        or abandoned stream frees the model at once). When the stream ends, its token
+        counts are appended to `usage`, if given (for `stream_options.include_usage`).
         """
         import threading
 
         import torch
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         params = req.params
-        ids = torch.tensor([self.prompt_ids(req.messages)], device=self.device)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        prompt = self.prompt_ids(req.messages)
+        ids = torch.tensor([prompt], device=self.device)
+        generated = [0]
+
+        class Counting(TextIteratorStreamer):
+            def put(self, value: Any) -> None:
+                if not self.next_tokens_are_prompt:
+                    generated[0] += int(value.numel())
+                super().put(value)  # type: ignore[no-untyped-call]
+
+        done = threading.Event()
+
+        class Abandoned(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kw: Any) -> bool:
+                return done.is_set()
+
+        streamer = Counting(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         kwargs: dict[str, Any] = {
             "input_ids": ids,
             "attention_mask": torch.ones_like(ids),
             "max_new_tokens": params.max_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
             "streamer": streamer,
+            "stopping_criteria": StoppingCriteriaList([Abandoned()]),
             **_sampling(params),
         }
 
@@ -260,15 +278,26 @@ class LocalProvider:
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
         text = ""
-        for piece in streamer:
-            text += piece
-            cut = min((text.find(s) for s in params.stop if s and s in text), default=-1)
-            if cut >= 0:
-                yield piece[: len(piece) - (len(text) - cut)]
-                break
-            if piece:
-                yield piece
-        worker.join()
+        ended = False  # the streamer delivered its end signal
+        try:
+            for piece in streamer:
+                text += piece
+                cut = min((text.find(s) for s in params.stop if s and s in text), default=-1)
+                if cut >= 0:
+                    yield piece[: len(piece) - (len(text) - cut)]
+                    break
+                if piece:
+                    yield piece
+            else:
+                ended = True
+        finally:
+            done.set()
+            if not ended:  # stopped early: let decoding wind down, dropping its text
+                for _ in streamer:
+                    pass
+            worker.join()
+            if usage is not None:
+                usage.append(Usage(prompt_tokens=len(prompt), completion_tokens=generated[0]))
 
     def _generate(self, batch: list[Request]) -> list[Completion]:
         import torch
