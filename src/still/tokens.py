@@ -92,8 +92,7 @@ def _bpe_module() -> Any:
         import bpe_openai
     except ImportError:
         raise ImportError(
-            "counting tokens of OpenAI-style models needs bpe-openai: "
-            "pip install 'still[openai]'"
+            "counting tokens of OpenAI-style models needs bpe-openai: pip install 'still[openai]'"
         ) from None
     return bpe_openai
 
