@@ -1,0 +1,422 @@
+"""The `python` grader: a task's own `grade(sample, item) -> float`, run out of process.
+
+The source comes from a task file, so it is treated as untrusted code and never runs in
+this process. Each batch of items runs in one child process of the same interpreter
+(`sys.executable -I`: no user site-packages, no PYTHON* variables), which gets the source
+and the items as JSON on stdin and streams one JSON line per item back. Its limits:
+
+- Time: every `grade` call, and the source's top-level code, gets `timeout_s`. A timer
+  inside the child interrupts Python code that overruns (`while True: pass`), failing
+  only that item ("timed out after Xs"). Code the timer cannot interrupt (a long C
+  call, a handler that swallows the signal) is caught by the parent, which waits at most
+  `timeout_s + KILL_GRACE_S` for each item's answer and otherwise kills the child's
+  whole process group: that item fails with the timeout, and the items after it in the
+  batch fail saying the batch's process was killed.
+- Memory: RLIMIT_AS (address space) of `memory_mb`, set in the child before the source
+  is compiled. An allocation past it raises MemoryError, reported as a memory failure; a
+  child killed by a signal is reported with the limit too, since that is the usual cause.
+  RLIMIT_AS counts reserved address space, so libraries that reserve large arenas up
+  front (OpenBLAS threads, some JITs) need a larger `memory_mb` than they use.
+- Network: two layers. (1) Where `unshare -r -n -p -f --kill-child` works (an
+  unprivileged user namespace; on by default on most Linux hosts, and as root), the
+  child runs in a new network namespace whose only interface is a loopback that is down,
+  so no connection can be made by any means (sockets, subprocesses, ctypes); the new PID
+  namespace also ensures that anything the grader forks dies with it. (2) Always, before
+  the source runs, the child replaces `socket.socket`, `socket.create_connection`,
+  `socket.getaddrinfo` and friends (in `socket` and `_socket`) with functions raising
+  PermissionError. Layer (2) alone stops ordinary library use of the network but not a
+  determined escape (a subprocess running curl, ctypes); it is the only layer where
+  `unshare` is unavailable: `sandbox()` says which applies.
+- Environment: the child gets only PATH, LANG and HOME (no API keys), an empty temporary
+  working directory, no core dumps, and its prints go to stderr (kept for diagnostics,
+  bounded) so they cannot corrupt the result stream.
+
+A non-numeric return (a string, None, NaN, infinity) is a failed grade; so is an
+exception, whose error is the exception's last line ("ZeroDivisionError: division by
+zero"). bool and numpy numbers count as numbers. Scores are used as returned, not clipped.
+The source is executed once per batch, so module-level state is shared by the items of a
+batch: a grader must not depend on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from still.types import Grade
+
+KILL_GRACE_S = 2.0
+"""Seconds past `timeout_s` the parent waits for an item before killing the child."""
+
+STARTUP_GRACE_S = 3.0
+"""Extra seconds for the child's interpreter to start and compile the source (its top-level
+code then runs under `timeout_s` like an item)."""
+
+MAX_LINE_BYTES = 1 << 20
+"""Longest result line accepted from a child: more is a protocol error."""
+
+STDERR_TAIL_BYTES = 4096
+"""How much of a child's stderr is kept to explain a crash."""
+
+UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child"]
+"""Run the child in new user, network and PID namespaces (see the module docstring)."""
+
+# The child's program. It is trusted code run with `-I -c`; it reads {"source", "items",
+# "timeout_s", "memory_mb"} from stdin and writes one JSON line per item to the original
+# stdout: {"i": n, "score": x} or {"i": n, "error": "...", "kind": "..."}.
+_BOOTSTRAP = r"""
+import json, math, numbers, os, resource, signal, sys, traceback
+
+job = json.loads(sys.stdin.buffer.read())
+sys.stdin.close()
+out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+os.dup2(2, 1)  # the grader's prints go to stderr, never into the result stream
+sys.stdout = sys.stderr
+
+memory_mb = int(job["memory_mb"])
+limit = memory_mb * 1024 * 1024
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+import socket, _socket
+
+def _refuse(*args, **kwargs):
+    raise PermissionError("network access is disabled for python graders")
+
+class _NoSocket(socket.socket):
+    def __init__(self, *args, **kwargs):
+        _refuse()
+
+for _mod in (socket, _socket):
+    for _attr in ("create_connection", "create_server", "getaddrinfo", "gethostbyname",
+                  "gethostbyname_ex", "gethostbyaddr", "getnameinfo", "socketpair", "fromfd",
+                  "socket", "SocketType"):
+        if hasattr(_mod, _attr):
+            setattr(_mod, _attr, _NoSocket if _attr in ("socket", "SocketType") else _refuse)
+
+class GraderTimeout(BaseException):
+    pass
+
+def _alarm(signum, frame):
+    raise GraderTimeout()
+
+signal.signal(signal.SIGALRM, _alarm)
+timeout = float(job["timeout_s"])
+
+def emit(i, result):
+    result["i"] = i
+    out.write(json.dumps(result) + "\n")
+    out.flush()
+
+def last_line(exc):
+    return traceback.format_exception_only(type(exc), exc)[-1].strip()
+
+def memory_error():
+    return {"error": "memory limit of %d MB exceeded (MemoryError)" % memory_mb,
+            "kind": "memory"}
+
+items = job["items"]
+grade = None
+try:
+    namespace = {"__name__": "__grader__"}
+    code = compile(job["source"], "<grader>", "exec")
+    signal.setitimer(signal.ITIMER_REAL, timeout)  # module-level code gets the same limit
+    try:
+        exec(code, namespace)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    grade = namespace.get("grade")
+    if not callable(grade):
+        setup = {"error": "the source defines no grade(sample, item) function", "kind": "source"}
+except GraderTimeout:
+    setup = {"error": "timed out after %gs running the source's top level" % timeout,
+             "kind": "timeout"}
+except MemoryError:
+    setup = memory_error()
+except BaseException as exc:
+    setup = {"error": last_line(exc), "kind": "source"}
+del job
+out.write('{"ready": true}\n')  # the parent's per-item deadlines start now
+out.flush()
+
+for i, (sample, item) in enumerate(items):
+    if not callable(grade):
+        emit(i, dict(setup))
+        continue
+    try:
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            value = grade(sample, item)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        if isinstance(value, numbers.Real) and math.isfinite(float(value)):
+            result = {"score": float(value)}
+        else:
+            result = {"error": "grade() returned %s, not a finite number: %.200r"
+                      % (type(value).__name__, value), "kind": "type"}
+    except GraderTimeout:
+        result = {"error": "timed out after %gs" % timeout, "kind": "timeout"}
+    except MemoryError:
+        result = memory_error()
+    except BaseException as exc:
+        result = {"error": last_line(exc), "kind": "exception"}
+    emit(i, result)
+out.close()
+"""
+
+
+@cache
+def _unshare_works() -> bool:
+    """Whether this host lets us create the namespaces (checked once per process)."""
+    if sys.platform != "linux" or shutil.which("unshare") is None:
+        return False
+    try:
+        done = subprocess.run(
+            [*UNSHARE, sys.executable, "-I", "-c", "pass"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
+def sandbox() -> str:
+    """How the network is cut off here: "namespace" (and socket patch) or "socket-patch"."""
+    return "namespace" if _unshare_works() else "socket-patch"
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(code).name
+    except ValueError:
+        return f"signal {code}"
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    score: float | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class PythonGrader:
+    """A configured python grader.
+
+    Args:
+        name: the grade's name in reports and filters.
+        source: Python source defining `grade(sample, item) -> float`.
+        pass_threshold: a score at or above it passes.
+        timeout_s: the longest one `grade` call may run.
+        memory_mb: the child process's address-space limit.
+        batch_size: items graded by one child process in `grade_many`.
+    """
+
+    name: str
+    source: str
+    pass_threshold: float
+    timeout_s: float = 5.0
+    memory_mb: int = 512
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):
+            raise ValueError(f"timeout_s must be a positive number, not {self.timeout_s}")
+        if self.memory_mb < 64:
+            raise ValueError(
+                f"memory_mb must be at least 64 (the interpreter needs it), not {self.memory_mb}"
+            )
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
+
+    def grade(
+        self,
+        sample: Mapping[str, Any],
+        item: Mapping[str, Any],
+        example_id: str,
+        completion_id: str | None,
+    ) -> Grade:
+        """Grade one completion (one child process; prefer grade_many for many)."""
+        return self.grade_many([(sample, item, example_id, completion_id)])[0]
+
+    def grade_many(
+        self,
+        jobs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any], str, str | None]],
+    ) -> list[Grade]:
+        """Grade many completions, `batch_size` per child process, in order.
+
+        Each job is (sample, item, example_id, completion_id); each item is graded in its
+        own try/except, so one failure does not touch the others unless the child has to
+        be killed (see the module docstring).
+        """
+        grades: list[Grade] = []
+        for start in range(0, len(jobs), self.batch_size):
+            batch = jobs[start : start + self.batch_size]
+            outcomes = self._run([(s, it) for s, it, _, _ in batch])
+            for (_, _, example_id, completion_id), outcome in zip(batch, outcomes, strict=True):
+                score = outcome.score if outcome.score is not None else 0.0
+                grades.append(
+                    Grade(
+                        grader=self.name,
+                        example_id=example_id,
+                        completion_id=completion_id,
+                        score=score,
+                        passed=outcome.error is None and score >= self.pass_threshold,
+                        error=outcome.error,
+                    )
+                )
+        return grades
+
+    def _command(self) -> list[str]:
+        child = [sys.executable, "-I", "-c", _BOOTSTRAP]
+        return [*UNSHARE, *child] if _unshare_works() else child
+
+    def _run(self, pairs: list[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> list[_Outcome]:
+        """One child process for `pairs`; always one outcome per pair."""
+        if not pairs:
+            return []
+        payload = json.dumps(
+            {
+                "source": self.source,
+                "items": [[s, it] for s, it in pairs],
+                "timeout_s": self.timeout_s,
+                "memory_mb": self.memory_mb,
+            },
+            default=str,  # values JSON cannot carry (dates, sets) arrive as their text
+        ).encode()
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+        with tempfile.TemporaryDirectory(prefix="still-grader-") as workdir:
+            env["HOME"] = workdir
+            proc = subprocess.Popen(
+                self._command(),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=workdir,
+                env=env,
+                start_new_session=True,  # its own process group, killed as one
+            )
+            try:
+                return self._talk(proc, payload, len(pairs))
+            finally:
+                if proc.poll() is None:
+                    _kill_group(proc)
+                proc.wait()
+                for stream in (proc.stdin, proc.stdout, proc.stderr):
+                    if stream is not None:
+                        with contextlib.suppress(OSError):  # stdin of a child that died
+                            stream.close()
+
+    def _talk(self, proc: subprocess.Popen[bytes], payload: bytes, n: int) -> list[_Outcome]:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        try:
+            # The child reads all of stdin before it does anything else, so this cannot
+            # deadlock; it fails only if the child died at start (reported below).
+            proc.stdin.write(payload)
+            proc.stdin.close()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        outcomes: list[_Outcome] = []
+        buffer = b""
+        err_tail = b""
+        per_item = self.timeout_s + KILL_GRACE_S
+        deadline = time.monotonic() + per_item + STARTUP_GRACE_S
+        killed_for: str | None = None
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ, "out")
+            selector.register(proc.stderr, selectors.EVENT_READ, "err")
+            while len(outcomes) < n and selector.get_map():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    killed_for = "timeout"
+                    break
+                for key, _ in selector.select(remaining):
+                    data = os.read(key.fd, 65536)
+                    if not data:
+                        selector.unregister(key.fileobj)
+                    elif key.data == "err":
+                        err_tail = (err_tail + data)[-STDERR_TAIL_BYTES:]
+                    else:
+                        buffer += data
+                        *lines, buffer = buffer.split(b"\n")
+                        for line in lines:
+                            if line != b'{"ready": true}':
+                                outcomes.append(_parse_line(line, len(outcomes)))
+                            deadline = time.monotonic() + per_item
+                        if len(buffer) > MAX_LINE_BYTES:
+                            killed_for = "protocol"
+                            break
+                if killed_for:
+                    break
+        outcomes = outcomes[:n]
+        if len(outcomes) == n:
+            return outcomes
+        # The child is stuck or gone before answering every item.
+        if proc.poll() is None:
+            _kill_group(proc)
+        code = proc.wait()
+        at = len(outcomes)
+        if killed_for == "timeout":
+            first = (
+                f"timed out after {self.timeout_s:g}s (the grader did not stop when "
+                f"interrupted; its process was killed)"
+            )
+            rest = f"not graded: the batch's process was killed after item {at} timed out"
+        elif killed_for == "protocol":
+            first = rest = "the grader process wrote an oversized result line; it was killed"
+        else:
+            first = rest = _crash(code, err_tail, self.memory_mb)
+            rest = f"not graded: {rest} (at item {at} of the batch)"
+        outcomes.append(_Outcome(None, first))
+        outcomes.extend(_Outcome(None, rest) for _ in range(n - len(outcomes)))
+        return outcomes
+
+
+def _crash(code: int, err_tail: bytes, memory_mb: int) -> str:
+    """Why a child ended without answering, from its exit status and stderr."""
+    if code < 0:
+        # SIGKILL (the kernel's OOM killer), SIGSEGV or SIGABRT (a C extension that got
+        # no memory) are how a memory overrun usually ends when it is not a MemoryError.
+        return (
+            f"the grader process was killed by {_signal_name(-code)}; it may have exceeded "
+            f"the memory limit of {memory_mb} MB"
+        )
+    lines = err_tail.decode(errors="replace").strip().splitlines()
+    last = f": {lines[-1]}" if lines else ""
+    return f"the grader process exited with code {code} before answering{last}"
+
+
+def _parse_line(line: bytes, expected: int) -> _Outcome:
+    try:
+        result = json.loads(line)
+        if result.get("i") != expected:
+            return _Outcome(
+                None,
+                f"grader protocol error: answer for item {result.get('i')!r}, expected {expected}",
+            )
+        if "score" in result:
+            return _Outcome(float(result["score"]), None)
+        return _Outcome(None, str(result["error"]))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return _Outcome(None, "grader protocol error: unreadable result line")
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the child's process group (it leads one: start_new_session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
