@@ -9,7 +9,7 @@ import pytest
 
 from still.curate import LeakageError, export, read_chat_jsonl
 from still.graders import StringCheck
-from still.tasks import Example, GraderSpec, Task
+from still.tasks import Example, StringCheckSpec, Task
 from still.types import Completion, Message, Request
 
 TASK = Task.model_validate(
@@ -23,7 +23,7 @@ TASK = Task.model_validate(
             "student": {"system": "Classify.", "template": "{{ text }}"},
         },
         "models": {"teacher": "scripted:echo", "student": "scripted:echo"},
-        "graders": [GraderSpec().model_dump()],
+        "graders": [StringCheckSpec().model_dump()],
     }
 )
 

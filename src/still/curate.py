@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from still.capture import build_messages
-from still.graders import StringCheck, answer_of, grade
+from still.graders import Grader, answer_of, grade
 from still.tasks import Example, Task
 from still.types import Completion
 
@@ -46,7 +46,7 @@ def export(
     task: Task,
     train: Sequence[Example],
     teacher: dict[str, Completion],
-    graders: Sequence[StringCheck],
+    graders: Sequence[Grader],
     heldout_ids: set[str],
     fewshot: Sequence[Example],
     out: Path,

@@ -26,7 +26,7 @@ from still.bench import Comparison, ModelResult, evaluate
 from still.capture import CaptureStats, build_request, capture
 from still.cost import Budget, cost_model_for, price_for
 from still.curate import ExportStats, Keep, export
-from still.graders import StringCheck, answer_of, build_grader
+from still.graders import Grader, answer_of, build_grader
 from still.models import get_model
 from still.report import print_table, write_reports
 from still.store import Store
@@ -51,7 +51,7 @@ class Run:
     store: Store
     split: Split
     load_report: LoadReport
-    graders: list[StringCheck] = field(default_factory=list)
+    graders: list[Grader] = field(default_factory=list)
 
     @property
     def heldout_ids(self) -> set[str]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from still.bench._stats import gap_closed, percentile, wilson
 from still.cost import Price
-from still.graders import StringCheck, answer_of, grade
+from still.graders import Grader, answer_of, grade
 from still.tasks import Example
 from still.types import Completion, Grade
 
@@ -46,7 +46,7 @@ def evaluate(
     model: str,
     examples: Sequence[Example],
     completions: dict[str, Completion],
-    graders: Sequence[StringCheck],
+    graders: Sequence[Grader],
     labels: Sequence[str] | None,
     price: Price | None = None,
 ) -> tuple[ModelResult, list[dict[str, Any]], list[Grade]]:

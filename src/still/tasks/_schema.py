@@ -7,9 +7,9 @@ before any model is loaded, so a typo fails in a second, not after a 10-minute c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from still.cost import Price
 
@@ -92,14 +92,75 @@ class GenerationSpec(_Strict):
     batch_size: int = Field(8, description="Requests per forward pass.")
 
 
-class GraderSpec(_Strict):
-    """A grader, in OpenAI grader JSON shape (string_check for now)."""
+class StringCheckSpec(_Strict):
+    """`string_check`: compare a templated input with a templated reference."""
 
     type: Literal["string_check"] = "string_check"
     name: str = "correct"
     operation: Literal["eq", "ne", "like", "ilike"] = "eq"
     input: str = "{{sample.output_text}}"
     reference: str = "{{item.answer}}"
+
+
+class TextSimilaritySpec(_Strict):
+    """`text_similarity`: a similarity metric between input and reference, in [0, 1]."""
+
+    type: Literal["text_similarity"]
+    name: str
+    input: str = "{{sample.output_text}}"
+    reference: str = "{{item.answer}}"
+    evaluation_metric: str = Field(
+        description="fuzzy_match, bleu, gleu, meteor, rouge_1 ... rouge_5, rouge_l or cosine."
+    )
+    pass_threshold: float
+
+
+class PythonSpec(_Strict):
+    """`python`: `grade(sample, item) -> float` run in a sandboxed process."""
+
+    type: Literal["python"]
+    name: str
+    source: str
+    pass_threshold: float = 0.5
+    image_tag: str | None = Field(None, description="Accepted for OpenAI JSON; not used.")
+    timeout_s: float = 5.0
+    memory_mb: int = 512
+
+
+class MultiSpec(_Strict):
+    """`multi`: sub-graders combined by a formula over their scores (`calculate_output`)."""
+
+    type: Literal["multi"]
+    name: str
+    graders: dict[str, GraderSpec] = Field(
+        description="Sub-graders by name, as OpenAI writes them; the names are the "
+        "formula's variables."
+    )
+    calculate_output: str
+    pass_threshold: float = 0.5
+
+
+def _grader_type(value: Any) -> str:
+    """The grader type; a grader without one is a string_check (the default grader)."""
+    if isinstance(value, dict):
+        return str(value.get("type", "string_check"))
+    return str(getattr(value, "type", "string_check"))
+
+
+GraderSpec = Annotated[
+    Annotated[StringCheckSpec, Tag("string_check")]
+    | Annotated[TextSimilaritySpec, Tag("text_similarity")]
+    | Annotated[PythonSpec, Tag("python")]
+    | Annotated[MultiSpec, Tag("multi")],
+    Discriminator(_grader_type),
+]
+"""A grader, in OpenAI grader JSON shape: string_check, text_similarity, python, multi."""
+MultiSpec.model_rebuild()
+
+
+def _default_graders() -> list[GraderSpec]:
+    """One string_check: the parsed answer equals the reference answer."""
+    return [StringCheckSpec()]  # its sub-graders are GraderSpecs, defined just above
 
 
 class TrainSpec(_Strict):
@@ -127,6 +188,13 @@ class Task(_Strict):
         description="The closed label set, if any. Reference values outside it are "
         "reported and left out.",
     )
+    output_schema: dict[str, Any] | None = Field(
+        None,
+        description="A JSON Schema every answer must follow (generated tasks). Sent to "
+        "endpoints as a json_schema response format; local models follow it by constrained "
+        "decoding. Graders see the parsed answer as `{{sample.output_json.<field>}}`; an "
+        "answer that does not validate counts as unparseable.",
+    )
     split: SplitSpec = SplitSpec()
     prompts: dict[str, PromptSpec] = Field(
         description="Prompt per role: `teacher` and `student` required; `control` optional "
@@ -134,7 +202,7 @@ class Task(_Strict):
     )
     models: ModelsSpec
     generation: GenerationSpec = GenerationSpec()
-    graders: list[GraderSpec] = Field(default_factory=lambda: [GraderSpec()])
+    graders: list[GraderSpec] = Field(default_factory=lambda: _default_graders())
     train: TrainSpec = TrainSpec()
     prices: dict[str, Price] = Field(
         default_factory=dict,
@@ -157,6 +225,21 @@ class Task(_Strict):
             raise ValueError(f"prompts: missing role(s) {sorted(missing)}")
         if self.generation.mode == "score" and not self.labels:
             raise ValueError("generation.mode 'score' needs a `labels` list")
+        if self.output_schema is not None:
+            if self.scoring:
+                raise ValueError(
+                    "output_schema needs generated answers: drop `labels` or set "
+                    "generation.mode: generate (a label task already answers in its label set)"
+                )
+            from jsonschema import Draft202012Validator
+            from jsonschema.exceptions import SchemaError
+
+            try:
+                Draft202012Validator.check_schema(self.output_schema)
+            except SchemaError as exc:
+                raise ValueError(
+                    f"output_schema is not a valid JSON Schema: {exc.message}"
+                ) from None
         return self
 
     @property
