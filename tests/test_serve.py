@@ -231,3 +231,46 @@ def test_stream_usage_chunk_counts_tokens(server: Server) -> None:
     assert last.usage.prompt_tokens == whole.usage.prompt_tokens
     assert last.usage.completion_tokens == whole.usage.completion_tokens
     assert last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens
+
+
+def test_json_schema_and_json_object_by_constrained_decoding(server: Server) -> None:
+    """Any JSON schema (not only one enum) is followed by the local model behind still serve;
+    an invalid schema is a 400 that says why."""
+    pytest.importorskip("llguidance")
+    import openai
+
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key=KEY)
+    msgs = [{"role": "user", "content": "Describe the question."}]
+    schema = {
+        "type": "object",
+        "properties": {
+            "topic": {"type": "string", "maxLength": 12},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 8}, "maxItems": 2},
+            "score": {"type": "integer", "minimum": 0, "maximum": 100},
+        },
+        "required": ["topic", "tags", "score"],
+        "additionalProperties": False,
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "d", "schema": schema}}
+    r = client.chat.completions.create(
+        model="tiny", messages=msgs, response_format=fmt, max_tokens=120, temperature=0
+    )  # type: ignore[call-overload]
+    import jsonschema
+
+    value = json.loads(r.choices[0].message.content or "")
+    jsonschema.validate(value, schema)
+    r = client.chat.completions.create(
+        model="tiny",
+        messages=msgs,
+        response_format={"type": "json_object"},
+        max_tokens=40,
+        temperature=0,
+    )
+    text = r.choices[0].message.content or ""
+    if r.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(text), dict)
+    else:  # cut by max_tokens: still a valid JSON prefix of an object
+        assert text.startswith("{")
+    bad = {"type": "json_schema", "json_schema": {"name": "d", "schema": {"type": 7}}}
+    with pytest.raises(openai.BadRequestError, match="invalid JSON schema"):
+        client.chat.completions.create(model="tiny", messages=msgs, response_format=bad)  # type: ignore[call-overload]

@@ -50,6 +50,7 @@ def build_request(
         messages=build_messages(task, role, example, fewshot),
         params=SamplingParams(temperature=gen.temperature, max_tokens=gen.max_tokens),
         labels=tuple(task.labels) if task.scoring and task.labels else None,
+        json_schema=task.output_schema,
     )
 
 

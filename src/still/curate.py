@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from still.capture import build_messages
-from still.graders import Grader, answer_of, grade
+from still.graders import Capture, Filter, Grader, answer_of, grade, parse_filter, prepare_graders
 from still.tasks import Example, Task
 from still.types import Completion
 
@@ -51,6 +51,8 @@ def export(
     fewshot: Sequence[Example],
     out: Path,
     keep: Keep = "correct",
+    capture: Capture | None = None,
+    keep_if: str | None = None,
 ) -> ExportStats:
     """Write the teacher completions that pass as student-prompt chat JSONL.
 
@@ -64,13 +66,24 @@ def export(
         out: the JSONL file to write.
         keep: `correct` keeps rows every grader passes (needs reference answers); `parsed`
             keeps every successful, parseable teacher answer (no gold needed).
+        capture: how judge graders are called (see `still.graders.prepare_graders`).
+        keep_if: a filter over grade scores (`correct == 1 and sarcasm >= 6`, see
+            `still.graders.parse_filter`) deciding which rows are kept, instead of `keep`'s
+            "every grader passes". A row whose grader failed is dropped with the reason.
+
+    Besides `out`, writes `curation.jsonl` beside it: one line per training example with
+    its id, source, whether it was kept, why not, and its grade scores.
 
     Raises:
         LeakageError: a training example id belongs to the held-out split.
     """
     stats = ExportStats(path=out)
+    flt = parse_filter(keep_if, {g.name for g in graders}) if keep_if else None
+    if keep == "correct" or flt is not None:
+        prepare_graders(graders, [(ex, teacher.get(ex.id)) for ex in train], task.labels, capture)
     seen: set[str] = set()
     rows = []
+    report: list[dict[str, object]] = []
     for ex in train:
         if ex.id in heldout_ids:
             raise LeakageError(
@@ -78,17 +91,25 @@ def export(
             )
         comp = teacher.get(ex.id)
         answer, why = answer_of(comp, task.labels)
-        if answer is None:
-            stats.dropped[f"teacher {why}"] += 1
-            continue
-        if keep == "correct" and not all(g.passed for g in grade(graders, ex, comp, task.labels)):
-            stats.dropped["teacher wrong"] += 1
-            continue
+        scores: dict[str, float] = {}
+        reason = _drop_reason(answer, why, keep, flt, graders, ex, comp, task, scores)
         messages = build_messages(task, "student", ex, fewshot)
         key = json.dumps([m.content for m in messages])
-        if key in seen:
-            stats.dropped["duplicate prompt"] += 1
+        if reason is None and key in seen:
+            reason = "duplicate prompt"
+        report.append(
+            {
+                "example_id": ex.id,
+                "source": ex.source,
+                "kept": reason is None,
+                "reason": reason,
+                "scores": scores,
+            }
+        )
+        if reason is not None:
+            stats.dropped[reason.split(":")[0]] += 1
             continue
+        assert answer is not None
         seen.add(key)
         rows.append(
             {
@@ -96,14 +117,46 @@ def export(
                 + [{"role": "assistant", "content": answer}]
             }
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
+    _write_jsonl(out.with_name("curation.jsonl"), report)
+    _write_jsonl(out, rows)
+    stats.kept = len(rows)
+    return stats
+
+
+def _drop_reason(
+    answer: str | None,
+    why: str | None,
+    keep: Keep,
+    flt: Filter | None,
+    graders: Sequence[Grader],
+    ex: Example,
+    comp: Completion | None,
+    task: Task,
+    scores: dict[str, float],
+) -> str | None:
+    """Why a teacher answer is not training data (None: keep it); fills `scores`."""
+    if answer is None:
+        return f"teacher {why}"
+    if keep == "parsed" and flt is None:
+        return None
+    grades = grade(graders, ex, comp, task.labels)
+    scores.update({g.grader: g.score for g in grades})
+    failed = next((g for g in grades if g.error), None)
+    if failed is not None:
+        return f"grader failed: {failed.grader}: {failed.error}"
+    if flt is not None:
+        return None if flt.test(scores) else f"filtered out: {flt.source}"
+    return None if all(g.passed for g in grades) else "teacher wrong"
+
+
+def _write_jsonl(path: Path, rows: Sequence[Mapping[str, object]]) -> None:
+    """Write rows beside `path` and rename into place (never a partial file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
     with tmp.open("w") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(out)
-    stats.kept = len(rows)
-    return stats
+    tmp.replace(path)
 
 
 def read_chat_jsonl(path: Path) -> list[list[dict[str, str]]]:

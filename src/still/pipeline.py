@@ -26,7 +26,7 @@ from still.bench import Comparison, ModelResult, evaluate
 from still.capture import CaptureStats, build_request, capture
 from still.cost import Budget, cost_model_for, price_for
 from still.curate import ExportStats, Keep, export
-from still.graders import Grader, answer_of, build_grader
+from still.graders import Capture, Grader, answer_of, build_grader
 from still.models import get_model
 from still.report import print_table, write_reports
 from still.store import Store
@@ -150,8 +150,44 @@ def capture_role(
     return stats
 
 
-def export_stage(run: Run, keep: Keep = "correct") -> ExportStats:
-    """Stage: write the passing teacher answers as student-prompt chat JSONL."""
+def judge_capture(run: Run, budget: Budget | None = None) -> Capture:
+    """How the run's judge graders are called: through the run's store (cached and
+    resumable, tagged role=judge and grader=<name>), priced and within `budget`."""
+
+    def ask(requests: dict[str, Request], grader: str) -> dict[str, Completion]:
+        model = next(iter(requests.values())).model
+        if model == run.task.models.teacher:
+            log.warning(
+                "grader %r: the judge %s is also the teacher: it grades its own answers",
+                grader,
+                model,
+            )
+        stats = capture(
+            lambda: get_model(model),
+            requests,
+            run.store,
+            metadata={
+                "run": run.dir.name,
+                "task": run.task.name,
+                "role": "judge",
+                "grader": grader,
+            },
+            batch_size=run.task.generation.batch_size,
+            desc=f"judge {grader}",
+            cost_model=cost_model_for(model, run.task.prices, run.task.tokenizers),
+            budget=budget,
+        )
+        return stats.completions
+
+    return ask
+
+
+def export_stage(
+    run: Run, keep: Keep = "correct", budget: Budget | None = None, keep_if: str | None = None
+) -> ExportStats:
+    """Stage: write the passing teacher answers as student-prompt chat JSONL (and the
+    per-row curation report, curation.jsonl). `keep_if` overrides the task's
+    `curate.filter`."""
     teacher = _stored(run, "teacher", "train", include_failed=True)
     missing = len(run.split.train) - len(teacher)
     if missing:
@@ -168,6 +204,8 @@ def export_stage(run: Run, keep: Keep = "correct") -> ExportStats:
         run.split.fewshot,
         run.train_file,
         keep=keep,
+        capture=judge_capture(run, budget),
+        keep_if=keep_if or run.task.curate.filter,
     )
     if stats.kept == 0:
         raise StageError(f"export kept no rows ({stats.summary()}); nothing to train on")
@@ -227,7 +265,13 @@ def grade_stage(run: Run, role: str, split: str) -> ModelResult:
     examples = run.examples(split)
     comps = _stored(run, role, split, include_failed=True)
     summary, _, grades = evaluate(
-        role, run.model_for(role), examples, comps, run.graders, run.task.labels
+        role,
+        run.model_for(role),
+        examples,
+        comps,
+        run.graders,
+        run.task.labels,
+        capture=judge_capture(run),
     )
     run.store.put_grades(grades)
     return summary
@@ -255,6 +299,7 @@ def bench_stage(
             run.graders,
             run.task.labels,
             price_for(model, run.task.prices),
+            capture=judge_capture(run, budget),
         )
         run.store.put_grades(grades)
         summary.prompt = run.task.prompt_role(role)
@@ -294,6 +339,6 @@ def run_all(
     log.info("teacher on train: %s", stats.summary())
     if stats.failed == stats.total:
         raise StageError("every teacher request failed; see `still store ls --errors`")
-    log.info("export: %s", export_stage(run, keep).summary())
+    log.info("export: %s", export_stage(run, keep, budget).summary())
     train_stage(run)
     return run, bench_stage(run, budget=budget)

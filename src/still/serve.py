@@ -2,9 +2,10 @@
 
 Endpoints: `GET /v1/models` and `POST /v1/chat/completions` (temperature, top_p,
 max_tokens / max_completion_tokens, seed, stop, n, logprobs, stream, and `response_format`
-with a json_schema). A json_schema whose one property is a string enum (the usual "pick a label"
-schema) is answered by *label scoring*, so the answer is always valid JSON with one of the
-labels: constrained decoding for the enum case, by construction.
+json_object or json_schema). A json_schema whose one property is a string enum (the usual "pick
+a label" schema) is answered by *label scoring*: always valid JSON with one of the labels, in
+one forward pass. Any other schema is enforced by constrained decoding
+(`still.models._constrained`): the answer parses and validates by construction.
 
 Concurrent requests are gathered for a few milliseconds and answered in one provider call,
 so they share forward passes. Binds 127.0.0.1 by default; `--api-key` requires
@@ -25,7 +26,7 @@ from typing import Any
 # Imported at module level: FastAPI resolves the handlers' annotations from these globals.
 from fastapi import FastAPI, HTTPException
 from fastapi import Request as HTTPRequest
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
 from still.models import Provider
@@ -54,6 +55,39 @@ def enum_schema(response_format: dict[str, Any] | None) -> tuple[str, list[str]]
     if not isinstance(enum, list) or not enum or not all(isinstance(x, str) for x in enum):
         return None
     return name, enum
+
+
+def output_schema(response_format: Any) -> dict[str, Any] | None:
+    """The JSON schema a response format asks for (json_object: any object), for
+    constrained decoding; None for text. A malformed response format is a RequestError.
+
+    >>> output_schema({"type": "json_object"})
+    {'type': 'object'}
+    >>> output_schema(None) is None
+    True
+    """
+    if not response_format:
+        return None
+    if not isinstance(response_format, dict):
+        raise RequestError("response_format must be an object")
+    kind = response_format.get("type")
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise RequestError("response_format.json_schema.schema must be a JSON schema object")
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            raise RequestError(f"invalid JSON schema: {exc.message}") from None
+        return schema
+    raise RequestError(f"response_format type {kind!r}: use text, json_object or json_schema")
 
 
 class RequestError(ValueError):
@@ -86,6 +120,7 @@ def to_requests(body: dict[str, Any], model: str) -> tuple[list[Request], str | 
         raise RequestError(f"invalid sampling parameters: {exc}") from exc
     enum = enum_schema(body.get("response_format"))
     labels = tuple(enum[1]) if enum else None
+    schema = None if enum else output_schema(body.get("response_format"))
     if not 1 <= n <= 16:
         raise RequestError("n must be between 1 and 16")
     if body.get("stream") and n != 1:
@@ -105,6 +140,7 @@ def to_requests(body: dict[str, Any], model: str) -> tuple[list[Request], str | 
                 params=p,
                 labels=labels,
                 logprobs=bool(body.get("logprobs")),
+                json_schema=schema,
             )
         )
     return reqs, enum[0] if enum else None
@@ -212,6 +248,14 @@ class Batcher:
 def create_app(provider: Provider, model_name: str, api_key: str | None = None) -> Any:
     """The FastAPI application serving `provider` as `model_name`."""
     app = FastAPI(title="still serve", version="1")
+
+    @app.exception_handler(HTTPException)
+    async def openai_error(_: HTTPRequest, exc: HTTPException) -> JSONResponse:
+        """Errors in OpenAI's shape, `{"error": {"message", "type"}}`, so SDKs show the
+        reason (FastAPI's own `{"detail": ...}` reads as a bare "Error code: 400")."""
+        detail = exc.detail if isinstance(exc.detail, dict) else {"message": str(exc.detail)}
+        return JSONResponse({"error": detail}, status_code=exc.status_code, headers=exc.headers)
+
     batcher = Batcher(provider)
     app.state.batcher = batcher
 

@@ -46,6 +46,8 @@ class Request(BaseModel):
 
     `labels`, when set, asks the provider to *score* each label's log-likelihood as the
     answer instead of generating free text: one forward pass, always a valid label.
+    `json_schema`, when set, asks for a JSON answer valid against it: sent to endpoints as
+    a json_schema response format, enforced by constrained decoding in local models.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -55,6 +57,7 @@ class Request(BaseModel):
     params: SamplingParams = SamplingParams()
     labels: tuple[str, ...] | None = None
     logprobs: bool = False
+    json_schema: dict[str, Any] | None = None
     metadata: dict[str, str] = Field(
         default_factory=dict,
         description="Tags passed to backends that store completions themselves (OpenAI "
@@ -62,8 +65,12 @@ class Request(BaseModel):
     )
 
     def canonical(self) -> dict[str, Any]:
-        """The request as a plain, key-sorted structure: what the hash is taken over."""
-        return self.model_dump(mode="json", exclude={"metadata"})
+        """The request as a plain, key-sorted structure: what the hash is taken over.
+
+        `json_schema` enters only when set, so requests without one keep the hashes they
+        had before the field existed (stores made then stay valid)."""
+        exclude = {"metadata"} if self.json_schema is not None else {"metadata", "json_schema"}
+        return self.model_dump(mode="json", exclude=exclude)
 
     def key(self) -> str:
         """Content address of the request: identical requests share one stored answer."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from still.bench._stats import gap_closed, percentile, wilson
 from still.cost import Price
-from still.graders import Grader, answer_of, grade
+from still.graders import Capture, Grader, answer_of, grade, prepare_graders
 from still.tasks import Example
 from still.types import Completion, Grade
 
@@ -49,8 +49,11 @@ def evaluate(
     graders: Sequence[Grader],
     labels: Sequence[str] | None,
     price: Price | None = None,
+    capture: Capture | None = None,
 ) -> tuple[ModelResult, list[dict[str, Any]], list[Grade]]:
     """Grade one model's completions and summarise them (with their cost, if priced).
+
+    Judge graders are asked in one batch first, through `capture` (see prepare_graders).
 
     Returns:
         The summary; one row per example (id, answer, prediction, correct, failure reason,
@@ -63,6 +66,7 @@ def evaluate(
     tokens = 0
     prompt_tokens = 0
     seconds = 0.0
+    prepare_graders(graders, [(ex, completions.get(ex.id)) for ex in examples], labels, capture)
     for ex in examples:
         comp = completions.get(ex.id)
         answer, why = answer_of(comp, labels)

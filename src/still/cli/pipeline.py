@@ -146,16 +146,30 @@ def grade_cmd(task_file: Path, run_dir: Path | None, role: str, split_name: str)
 @TASK
 @RUN_DIR
 @KEEP
-def export_cmd(task_file: Path, run_dir: Path | None, keep: str) -> None:
+@click.option(
+    "--filter",
+    "keep_if",
+    default=None,
+    metavar="EXPR",
+    help="Keep rows whose grade scores pass EXPR, e.g. 'correct == 1 and sarcasm >= 6' "
+    "(overrides the task's curate.filter and --keep).",
+)
+@MAX_COST
+def export_cmd(
+    task_file: Path, run_dir: Path | None, keep: str, keep_if: str | None, max_cost: float | None
+) -> None:
     """Write passing teacher answers as chat JSONL (OpenAI fine-tuning format).
 
-    Rows are rebuilt with the STUDENT prompt; held-out example ids are refused.
+    Rows are rebuilt with the STUDENT prompt; held-out example ids are refused; duplicate
+    prompts are dropped. Judge graders are asked first (stored and cached, within
+    --max-cost). curation.jsonl beside train.jsonl lists every row: kept or dropped, why,
+    and its grade scores.
     """
     from still.pipeline import export_stage
 
     run = _open(task_file, run_dir)
     try:
-        stats = export_stage(run, keep)  # type: ignore[arg-type]
+        stats = export_stage(run, keep, _budget(max_cost), keep_if)  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001
         _fail(exc)
     click.echo(f"{stats.path}: {stats.summary()}")

@@ -11,7 +11,9 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Protocol
 
+from still.graders._filter import Filter, parse_filter
 from still.graders._formula import FormulaError, Multi, evaluate
+from still.graders._model import Capture, ModelGrader, parse_score
 from still.graders._parse import parse_label
 from still.graders._python import PythonGrader
 from still.graders._string_check import StringCheck, check, fill
@@ -19,17 +21,27 @@ from still.graders._text_similarity import METRICS, TextSimilarity
 from still.tasks import (
     Example,
     GraderSpec,
+    LabelModelSpec,
     PythonSpec,
+    ScoreModelSpec,
     StringCheckSpec,
     TextSimilaritySpec,
 )
-from still.types import Completion, Grade
+from still.types import Completion, Grade, SamplingParams
 
 __all__ = [
     "METRICS",
     "FormulaError",
     "Grader",
+    "Capture",
+    "Filter",
+    "parse_filter",
+    "ModelGrader",
     "Multi",
+    "judges",
+    "parse_score",
+    "prepare_graders",
+    "sample_item",
     "PythonGrader",
     "StringCheck",
     "TextSimilarity",
@@ -91,6 +103,35 @@ def build_grader(spec: GraderSpec, name: str | None = None) -> Grader:
             pass_threshold=spec.pass_threshold,
             timeout_s=spec.timeout_s,
             memory_mb=spec.memory_mb,
+        )
+    if isinstance(spec, ScoreModelSpec | LabelModelSpec):
+        messages = tuple(
+            {"role": "system" if m.role == "developer" else m.role, "content": m.content}
+            for m in spec.input
+        )
+        if isinstance(spec, LabelModelSpec):
+            return ModelGrader(
+                name=name,
+                kind="label",
+                model=spec.model,
+                input=messages,
+                labels=tuple(spec.labels),
+                passing_labels=tuple(spec.passing_labels),
+            )
+        sp = spec.sampling_params
+        return ModelGrader(
+            name=name,
+            kind="score",
+            model=spec.model,
+            input=messages,
+            range=spec.range,
+            pass_threshold=spec.pass_threshold,
+            params=SamplingParams(
+                temperature=sp.temperature,
+                top_p=sp.top_p,
+                max_tokens=sp.max_completions_tokens,
+                seed=sp.seed,
+            ),
         )
     return Multi(
         name=name,
@@ -164,9 +205,57 @@ def grade(
             )
             for g in graders
         ]
-    raw = completion.text if completion else ""
-    sample: dict[str, Any] = {"output_text": answer, "raw_text": raw}
-    if completion is not None and completion.request.json_schema is not None:
-        sample["output_json"] = output_json(completion.text, completion.request.json_schema)
-    item = {**example.fields, "answer": example.answer}
+    assert completion is not None  # an answer implies a completion
+    sample, item = sample_item(example, completion, answer)
     return [g.grade(sample, item, example.id, cid) for g in graders]
+
+
+def sample_item(
+    example: Example, completion: Completion, answer: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What graders see: `sample` (output_text: the parsed answer; raw_text; output_json
+    when the request had a schema) and `item` (the example's fields and its answer)."""
+    sample: dict[str, Any] = {"output_text": answer, "raw_text": completion.text}
+    if completion.request.json_schema is not None:
+        sample["output_json"] = output_json(completion.text, completion.request.json_schema)
+    return sample, {**example.fields, "answer": example.answer}
+
+
+def judges(graders: Sequence[Grader]) -> list[ModelGrader]:
+    """The model graders among `graders`, those inside multi graders included."""
+    out: list[ModelGrader] = []
+    for g in graders:
+        if isinstance(g, ModelGrader):
+            out.append(g)
+        elif isinstance(g, Multi):
+            out += judges(g.graders)
+    return out
+
+
+def prepare_graders(
+    graders: Sequence[Grader],
+    pairs: Sequence[tuple[Example, Completion | None]],
+    labels: Sequence[str] | None,
+    capture: Capture | None,
+) -> None:
+    """Ask every judge about every gradable completion, one batch per judge, before
+    `grade` reads the verdicts back. Needs `capture` (requests -> completions through a
+    store) when there are judges; without judges it does nothing.
+
+    Raises:
+        ValueError: there are judges but no way to call them.
+    """
+    found = judges(graders)
+    if not found:
+        return
+    if capture is None:
+        raise ValueError(
+            f"graders {[j.name for j in found]} call a judge model: pass a capture function"
+        )
+    jobs = []
+    for ex, comp in pairs:
+        answer, _ = answer_of(comp, labels)
+        if answer is not None and comp is not None:
+            jobs.append(sample_item(ex, comp, answer))
+    for j in found:
+        j.prepare(jobs, capture)

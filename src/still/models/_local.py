@@ -15,6 +15,7 @@ part of a forward pass otherwise.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -66,15 +67,17 @@ class LocalProvider:
 
     # -- the Provider method -------------------------------------------------------------
     def complete(self, requests: Sequence[Request]) -> list[Completion]:
-        """Answer a batch: scored requests together, generated ones grouped by parameters."""
+        """Answer a batch: scored requests together, generated ones grouped by parameters
+        and output schema (one constrained-decoding grammar per forward pass)."""
         results: dict[int, Completion] = {}
         scored = [i for i, r in enumerate(requests) if r.labels]
         if scored:
             self._run(requests, scored, self._score, results)
-        groups: dict[SamplingParams, list[int]] = {}
+        groups: dict[tuple[SamplingParams, str], list[int]] = {}
         for i, r in enumerate(requests):
             if not r.labels:
-                groups.setdefault(r.params, []).append(i)
+                schema = json.dumps(r.json_schema, sort_keys=True) if r.json_schema else ""
+                groups.setdefault((r.params, schema), []).append(i)
         for idx in groups.values():
             self._run(requests, idx, self._generate, results)
         return [results[i] for i in range(len(requests))]
@@ -270,6 +273,8 @@ class LocalProvider:
             "stopping_criteria": StoppingCriteriaList([Abandoned()]),
             **_sampling(params),
         }
+        if req.json_schema is not None:
+            kwargs["logits_processor"] = self._constrain(req.json_schema, 1)
 
         def run() -> None:
             with torch.inference_mode():
@@ -299,6 +304,14 @@ class LocalProvider:
             if usage is not None:
                 usage.append(Usage(prompt_tokens=len(prompt), completion_tokens=generated[0]))
 
+    def _constrain(self, schema: dict[str, Any], rows: int) -> Any:
+        """generate()'s logits_processor that keeps `rows` answers valid JSON for `schema`."""
+        from transformers import LogitsProcessorList
+
+        from still.models._constrained import json_schema_processor
+
+        return LogitsProcessorList([json_schema_processor(self.tokenizer, schema, rows)])
+
     def _generate(self, batch: list[Request]) -> list[Completion]:
         import torch
 
@@ -312,6 +325,8 @@ class LocalProvider:
             [[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device
         )
         gen_kwargs = _sampling(params)
+        if batch[0].json_schema is not None:
+            gen_kwargs["logits_processor"] = self._constrain(batch[0].json_schema, len(batch))
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=input_ids,

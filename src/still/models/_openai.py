@@ -93,6 +93,8 @@ class OpenAIProvider:
             kwargs["logprobs"] = True
         if req.labels:
             kwargs["response_format"] = label_schema(req.labels)
+        elif req.json_schema is not None:
+            kwargs["response_format"] = schema_format(req.json_schema)
         if self.store:
             kwargs["store"] = True
             if req.metadata:
@@ -216,6 +218,40 @@ def label_schema(labels: Sequence[str]) -> dict[str, Any]:
             },
         },
     }
+
+
+def schema_format(schema: dict[str, Any]) -> dict[str, Any]:
+    """A json_schema response format for an output schema; `strict` (OpenAI's guaranteed
+    Structured Outputs) when the schema meets strict mode's rules, else best effort (strict
+    mode refuses other schemas with a 400, which would fail every request).
+
+    >>> schema_format({"type": "object", "properties": {"a": {"type": "integer"}},
+    ...     "required": ["a"], "additionalProperties": False})["json_schema"]["strict"]
+    True
+    >>> schema_format({"type": "object", "properties": {"a": {"type": "integer"}}})[
+    ...     "json_schema"]["strict"]
+    False
+    """
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "strict": _strict_ok(schema), "schema": schema},
+    }
+
+
+def _strict_ok(node: Any) -> bool:
+    """Whether every object in a schema closes its properties and requires all of them
+    (OpenAI strict mode's rules), looking through nested schemas."""
+    if isinstance(node, list):
+        return all(_strict_ok(x) for x in node)
+    if not isinstance(node, dict):
+        return True
+    if node.get("type") == "object":
+        props = node.get("properties") or {}
+        if node.get("additionalProperties") is not False or set(node.get("required", [])) != set(
+            props
+        ):
+            return False
+    return all(_strict_ok(v) for k, v in node.items() if k not in ("enum", "const", "required"))
 
 
 def unwrap_answer(text: str) -> str:

@@ -17,13 +17,16 @@ examples a pipeline can use, failing early and precisely when something is off:
 from still.tasks._example import Example, example_id
 from still.tasks._load import LoadReport, TaskError, load_examples, load_task
 from still.tasks._schema import (
+    CurateSpec,
     DataSpec,
     GenerationSpec,
     GraderSpec,
+    LabelModelSpec,
     ModelsSpec,
     MultiSpec,
     PromptSpec,
     PythonSpec,
+    ScoreModelSpec,
     SplitSpec,
     StringCheckSpec,
     Task,
@@ -35,11 +38,14 @@ from still.tasks._split import Split, split_examples
 from still.tasks._templates import TemplateError, render, role_context
 
 __all__ = [
+    "CurateSpec",
     "DataError",
     "DataSpec",
     "Example",
     "GenerationSpec",
     "GraderSpec",
+    "LabelModelSpec",
+    "ScoreModelSpec",
     "MultiSpec",
     "PythonSpec",
     "StringCheckSpec",

@@ -140,6 +140,47 @@ class MultiSpec(_Strict):
     pass_threshold: float = 0.5
 
 
+class JudgeMessage(_Strict):
+    """One templated message of a judge's prompt."""
+
+    role: Literal["system", "developer", "user", "assistant"] = "user"
+    content: str
+    type: Literal["message"] | None = Field(None, description="Accepted for OpenAI JSON.")
+
+
+class JudgeSampling(_Strict):
+    """A judge's sampling parameters (OpenAI's `sampling_params`)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_completions_tokens: int = Field(16, description="OpenAI's spelling, kept as is.")
+    seed: int | None = None
+    reasoning_effort: str | None = Field(None, description="Accepted; passed to no model yet.")
+
+
+class ScoreModelSpec(_Strict):
+    """`score_model`: a judge model scores the answer in `range`."""
+
+    type: Literal["score_model"]
+    name: str
+    model: str = Field(description="The judge's model reference, e.g. openai:o3-mini.")
+    input: list[JudgeMessage]
+    range: tuple[float, float] = (0.0, 1.0)
+    pass_threshold: float | None = Field(None, description="Default: the range's middle.")
+    sampling_params: JudgeSampling = JudgeSampling()
+
+
+class LabelModelSpec(_Strict):
+    """`label_model`: a judge model picks one of `labels`; `passing_labels` pass."""
+
+    type: Literal["label_model"]
+    name: str
+    model: str
+    input: list[JudgeMessage]
+    labels: list[str]
+    passing_labels: list[str]
+
+
 def _grader_type(value: Any) -> str:
     """The grader type; a grader without one is a string_check (the default grader)."""
     if isinstance(value, dict):
@@ -151,16 +192,30 @@ GraderSpec = Annotated[
     Annotated[StringCheckSpec, Tag("string_check")]
     | Annotated[TextSimilaritySpec, Tag("text_similarity")]
     | Annotated[PythonSpec, Tag("python")]
-    | Annotated[MultiSpec, Tag("multi")],
+    | Annotated[MultiSpec, Tag("multi")]
+    | Annotated[ScoreModelSpec, Tag("score_model")]
+    | Annotated[LabelModelSpec, Tag("label_model")],
     Discriminator(_grader_type),
 ]
-"""A grader, in OpenAI grader JSON shape: string_check, text_similarity, python, multi."""
+"""A grader, in OpenAI grader JSON shape: string_check, text_similarity, python, multi,
+score_model, label_model."""
 MultiSpec.model_rebuild()
 
 
 def _default_graders() -> list[GraderSpec]:
     """One string_check: the parsed answer equals the reference answer."""
     return [StringCheckSpec()]  # its sub-graders are GraderSpecs, defined just above
+
+
+class CurateSpec(_Strict):
+    """Which graded teacher answers become training data."""
+
+    filter: str | None = Field(
+        None,
+        description="Keep rows whose grade scores pass this filter, e.g. `correct == 1 and "
+        "sarcasm >= 6` (comparisons of formulas over grader names, joined by and/or). "
+        "Default: keep rows every grader passes.",
+    )
 
 
 class TrainSpec(_Strict):
@@ -203,6 +258,7 @@ class Task(_Strict):
     models: ModelsSpec
     generation: GenerationSpec = GenerationSpec()
     graders: list[GraderSpec] = Field(default_factory=lambda: _default_graders())
+    curate: CurateSpec = CurateSpec()
     train: TrainSpec = TrainSpec()
     prices: dict[str, Price] = Field(
         default_factory=dict,
