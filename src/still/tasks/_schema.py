@@ -89,6 +89,11 @@ class GenerationSpec(_Strict):
     )
     max_tokens: int = Field(16, description="Token limit of generated answers.")
     temperature: float = 0.0
+    stop: list[str] = Field(
+        default_factory=list,
+        description="Stop sequences of generated answers (e.g. a newline for few-shot base "
+        "models, which would otherwise write the next example too).",
+    )
     batch_size: int = Field(8, description="Requests per forward pass.")
 
 

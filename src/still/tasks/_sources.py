@@ -109,7 +109,8 @@ def detect_format(path: Path, spec: DataSpec) -> str:
     """The format to read `path` with: `spec.format`, or a guess from the extension."""
     if spec.format != "auto":
         return spec.format
-    fmt = _EXTENSIONS.get(path.suffix.lower())
+    suffix = Path(path.stem).suffix if path.suffix.lower() == ".gz" else path.suffix
+    fmt = _EXTENSIONS.get(suffix.lower())
     if fmt is None:
         raise DataError(
             f"{path}: cannot tell the format from the extension "
@@ -167,7 +168,15 @@ def to_str(value: Any) -> str:
 
 
 def _text(path: Path) -> str:
+    """The file's text; a `.gz` file is decompressed first (line numbers are its text's)."""
     data = path.read_bytes()
+    if path.suffix.lower() == ".gz":
+        import gzip
+
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{path}: not a readable gzip file ({exc})") from exc
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -183,7 +192,13 @@ def _lines(path: Path) -> list[str]:
     return [line.removesuffix("\r") for line in _text(path).split("\n")]
 
 
+MAX_FIELD_CHARS = 64 * 1024 * 1024
+"""The csv module's 128 KiB default field limit rejects real data (GeoNames lists every
+alternate name of a big city in one cell); a whole file in memory is the real limit here."""
+
+
 def _read_csv(path: Path, delimiter: str, quoted: bool) -> list[Row]:
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_CHARS))
     reader = csv.reader(
         io.StringIO(_text(path), newline=""),
         delimiter=delimiter,
