@@ -125,3 +125,25 @@ def test_stream_stops_at_a_stop_sequence_and_reports_usage(tiny_model: Path) -> 
     assert text == full[: full.index(stop)]
     # decoding stopped with the stream, not at max_tokens
     assert usage2[0].completion_tokens < usage[0].completion_tokens
+
+
+def test_batched_generation_stops_decoding_at_a_stop_string(tiny_model: Path) -> None:
+    p = LocalProvider("tiny", tiny_model)
+    msgs = (Message(role="user", content="tell me about the river"),)
+    full = p.complete([Request(model="tiny", messages=msgs, params=SamplingParams(max_tokens=24))])[
+        0
+    ]
+    # a plain-letters stop string in the second half (the random model also emits stray
+    # bytes, which no stop string can match)
+    import re
+
+    half = full.text[len(full.text) // 2 :]
+    match = re.search(r"[A-Za-z]{3,}", half)
+    assert match, full.text
+    stop = match.group()
+    cut = p.complete(
+        [Request(model="tiny", messages=msgs, params=SamplingParams(max_tokens=24, stop=(stop,)))]
+    )[0]
+    assert cut.text == full.text[: full.text.index(stop)].strip()
+    assert cut.finish_reason == "stop"
+    assert cut.usage.completion_tokens < full.usage.completion_tokens  # decoding stopped early

@@ -325,6 +325,10 @@ class LocalProvider:
             [[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device
         )
         gen_kwargs = _sampling(params)
+        if params.stop:
+            # decoding stops at a stop string (each row on its own), instead of running to
+            # max_tokens and cutting the text afterwards
+            gen_kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
         if batch[0].json_schema is not None:
             gen_kwargs["logits_processor"] = self._constrain(batch[0].json_schema, len(batch))
         with torch.inference_mode():
