@@ -183,11 +183,23 @@ def judge_capture(run: Run, budget: Budget | None = None) -> Capture:
 
 
 def export_stage(
-    run: Run, keep: Keep = "correct", budget: Budget | None = None, keep_if: str | None = None
+    run: Run,
+    keep: Keep = "correct",
+    budget: Budget | None = None,
+    keep_if: str | None = None,
+    force: bool = False,
 ) -> ExportStats:
     """Stage: write the passing teacher answers as student-prompt chat JSONL (and the
     per-row curation report, curation.jsonl). `keep_if` overrides the task's
-    `curate.filter`."""
+    `curate.filter`. With `curate.min_kappa`, judges that decide what is kept must have
+    passed `still check-grader` (GraderNotTrusted otherwise, unless `force`)."""
+    keep_if = keep_if or run.task.curate.filter
+    if run.task.curate.min_kappa is not None and (keep == "correct" or keep_if):
+        from still.grader_check import require_trusted
+        from still.graders import parse_filter
+
+        deciding = set(parse_filter(keep_if).names) if keep_if else {g.name for g in run.graders}
+        require_trusted(run, deciding, run.task.curate.min_kappa, force)
     teacher = _stored(run, "teacher", "train", include_failed=True)
     missing = len(run.split.train) - len(teacher)
     if missing:
@@ -205,7 +217,7 @@ def export_stage(
         run.train_file,
         keep=keep,
         capture=judge_capture(run, budget),
-        keep_if=keep_if or run.task.curate.filter,
+        keep_if=keep_if,
     )
     if stats.kept == 0:
         raise StageError(f"export kept no rows ({stats.summary()}); nothing to train on")

@@ -14,6 +14,7 @@ from still.cli.models import models_cmd
 from still.cli.pipeline import (
     bench_cmd,
     capture_cmd,
+    check_grader_cmd,
     estimate_cmd,
     export_cmd,
     grade_cmd,
@@ -60,6 +61,7 @@ main.add_command(models_cmd)
 main.add_command(estimate_cmd)
 main.add_command(capture_cmd)
 main.add_command(grade_cmd)
+main.add_command(check_grader_cmd)
 main.add_command(export_cmd)
 main.add_command(train_cmd)
 main.add_command(bench_cmd)

@@ -155,8 +155,16 @@ def grade_cmd(task_file: Path, run_dir: Path | None, role: str, split_name: str)
     "(overrides the task's curate.filter and --keep).",
 )
 @MAX_COST
+@click.option(
+    "--force", is_flag=True, help="Export even when a deciding judge fails curate.min_kappa."
+)
 def export_cmd(
-    task_file: Path, run_dir: Path | None, keep: str, keep_if: str | None, max_cost: float | None
+    task_file: Path,
+    run_dir: Path | None,
+    keep: str,
+    keep_if: str | None,
+    max_cost: float | None,
+    force: bool,
 ) -> None:
     """Write passing teacher answers as chat JSONL (OpenAI fine-tuning format).
 
@@ -169,7 +177,7 @@ def export_cmd(
 
     run = _open(task_file, run_dir)
     try:
-        stats = export_stage(run, keep, _budget(max_cost), keep_if)  # type: ignore[arg-type]
+        stats = export_stage(run, keep, _budget(max_cost), keep_if, force)  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001
         _fail(exc)
     click.echo(f"{stats.path}: {stats.summary()}")
@@ -319,3 +327,60 @@ def estimate_cmd(task_file: Path, run_dir: Path | None, limit: int | None, as_js
     console = Console(width=max(Console().width, 160))
     console.print(table)
     console.print(f"at most ${total_cost(stages):,.4f} to spend (unpriced models count 0)")
+
+
+@click.command("check-grader")
+@TASK
+@RUN_DIR
+@click.option(
+    "--grader", "name", default=None, help="The task's grader to check (a judge, usually)."
+)
+@click.option(
+    "--grader-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Or a grader from a JSON/YAML file (OpenAI grader JSON): try a judge before "
+    "putting it in the task.",
+)
+@ROLE("Whose stored answers the grader is checked on.")
+@SPLIT
+@click.option(
+    "--gold",
+    "gold_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help='JSONL of {"example_id": ..., "passed": true|false}. Default: the task\'s '
+    "reference check (its first string_check).",
+)
+def check_grader_cmd(
+    task_file: Path,
+    run_dir: Path | None,
+    name: str | None,
+    grader_file: Path | None,
+    role: str,
+    split_name: str,
+    gold_file: Path | None,
+) -> None:
+    """Grade the grader: agreement of a grader's pass/fail verdicts with gold verdicts.
+
+    Prints accuracy with its 95% interval, Cohen's kappa and the confusion matrix (rows:
+    gold, columns: the grader; "(failed)": the grader errored), and records them in the
+    run folder (grader_checks.json), where `still export` looks when the task sets
+    curate.min_kappa. Judge calls go through the store (cached).
+    """
+    from still.grader_check import check_grader, load_grader_file
+
+    if (name is None) == (grader_file is None):
+        raise click.UsageError("pass --grader NAME or --grader-file FILE")
+    run = _open(task_file, run_dir)
+    try:
+        grader = load_grader_file(grader_file) if grader_file else None
+        a = check_grader(run, name, role, split_name, gold_file, grader)
+        name = name or (grader.name if grader else "")
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    click.echo(
+        f"{name} on {role}/{split_name}: {a.n} answers, accuracy {a.accuracy:.1%} "
+        f"[{a.accuracy_ci[0]:.1%}, {a.accuracy_ci[1]:.1%}], Cohen's kappa {a.kappa:.3f}"
+    )
+    click.echo(a.table())

@@ -221,6 +221,12 @@ class CurateSpec(_Strict):
         "sarcasm >= 6` (comparisons of formulas over grader names, joined by and/or). "
         "Default: keep rows every grader passes.",
     )
+    min_kappa: float | None = Field(
+        None,
+        description="Refuse to export when a judge grader that decides what is kept has no "
+        "`still check-grader` result with Cohen's kappa at least this (e.g. 0.6); "
+        "`still export --force` overrides.",
+    )
 
 
 class TrainSpec(_Strict):

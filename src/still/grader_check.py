@@ -1,0 +1,202 @@
+"""Grade the grader: how often a grader agrees with gold labels, before it is trusted.
+
+A training filter is only as good as its grader. `check_grader` runs one grader of a task
+(a judge, usually) over a role's stored answers and compares its pass/fail verdicts with
+gold verdicts: a gold file (JSONL, `{"example_id": ..., "passed": true|false}`), or by
+default the task's reference check (its first `string_check`, e.g. "the answer names the
+state"). The result (accuracy with its Wilson interval, Cohen's kappa, the confusion
+matrix) is saved in the run folder (`grader_checks.json`); export refuses to filter on a
+judge whose recorded kappa is below the task's `curate.min_kappa` unless forced.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from still.agreement import Agreement, GraderNotTrusted, agreement
+from still.graders import Grader, ModelGrader, Multi, StringCheck, answer_of, grade
+from still.graders import prepare_graders as _prepare
+from still.pipeline import Run, StageError, _stored, judge_capture
+
+CHECKS_FILE = "grader_checks.json"
+
+
+def find_grader(graders: Sequence[Grader], name: str) -> Grader | None:
+    """A grader by name, looking inside multi graders too."""
+    for g in graders:
+        if g.name == name:
+            return g
+        if isinstance(g, Multi):
+            found = find_grader(g.graders, name)
+            if found is not None:
+                return found
+    return None
+
+
+def _reference_check(graders: Sequence[Grader]) -> StringCheck | None:
+    for g in graders:
+        if isinstance(g, StringCheck):
+            return g
+        if isinstance(g, Multi):
+            found = _reference_check(g.graders)
+            if found is not None:
+                return found
+    return None
+
+
+def read_gold(path: Path) -> dict[str, str]:
+    """example id -> "pass"/"fail" from a JSONL gold file; bad lines name file and line."""
+    out: dict[str, str] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            passed = row["passed"]
+            if not isinstance(passed, bool):
+                raise ValueError("'passed' must be true or false")
+            out[str(row["example_id"])] = "pass" if passed else "fail"
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}:{n}: not a gold row ({exc})") from None
+    return out
+
+
+def load_grader_file(path: Path) -> Grader:
+    """A grader from a JSON or YAML file in OpenAI grader JSON shape (to try a candidate
+    judge without editing the task)."""
+    import yaml
+    from pydantic import TypeAdapter
+
+    from still.graders import build_grader
+    from still.tasks import GraderSpec
+
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        spec: Any = TypeAdapter(GraderSpec).validate_python(raw)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a grader ({exc})") from None
+    return build_grader(spec)
+
+
+def check_grader(
+    run: Run,
+    name: str | None = None,
+    role: str = "teacher",
+    split: str = "train",
+    gold_file: Path | None = None,
+    grader: Grader | None = None,
+) -> Agreement:
+    """Agreement of a grader with gold verdicts on a role's stored answers.
+
+    Args:
+        run: the run (its task's graders, its store).
+        name: the task's grader to check (or one inside a multi grader)...
+        grader: ...or a grader from elsewhere (`load_grader_file`).
+        role, split: whose stored answers are judged.
+        gold_file: gold verdicts; default: the task's reference check.
+
+    Raises:
+        StageError: no such grader, no gold to compare with, or no stored answers.
+    """
+    graders = run.graders
+    g = grader if grader is not None else find_grader(graders, name or "")
+    if g is None:
+        raise StageError(f"no grader {name!r}; the task's graders: {_names(graders)}")
+    name = g.name
+    examples = run.examples(split)
+    comps = _stored(run, role, split, include_failed=True)
+    if not comps:
+        raise StageError(f"no stored {role} answers on {split}: run `still capture` first")
+    if gold_file is not None:
+        gold = read_gold(gold_file)
+    else:
+        ref = _reference_check(graders)
+        if ref is None or ref is g:
+            raise StageError(
+                "no reference check to compare with: pass a gold file (--gold) or add a "
+                "string_check grader against the reference answer"
+            )
+        gold = {}
+        for ex in examples:
+            (verdict,) = grade([ref], ex, comps.get(ex.id), run.task.labels)
+            if verdict.error is None or verdict.error == "unparseable":
+                gold[ex.id] = "pass" if verdict.passed else "fail"
+    pairs = [(ex, comps.get(ex.id)) for ex in examples if ex.id in gold]
+    _prepare([g], pairs, run.task.labels, judge_capture(run))
+    golds: list[str] = []
+    preds: list[str | None] = []
+    for ex, comp in pairs:
+        if answer_of(comp, run.task.labels)[0] is None:
+            continue  # nothing to judge: the answer itself failed
+        (verdict,) = grade([g], ex, comp, run.task.labels)
+        golds.append(gold[ex.id])
+        preds.append(None if verdict.error else ("pass" if verdict.passed else "fail"))
+    if not golds:
+        raise StageError(f"no answers with a gold verdict to check {name!r} on")
+    result = agreement(golds, preds)
+    _save(run, name, role, split, result, gold_file)
+    return result
+
+
+def _save(run: Run, name: str, role: str, split: str, a: Agreement, gold_file: Path | None) -> None:
+    path = run.dir / CHECKS_FILE
+    checks: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    checks[name] = {
+        "role": role,
+        "split": split,
+        "gold": str(gold_file) if gold_file else "reference check",
+        "n": a.n,
+        "accuracy": a.accuracy,
+        "accuracy_ci": list(a.accuracy_ci),
+        "kappa": a.kappa,
+        "labels": a.labels,
+        "confusion": a.confusion,
+    }
+    path.write_text(json.dumps(checks, indent=2))
+
+
+def judged_names(graders: Sequence[Grader], names: set[str] | None = None) -> set[str]:
+    """Names of the graders (among `names`, or all) whose verdict comes from a judge model:
+    judges themselves and multi graders containing one."""
+    out = set()
+    for g in graders:
+        if names is not None and g.name not in names:
+            continue
+        if isinstance(g, ModelGrader) or (
+            isinstance(g, Multi) and any(isinstance(s, ModelGrader) for s in _walk(g))
+        ):
+            out.add(g.name)
+    return out
+
+
+def _walk(m: Multi) -> list[Grader]:
+    out: list[Grader] = []
+    for s in m.graders:
+        out.append(s)
+        if isinstance(s, Multi):
+            out += _walk(s)
+    return out
+
+
+def require_trusted(run: Run, names: set[str], min_kappa: float, force: bool) -> None:
+    """Refuse (GraderNotTrusted) when a judged grader in `names` has no recorded check with
+    kappa >= min_kappa, unless forced."""
+    path = run.dir / CHECKS_FILE
+    checks: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    for name in sorted(judged_names(run.graders, names)):
+        kappa = checks.get(name, {}).get("kappa")
+        if kappa is not None and kappa >= min_kappa or force:
+            continue
+        measured = "never checked" if kappa is None else f"kappa {kappa:.2f}"
+        raise GraderNotTrusted(
+            f"grader {name!r} decides training data but is {measured} (curate.min_kappa "
+            f"{min_kappa}): run `still check-grader TASK --grader {name}` (and a better "
+            "judge if it stays low), or pass --force to train on its verdicts anyway"
+        )
+
+
+def _names(graders: Sequence[Grader]) -> str:
+    return ", ".join(g.name for g in graders) or "none"
