@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from still.bench import Comparison, ModelResult, evaluate
-from still.capture import CaptureStats, build_request, capture
+from still.capture import CaptureStats, build_messages, build_request, capture
 from still.cost import Budget, cost_model_for, price_for
 from still.curate import ExportStats, Keep, export
-from still.graders import Capture, Grader, answer_of, build_grader
+from still.graders import Capture, Grader, answer_of, build_grader, grade, prepare_graders
 from still.models import get_model
 from still.report import print_table, write_reports
 from still.store import Store
@@ -222,6 +222,42 @@ def export_stage(
     if stats.kept == 0:
         raise StageError(f"export kept no rows ({stats.summary()}); nothing to train on")
     return stats
+
+
+def export_dpo_stage(run: Run, fmt: str = "trl", budget: Budget | None = None) -> tuple[Path, int]:
+    """Stage: preference pairs on the train split, the teacher's passing answer against
+    the base student's failing one to the same (student) prompt, written to
+    dpo-<fmt>.jsonl. Captures the base student on the train split first (stored).
+
+    Returns the file and the number of pairs.
+    """
+    from still.preference import pairs_from, write_dpo
+
+    teacher = _stored(run, "teacher", "train", include_failed=True)
+    if len(teacher) < len(run.split.train):
+        raise StageError("run `still capture --role teacher --split train` first")
+    student = capture_role(run, "student", "train", budget=budget).completions
+    ask = judge_capture(run, budget)
+
+    def verdicts(comps: dict[str, Completion]) -> dict[str, tuple[str, bool]]:
+        pairs = [(ex, comps.get(ex.id)) for ex in run.split.train]
+        prepare_graders(run.graders, pairs, run.task.labels, ask)
+        out = {}
+        for ex, comp in pairs:
+            answer, _ = answer_of(comp, run.task.labels)
+            if answer is not None:
+                grades = grade(run.graders, ex, comp, run.task.labels)
+                out[ex.id] = (answer, all(g.passed for g in grades))
+        return out
+
+    prompts = {
+        ex.id: [m.model_dump() for m in build_messages(run.task, "student", ex, run.split.fewshot)]
+        for ex in run.split.train
+    }
+    pairs = pairs_from(prompts, verdicts(teacher), verdicts(student), run.heldout_ids)
+    out = run.dir / f"dpo-{fmt}.jsonl"
+    write_dpo(pairs, out, fmt)  # type: ignore[arg-type]
+    return out, len(pairs)
 
 
 def train_stage(run: Run, force: bool = False) -> dict[str, Any]:

@@ -175,3 +175,21 @@ def test_dpo_refuses_empty_data(tiny_model: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no preference pairs"):
         train_dpo(tiny_model, data, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_export_dpo_stage_pairs_teacher_passes_with_student_failures(tmp_path: Path) -> None:
+    """The pipeline's DPO export: echo teacher (always right) vs first-label student (right
+    on a third), so pairs are exactly the student's misses, none held out."""
+    from helpers import write_task
+    from still.pipeline import capture_role, export_dpo_stage, open_run
+
+    task = write_task(tmp_path, student="scripted:first-label", teacher="scripted:echo")
+    run = open_run(task, tmp_path / "run")
+    capture_role(run, "teacher", "train")
+    path, n = export_dpo_stage(run, "trl")
+    misses = [ex for ex in run.split.train if ex.answer != "human"]
+    assert n == len(misses) > 0
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert all(r["rejected"][0]["content"] == "human" for r in rows)
+    assert all(r["prompt"][0]["content"] == "Classify." for r in rows)  # the student prompt
+    assert {r["chosen"][0]["content"] for r in rows} <= {"location", "number"}

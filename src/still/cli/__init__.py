@@ -17,6 +17,7 @@ from still.cli.pipeline import (
     check_grader_cmd,
     estimate_cmd,
     export_cmd,
+    export_dpo_cmd,
     grade_cmd,
     run_cmd,
     train_cmd,
@@ -63,6 +64,7 @@ main.add_command(capture_cmd)
 main.add_command(grade_cmd)
 main.add_command(check_grader_cmd)
 main.add_command(export_cmd)
+main.add_command(export_dpo_cmd)
 main.add_command(train_cmd)
 main.add_command(bench_cmd)
 main.add_command(run_cmd)

@@ -384,3 +384,33 @@ def check_grader_cmd(
         f"[{a.accuracy_ci[0]:.1%}, {a.accuracy_ci[1]:.1%}], Cohen's kappa {a.kappa:.3f}"
     )
     click.echo(a.table())
+
+
+@click.command("export-dpo")
+@TASK
+@RUN_DIR
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["trl", "openai"]),
+    default="trl",
+    show_default=True,
+    help="trl: {prompt, chosen, rejected} conversations (DPOTrainer); openai: preference "
+    "fine-tuning rows {input, preferred_output, non_preferred_output}.",
+)
+@MAX_COST
+def export_dpo_cmd(task_file: Path, run_dir: Path | None, fmt: str, max_cost: float | None) -> None:
+    """Write DPO preference pairs: the teacher's passing answer (chosen) against the base
+    student's failing one (rejected), to the student's prompt, on the train split.
+
+    Answers the train split with the base student first (stored, resumable). Held-out
+    examples are refused. Writes runs/<task>/dpo-<format>.jsonl.
+    """
+    from still.pipeline import export_dpo_stage
+
+    run = _open(task_file, run_dir)
+    try:
+        path, n = export_dpo_stage(run, fmt, _budget(max_cost))
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    click.echo(f"{path}: {n} preference pairs")
