@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -263,3 +264,21 @@ def test_configuration_is_checked() -> None:
         PythonGrader(name="py", source=EXACT, pass_threshold=0.5, timeout_s=0)
     with pytest.raises(ValueError, match="memory_mb"):
         PythonGrader(name="py", source=EXACT, pass_threshold=0.5, memory_mb=16)
+
+
+def test_prepare_grades_a_stage_in_one_process_per_batch(tmp_path: Path) -> None:
+    """A pipeline stage prepares python graders: per-example grade() then starts nothing."""
+    marker = tmp_path / "starts"
+    source = (
+        "import os\n"
+        f"open({str(marker)!r}, 'a').write(str(os.getpid()) + '\\n')\n"
+        "def grade(sample, item):\n"
+        "    return float(sample['output_text'] == item['answer'])\n"
+    )
+    g = PythonGrader(name="py", source=source, pass_threshold=1.0, batch_size=64)
+    jobs = [({"output_text": str(i % 2)}, {"answer": "0"}) for i in range(10)]
+    g.prepare(jobs)
+    grades = [g.grade(s, it, f"e{i}", None) for i, (s, it) in enumerate(jobs)]
+    assert [gr.passed for gr in grades] == [i % 2 == 0 for i in range(10)]
+    assert [gr.example_id for gr in grades] == [f"e{i}" for i in range(10)]
+    assert len(marker.read_text().splitlines()) == 1  # one child for all ten

@@ -238,17 +238,18 @@ def prepare_graders(
     labels: Sequence[str] | None,
     capture: Capture | None,
 ) -> None:
-    """Ask every judge about every gradable completion, one batch per judge, before
-    `grade` reads the verdicts back. Needs `capture` (requests -> completions through a
-    store) when there are judges; without judges it does nothing.
+    """Ask every judge about every gradable completion, one batch per judge, and run the
+    python graders in batched child processes, before `grade` reads the verdicts back.
+    Needs `capture` (requests -> completions through a store) when there are judges.
 
     Raises:
         ValueError: there are judges but no way to call them.
     """
     found = judges(graders)
-    if not found:
+    scripts = _python_graders(graders)
+    if not found and not scripts:
         return
-    if capture is None:
+    if found and capture is None:
         raise ValueError(
             f"graders {[j.name for j in found]} call a judge model: pass a capture function"
         )
@@ -258,4 +259,17 @@ def prepare_graders(
         if answer is not None and comp is not None:
             jobs.append(sample_item(ex, comp, answer))
     for j in found:
+        assert capture is not None
         j.prepare(jobs, capture)
+    for p in scripts:
+        p.prepare(jobs)
+
+
+def _python_graders(graders: Sequence[Grader]) -> list[PythonGrader]:
+    out: list[PythonGrader] = []
+    for g in graders:
+        if isinstance(g, PythonGrader):
+            out.append(g)
+        elif isinstance(g, Multi):
+            out += _python_graders(g.graders)
+    return out

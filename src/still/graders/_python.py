@@ -52,7 +52,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -201,6 +201,10 @@ def sandbox() -> str:
     return "namespace" if _unshare_works() else "socket-patch"
 
 
+def _job_key(sample: Mapping[str, Any], item: Mapping[str, Any]) -> str:
+    return json.dumps([sample, item], sort_keys=True, default=str)
+
+
 def _signal_name(code: int) -> str:
     try:
         return signal.Signals(code).name
@@ -233,6 +237,7 @@ class PythonGrader:
     timeout_s: float = 5.0
     memory_mb: int = 512
     batch_size: int = 64
+    _done: dict[str, Grade] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):
@@ -251,8 +256,23 @@ class PythonGrader:
         example_id: str,
         completion_id: str | None,
     ) -> Grade:
-        """Grade one completion (one child process; prefer grade_many for many)."""
+        """Grade one completion: from what `prepare` graded, else in a child process of
+        its own (prefer prepare or grade_many for many)."""
+        done = self._done.get(_job_key(sample, item))
+        if done is not None:
+            return done.model_copy(
+                update={"example_id": example_id, "completion_id": completion_id}
+            )
         return self.grade_many([(sample, item, example_id, completion_id)])[0]
+
+    def prepare(self, jobs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> None:
+        """Grade every (sample, item) in batches of `batch_size` per child process, so the
+        per-example `grade` calls that follow start no process (a pipeline stage grades
+        hundreds of answers: one interpreter each would cost minutes)."""
+        todo = [(s, it) for s, it in jobs if _job_key(s, it) not in self._done]
+        grades = self.grade_many([(s, it, "", None) for s, it in todo])
+        for (s, it), g in zip(todo, grades, strict=True):
+            self._done[_job_key(s, it)] = g
 
     def grade_many(
         self,
