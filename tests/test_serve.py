@@ -274,3 +274,43 @@ def test_json_schema_and_json_object_by_constrained_decoding(server: Server) -> 
     bad = {"type": "json_schema", "json_schema": {"name": "d", "schema": {"type": 7}}}
     with pytest.raises(openai.BadRequestError, match="invalid JSON schema"):
         client.chat.completions.create(model="tiny", messages=msgs, response_format=bad)  # type: ignore[call-overload]
+
+
+def test_top_logprobs_through_the_sdk_and_the_provider(server: Server, tmp_path: Path) -> None:
+    """top_logprobs: each generated token with its k most likely alternatives, sorted; the
+    greedy token is the top one. The OpenAI provider stores them with the completion."""
+    import openai
+
+    from still.store import Store
+
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key=KEY)
+    r = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "Who?"}],
+        max_tokens=5,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+    )
+    content = r.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content and len(content) == r.usage.completion_tokens  # type: ignore[union-attr]
+    for t in content:
+        alts = [a.logprob for a in t.top_logprobs]
+        assert 1 <= len(alts) <= 3 and alts == sorted(alts, reverse=True)
+        assert t.logprob == pytest.approx(alts[0], abs=1e-4)  # greedy picks the top token
+    assert "".join(t.token for t in content).strip() == r.choices[0].message.content
+
+    remote = get_model(server.ref)
+    req = _req(remote.name, "Who?", params=SamplingParams(max_tokens=5), logprobs=True)
+    c = remote.complete([req.model_copy(update={"top_logprobs": 3})])[0]
+    assert c.ok and c.tokens and c.top_logprobs and len(c.top_logprobs) == len(c.tokens)
+    with Store(tmp_path / "s.db") as s:
+        s.put(c)
+        back = s.get(c.id)
+    assert back is not None and back.top_logprobs == c.top_logprobs and back.tokens == c.tokens
+    # a request without top_logprobs keeps the hash it had before the field existed
+    assert "top_logprobs" not in req.canonical()
+    with pytest.raises(openai.BadRequestError, match="top_logprobs needs logprobs"):
+        client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "x"}], top_logprobs=2
+        )

@@ -116,6 +116,11 @@ def to_requests(body: dict[str, Any], model: str) -> tuple[list[Request], str | 
             stop=(stop,) if isinstance(stop, str) else tuple(stop),
         )
         n = int(body.get("n") or 1)
+        top_k = int(body.get("top_logprobs") or 0)
+        if not 0 <= top_k <= 20:
+            raise ValueError("top_logprobs must be between 0 and 20")
+        if top_k and not body.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs=true")
     except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         raise RequestError(f"invalid sampling parameters: {exc}") from exc
     enum = enum_schema(body.get("response_format"))
@@ -140,6 +145,7 @@ def to_requests(body: dict[str, Any], model: str) -> tuple[list[Request], str | 
                 params=p,
                 labels=labels,
                 logprobs=bool(body.get("logprobs")),
+                top_logprobs=top_k,
                 json_schema=schema,
             )
         )
@@ -168,10 +174,20 @@ def to_response(completions: Sequence[Completion], model: str, prop: str | None)
             "logprobs": None,
         }
         if c.token_logprobs is not None:
+            toks = c.tokens or ("",) * len(c.token_logprobs)
+            tops = c.top_logprobs or ({},) * len(c.token_logprobs)
             choice["logprobs"] = {
                 "content": [
-                    {"token": "", "logprob": lp, "bytes": None, "top_logprobs": []}
-                    for lp in c.token_logprobs
+                    {
+                        "token": tok,
+                        "logprob": lp,
+                        "bytes": list(tok.encode()),
+                        "top_logprobs": [
+                            {"token": t, "logprob": v, "bytes": list(t.encode())}
+                            for t, v in top.items()
+                        ],
+                    }
+                    for tok, lp, top in zip(toks, c.token_logprobs, tops, strict=False)
                 ]
             }
         elif c.label_logprobs is not None and c.request.logprobs:

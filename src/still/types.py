@@ -57,6 +57,9 @@ class Request(BaseModel):
     params: SamplingParams = SamplingParams()
     labels: tuple[str, ...] | None = None
     logprobs: bool = False
+    top_logprobs: int = Field(
+        0, ge=0, le=20, description="With logprobs: the k most likely tokens at each step."
+    )
     json_schema: dict[str, Any] | None = None
     metadata: dict[str, str] = Field(
         default_factory=dict,
@@ -67,9 +70,14 @@ class Request(BaseModel):
     def canonical(self) -> dict[str, Any]:
         """The request as a plain, key-sorted structure: what the hash is taken over.
 
-        `json_schema` enters only when set, so requests without one keep the hashes they
-        had before the field existed (stores made then stay valid)."""
-        exclude = {"metadata"} if self.json_schema is not None else {"metadata", "json_schema"}
+        Fields added after the first stores (`json_schema`, `top_logprobs`) enter only when
+        set, so requests without them keep the hashes they had before the fields existed
+        (stores made then stay valid)."""
+        exclude = {"metadata"}
+        if self.json_schema is None:
+            exclude.add("json_schema")
+        if not self.top_logprobs:
+            exclude.add("top_logprobs")
         return self.model_dump(mode="json", exclude=exclude)
 
     def key(self) -> str:
@@ -111,6 +119,8 @@ class Completion(BaseModel):
     error: str | None = None
     label_logprobs: dict[str, float] | None = None
     token_logprobs: tuple[float, ...] | None = None
+    tokens: tuple[str, ...] | None = None  # the generated tokens, with logprobs
+    top_logprobs: tuple[dict[str, float], ...] | None = None  # per token: top-k alternatives
     metadata: dict[str, str] = Field(default_factory=dict)
     created_at: float = Field(default_factory=time.time)
     cached: bool = False

@@ -152,7 +152,11 @@ def test_migrations_are_applied_once(tmp_path: Path) -> None:
     names = [r[0] for r in conn.execute("SELECT name FROM _migrations")]
     mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
     conn.close()
-    assert names == [name for name, _ in MIGRATIONS] == ["m001_initial", "m002_attempts"]
+    assert (
+        names
+        == [name for name, _ in MIGRATIONS]
+        == ["m001_initial", "m002_attempts", "m003_token_detail"]
+    )
     assert mode == "wal"
 
 
@@ -172,7 +176,7 @@ def test_a_failing_migration_leaves_no_trace(
     with pytest.raises(RuntimeError, match="crash midway"):
         Store(path)
     conn = sqlite3.connect(path)
-    assert _migrations.applied(conn) == ["m001_initial", "m002_attempts"]
+    assert _migrations.applied(conn) == ["m001_initial", "m002_attempts", "m003_token_detail"]
     assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'half'").fetchone()
     conn.close()
 
@@ -245,7 +249,17 @@ def test_a_store_from_before_m002_is_upgraded_in_place(
     conn.execute(
         "INSERT INTO completions (id, request_hash, hash_algorithm, model, request, text, "
         "metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        ("cmpl-old", _req().key(), "sha256-v1", "m", _req().model_dump_json(), "hi", "{}", 1.0),
+        (
+            "cmpl-old",
+            _req().key(),
+            "sha256-v1",
+            "m",
+            # the request as stored before json_schema and top_logprobs existed
+            _req().model_dump_json(exclude={"json_schema", "top_logprobs"}),
+            "hi",
+            "{}",
+            1.0,
+        ),
     )
     conn.commit()
     conn.close()
@@ -253,5 +267,7 @@ def test_a_store_from_before_m002_is_upgraded_in_place(
     with Store(path) as s:
         old = s.get("cmpl-old")
         assert old is not None and old.text == "hi" and old.attempts == 1
+        assert old.tokens is None and old.top_logprobs is None
+        assert s.lookup(_req().key()) == old  # its hash still answers the same request
         new = s.put(_comp(_req("again"), attempts=3))
         assert s.get(new.id) == new

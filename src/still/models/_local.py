@@ -339,6 +339,7 @@ class LocalProvider:
                 pad_token_id=pad,
                 return_dict_in_generate=True,
                 output_scores=any(r.logprobs for r in batch),
+                output_logits=any(r.logprobs and r.top_logprobs for r in batch),
                 **gen_kwargs,
             )
         new = out.sequences[:, width:].cpu()
@@ -361,9 +362,12 @@ class LocalProvider:
             for s in params.stop:
                 if s and s in text:
                     text, finish = text[: text.index(s)], "stop"
-            lps = None
+            lps = tokens = top = None
             if r.logprobs and token_lp is not None:
                 lps = tuple(float(x) for x in token_lp[b, : len(toks)])
+                tokens = tuple(self.tokenizer.decode([t]) for t in toks)
+                if r.top_logprobs and out.logits is not None:
+                    top = self._top_k(out.logits, b, len(toks), r.top_logprobs)
             outs.append(
                 Completion(
                     request=r,
@@ -373,9 +377,28 @@ class LocalProvider:
                     usage=Usage(prompt_tokens=len(ids[b]), completion_tokens=len(toks)),
                     latency_s=elapsed,
                     token_logprobs=lps,
+                    tokens=tokens,
+                    top_logprobs=top,
                 )
             )
         return outs
+
+    def _top_k(self, logits: Any, row: int, n: int, k: int) -> tuple[dict[str, float], ...]:
+        """The k most likely next tokens and their log-probabilities at each of the first
+        n steps of one row, from the model's raw logits (its own distribution, before any
+        sampling transform), as {decoded token: logprob}. Compact: k entries a step, never
+        a vocabulary-sized array."""
+        import torch
+
+        steps = []
+        for step in logits[:n]:
+            lp = torch.log_softmax(step[row].float(), dim=-1)
+            values, ids = lp.topk(k)
+            entry: dict[str, float] = {}
+            for v, i in zip(values.tolist(), ids.tolist(), strict=True):
+                entry.setdefault(self.tokenizer.decode([i]), float(v))
+            steps.append(entry)
+        return tuple(steps)
 
 
 def _sampling(params: SamplingParams) -> dict[str, Any]:

@@ -91,6 +91,8 @@ class OpenAIProvider:
             kwargs["stop"] = list(req.params.stop)
         if req.logprobs:
             kwargs["logprobs"] = True
+            if req.top_logprobs:
+                kwargs["top_logprobs"] = req.top_logprobs
         if req.labels:
             kwargs["response_format"] = label_schema(req.labels)
         elif req.json_schema is not None:
@@ -124,9 +126,16 @@ class OpenAIProvider:
         text = choice.message.content or ""
         if req.labels:
             text = unwrap_answer(text)
-        lps = None
+        lps = tokens = top = None
         if choice.logprobs is not None and choice.logprobs.content:
-            lps = tuple(float(t.logprob) for t in choice.logprobs.content)
+            content = choice.logprobs.content
+            lps = tuple(float(t.logprob) for t in content)
+            tokens = tuple(str(t.token) for t in content)
+            if req.top_logprobs:
+                top = tuple(
+                    {str(a.token): float(a.logprob) for a in (t.top_logprobs or [])}
+                    for t in content
+                )
         usage = resp.usage
         return Completion(
             request=req,
@@ -139,6 +148,8 @@ class OpenAIProvider:
             ),
             latency_s=latency,
             token_logprobs=lps,
+            tokens=tokens,
+            top_logprobs=top,
             attempts=attempt,
         )
 

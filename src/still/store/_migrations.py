@@ -76,9 +76,17 @@ def m002_attempts(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE completions ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1")
 
 
+def m003_token_detail(conn: sqlite3.Connection) -> None:
+    """The generated tokens and each one's top-k alternatives (JSON), when asked for:
+    what `top_logprobs` returns and what soft-target distillation learns from."""
+    conn.execute("ALTER TABLE completions ADD COLUMN tokens TEXT")
+    conn.execute("ALTER TABLE completions ADD COLUMN top_logprobs TEXT")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", m001_initial),
     ("m002_attempts", m002_attempts),
+    ("m003_token_detail", m003_token_detail),
 ]
 """Every migration, in the order it is applied. Append only."""
 

@@ -36,7 +36,7 @@ MAX_VALUE_CHARS = 512
 _COLUMNS = (
     "id", "request_hash", "hash_algorithm", "model", "request", "text", "finish_reason",
     "prompt_tokens", "completion_tokens", "latency_s", "cost", "error", "label_logprobs",
-    "token_logprobs", "metadata", "created_at", "cached", "attempts",
+    "token_logprobs", "metadata", "created_at", "cached", "attempts", "tokens", "top_logprobs",
 )  # fmt: skip
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM completions"
 _INSERT = (
@@ -423,6 +423,8 @@ def _to_row(c: Completion) -> tuple[Any, ...]:
         c.created_at,
         int(c.cached),
         c.attempts,
+        _json_or_none(c.tokens),
+        _json_or_none(c.top_logprobs),
     )
 
 
@@ -447,4 +449,6 @@ def _from_row(row: tuple[Any, ...]) -> Completion:
         created_at=r["created_at"],
         cached=bool(r["cached"]),
         attempts=r["attempts"],
+        tokens=None if r["tokens"] is None else json.loads(r["tokens"]),
+        top_logprobs=None if r["top_logprobs"] is None else json.loads(r["top_logprobs"]),
     )
