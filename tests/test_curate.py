@@ -42,7 +42,7 @@ EXAMPLES = [
     _ex(2, "Where is it?", "location"),  # teacher wrong
     _ex(3, "Who sang it?", "human"),  # teacher unparseable
     _ex(4, "Who drew it?", "human"),  # teacher request failed
-    _ex(5, "Who wrote it?", "location"),  # same student prompt as e1
+    _ex(5, "who  WROTE it?", "location"),  # e1's student prompt, up to case and spaces
 ]
 TEACHER = {
     "e1": _answer("Human."),
@@ -68,7 +68,8 @@ def test_keep_correct_writes_student_prompts_with_teacher_answers(tmp_path: Path
         [
             {"role": "system", "content": "Classify."},
             {"role": "user", "content": "Who wrote it?"},
-            {"role": "assistant", "content": "human"},  # the parsed label, not raw "Human."
+            # the parsed label, not raw "Human."; weight 1: learn it (OpenAI's format)
+            {"role": "assistant", "content": "human", "weight": 1},
         ]
     ]
 

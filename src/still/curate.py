@@ -20,7 +20,7 @@ from typing import Literal
 from still.capture import build_messages
 from still.graders import Capture, Filter, Grader, answer_of, grade, parse_filter, prepare_graders
 from still.tasks import Example, Task
-from still.types import Completion
+from still.types import Completion, Message
 
 Keep = Literal["correct", "parsed"]
 
@@ -94,7 +94,7 @@ def export(
         scores: dict[str, float] = {}
         reason = _drop_reason(answer, why, keep, flt, graders, ex, comp, task, scores)
         messages = build_messages(task, "student", ex, fewshot)
-        key = json.dumps([m.content for m in messages])
+        key = _normalised(messages)
         if reason is None and key in seen:
             reason = "duplicate prompt"
         report.append(
@@ -114,7 +114,7 @@ def export(
         rows.append(
             {
                 "messages": [m.model_dump() for m in messages]
-                + [{"role": "assistant", "content": answer}]
+                + [{"role": "assistant", "content": answer, "weight": 1}]
             }
         )
     _write_jsonl(out.with_name("curation.jsonl"), report)
@@ -147,6 +147,11 @@ def _drop_reason(
     if flt is not None:
         return None if flt.test(scores) else f"filtered out: {flt.source}"
     return None if all(g.passed for g in grades) else "teacher wrong"
+
+
+def _normalised(messages: Sequence[Message]) -> str:
+    """A prompt's dedup key: case and runs of whitespace do not make a new prompt."""
+    return json.dumps([" ".join(m.content.lower().split()) for m in messages])
 
 
 def _write_jsonl(path: Path, rows: Sequence[Mapping[str, object]]) -> None:

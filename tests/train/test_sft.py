@@ -95,3 +95,13 @@ def test_training_on_nothing_is_an_error(tiny_model: Path, tmp_path: Path) -> No
     empty.write_text("")
     with pytest.raises(ValueError, match="no training rows"):
         train_sft(tiny_model, empty, tmp_path / "out", TrainSpec())
+
+
+def test_answers_weighted_zero_are_not_trained_on(tiny_model: Path, tmp_path: Path) -> None:
+    data = _data(tmp_path)
+    rows = [json.loads(x) for x in data.read_text().splitlines()]
+    for r in rows:
+        r["messages"][-1]["weight"] = 0
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match="every answer weight 0"):
+        train_sft(tiny_model, data, tmp_path / "out", TrainSpec(epochs=1))

@@ -111,7 +111,12 @@ def train_sft(
     model.train()
 
     # -- data ----------------------------------------------------------------------------
-    convs = read_chat_jsonl(data)
+    # OpenAI's per-message `weight`: an answer weighted 0 is context, not something to learn
+    convs = [c for c in read_chat_jsonl(data) if c[-1].get("weight", 1) != 0]
+    if not convs:
+        raise ValueError(
+            f"{data}: no training rows to learn from (empty, or every answer weight 0)"
+        )
     encoded = [tokenize(tokenizer, c, spec.max_length) for c in convs]
     rows = [e for e in encoded if e is not None]
     if not rows:
