@@ -1,7 +1,7 @@
 """The Run: one pipeline execution in its own folder, every stage resumable.
 
     runs/<task>/
-      task.yaml          snapshot of the task file
+      task.yaml          snapshot of the task file (run.json: where the original lives)
       split.json         train / held-out / few-shot ids (checked again at export)
       still.db           the completion store
       train.jsonl        curated training data (student prompt, teacher answer)
@@ -112,6 +112,8 @@ def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
     snapshot = d / "task.yaml"
     if not snapshot.exists() or not snapshot.samefile(task_path):
         shutil.copyfile(task_path, snapshot)
+        # where the task came from: its relative data paths resolve against that folder
+        (d / "run.json").write_text(json.dumps({"task_file": str(Path(task_path).resolve())}))
     (d / "split.json").write_text(
         json.dumps(
             {
@@ -360,6 +362,56 @@ def bench_stage(
     if show:
         print_table(cmp, title=f"{run.task.name} — {len(heldout)} held-out examples")
     return cmp
+
+
+def report_stage(run: Run, roles: tuple[str, ...] = ROLES, show: bool = True) -> Comparison:
+    """Stage (`still report`): rebuild the held-out comparison and every report file from
+    the store alone. No model is called, judges included: an answer that was never
+    captured counts as missing (a failure), never as a fresh call."""
+    results: list[ModelResult] = []
+    rows: list[dict[str, Any]] = []
+    heldout = run.split.heldout
+    for role in roles:
+        try:
+            model = run.model_for(role)
+        except StageError:
+            continue  # no distilled student yet: nothing of it to report
+        comps = _stored(run, role, "heldout", include_failed=True)
+        summary, per_example, _ = evaluate(
+            role,
+            model,
+            heldout,
+            comps,
+            run.graders,
+            run.task.labels,
+            price_for(model, run.task.prices),
+            capture=_stored_only(run),
+        )
+        summary.prompt = run.task.prompt_role(role)
+        results.append(summary)
+        rows += per_example
+    if not results:
+        raise StageError("nothing stored to report on")
+    cmp = Comparison(results)
+    title = f"{run.task.name}: held-out comparison ({len(heldout)} examples)"
+    write_reports(cmp, rows, run.dir, title=title)
+    if show:
+        print_table(cmp, title=f"{run.task.name} — {len(heldout)} held-out examples")
+    return cmp
+
+
+def _stored_only(run: Run) -> Capture:
+    """A judge capture that answers from the store and never calls a model."""
+
+    def ask(requests: dict[str, Request], grader: str) -> dict[str, Completion]:
+        found = {}
+        for key, req in requests.items():
+            hit = run.store.lookup(req.key(), include_failed=True)
+            if hit is not None:
+                found[key] = hit
+        return found
+
+    return ask
 
 
 def _stored(run: Run, role: str, split: str, include_failed: bool = False) -> dict[str, Completion]:

@@ -19,6 +19,7 @@ from still.cli.pipeline import (
     export_cmd,
     export_dpo_cmd,
     grade_cmd,
+    report_cmd,
     run_cmd,
     train_cmd,
 )
@@ -67,6 +68,7 @@ main.add_command(export_cmd)
 main.add_command(export_dpo_cmd)
 main.add_command(train_cmd)
 main.add_command(bench_cmd)
+main.add_command(report_cmd)
 main.add_command(run_cmd)
 main.add_command(store)
 main.add_command(serve_cmd)

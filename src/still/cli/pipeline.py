@@ -414,3 +414,32 @@ def export_dpo_cmd(task_file: Path, run_dir: Path | None, fmt: str, max_cost: fl
     except Exception as exc:  # noqa: BLE001
         _fail(exc)
     click.echo(f"{path}: {n} preference pairs")
+
+
+@click.command("report")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def report_cmd(run_dir: Path) -> None:
+    """Rebuild a run's reports from its store, calling no model (judges included).
+
+    RUN_DIR is a run folder (runs/<task>): its task.yaml snapshot and still.db are used.
+    Writes report.md/json (and report.html when available) and results.jsonl/parquet
+    again; answers never captured count as missing.
+    """
+    import json
+
+    from still.pipeline import report_stage
+
+    task_file = run_dir / "task.yaml"
+    meta = run_dir / "run.json"
+    if meta.is_file():  # the original task file, whose relative data paths resolve
+        original = Path(json.loads(meta.read_text()).get("task_file", ""))
+        if original.is_file():
+            task_file = original
+    if not task_file.is_file():
+        raise click.ClickException(f"{run_dir} has no task.yaml: is it a run folder?")
+    run = _open(task_file, run_dir)
+    try:
+        report_stage(run)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    click.echo(f"reports in {run.dir}/")
