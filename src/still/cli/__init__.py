@@ -21,6 +21,7 @@ from still.cli.pipeline import (
     grade_cmd,
     report_cmd,
     run_cmd,
+    select_cmd,
     train_cmd,
 )
 from still.cli.serve import serve_cmd
@@ -60,6 +61,7 @@ def main(verbose: bool) -> None:
 
 
 main.add_command(models_cmd)
+main.add_command(select_cmd)
 main.add_command(estimate_cmd)
 main.add_command(capture_cmd)
 main.add_command(grade_cmd)

@@ -443,3 +443,47 @@ def report_cmd(run_dir: Path) -> None:
     except Exception as exc:  # noqa: BLE001
         _fail(exc)
     click.echo(f"reports in {run.dir}/")
+
+
+@click.command("select")
+@TASK
+@RUN_DIR
+def select_cmd(task_file: Path, run_dir: Path | None) -> None:
+    """Pick teacher, student and control from evidence: every `selection.candidates`
+    model answers the same gold train examples; the policy picks the most accurate as
+    teacher, the cheapest reaching `selection.student.floor` (else the weakest) as student,
+    and the control `selection.control` names. Prints the table and every reason, writes
+    selection.json, and the `models:` block to paste into the task.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from still.select import select_models, write_selection
+
+    run = _open(task_file, run_dir)
+    try:
+        sel = select_models(run)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    write_selection(run, sel)
+    table = Table(title=f"{run.task.name}: candidates on {sel.results[0].n} gold train examples")
+    for col in ("model", "accuracy [95% CI]", "unparseable", "errors", "s/example", "$ / 1k"):
+        table.add_column(col)
+    for r in sorted(sel.results, key=lambda r: -r.accuracy):
+        table.add_row(
+            r.model,
+            f"{r.accuracy:.1%} [{r.ci_low:.1%}, {r.ci_high:.1%}]",
+            str(r.unparseable),
+            str(r.errors),
+            f"{r.mean_latency_s:.3f}",
+            "n/a" if r.cost_per_1k is None else f"${r.cost_per_1k:.4f}",
+        )
+    console = Console(width=max(Console().width, 150))
+    console.print(table)
+    for role, why in sel.reasons.items():
+        console.print(f"{role}: {why}", markup=False)
+    click.echo("models:")
+    click.echo(f"  teacher: {sel.teacher}")
+    click.echo(f"  student: {sel.student}")
+    if sel.control:
+        click.echo(f"  control: {sel.control}")

@@ -217,6 +217,35 @@ def _default_graders() -> list[GraderSpec]:
     return [StringCheckSpec()]  # its sub-graders are GraderSpecs, defined just above
 
 
+class StudentPolicy(_Strict):
+    """How the student is picked: the cheapest candidate whose accuracy reaches `floor`;
+    the weakest (lowest accuracy) when no floor is set or none reaches it."""
+
+    floor: float | None = Field(
+        None, description="Minimum accuracy (0-1) on the selection examples."
+    )
+
+
+class SelectionSpec(_Strict):
+    """`still select`: benchmark candidate models on gold examples and pick the roles."""
+
+    candidates: list[str] = Field(
+        default_factory=list, description="Model references to compare (2 or more)."
+    )
+    examples: int = Field(
+        100,
+        description="How many train-split examples (with reference answers) to compare on; "
+        "never held-out ones, which stay for the final comparison.",
+    )
+    prompt: str = Field("teacher", description="Whose prompt the candidates get.")
+    student: StudentPolicy = StudentPolicy()
+    control: str | None = Field(
+        None,
+        description="The control: a model reference, or `second` (the second-best "
+        "candidate). Default: none picked (the student with the teacher's prompt).",
+    )
+
+
 class CurateSpec(_Strict):
     """Which graded teacher answers become training data."""
 
@@ -274,6 +303,7 @@ class Task(_Strict):
     models: ModelsSpec
     generation: GenerationSpec = GenerationSpec()
     graders: list[GraderSpec] = Field(default_factory=lambda: _default_graders())
+    selection: SelectionSpec = SelectionSpec()
     curate: CurateSpec = CurateSpec()
     train: TrainSpec = TrainSpec()
     prices: dict[str, Price] = Field(
