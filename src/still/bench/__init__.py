@@ -1,6 +1,18 @@
 """Benchmarks: run models over held-out examples, grade them, summarise with intervals."""
 
 from still.bench._bench import Comparison, ModelResult, evaluate
+from still.bench._position import MCItem, PositionBias, position_bias, rotations
 from still.bench._stats import gap_closed, percentile, wilson
 
-__all__ = ["Comparison", "ModelResult", "evaluate", "gap_closed", "percentile", "wilson"]
+__all__ = [
+    "Comparison",
+    "MCItem",
+    "ModelResult",
+    "PositionBias",
+    "evaluate",
+    "gap_closed",
+    "percentile",
+    "position_bias",
+    "rotations",
+    "wilson",
+]
