@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from still.agreement import Agreement, GraderNotTrusted, agreement
-from still.graders import Grader, ModelGrader, Multi, StringCheck, answer_of, grade
+from still.graders import Grader, ModelGrader, StringCheck, answer_of, grade, walk
 from still.graders import prepare_graders as _prepare
 from still.pipeline import Run, StageError, _stored, judge_capture
 
@@ -26,25 +26,11 @@ CHECKS_FILE = "grader_checks.json"
 
 def find_grader(graders: Sequence[Grader], name: str) -> Grader | None:
     """A grader by name, looking inside multi graders too."""
-    for g in graders:
-        if g.name == name:
-            return g
-        if isinstance(g, Multi):
-            found = find_grader(g.graders, name)
-            if found is not None:
-                return found
-    return None
+    return next((g for g in walk(graders) if g.name == name), None)
 
 
 def _reference_check(graders: Sequence[Grader]) -> StringCheck | None:
-    for g in graders:
-        if isinstance(g, StringCheck):
-            return g
-        if isinstance(g, Multi):
-            found = _reference_check(g.graders)
-            if found is not None:
-                return found
-    return None
+    return next((g for g in walk(graders) if isinstance(g, StringCheck)), None)
 
 
 def read_gold(path: Path) -> dict[str, str]:
@@ -161,24 +147,11 @@ def _save(run: Run, name: str, role: str, split: str, a: Agreement, gold_file: P
 def judged_names(graders: Sequence[Grader], names: set[str] | None = None) -> set[str]:
     """Names of the graders (among `names`, or all) whose verdict comes from a judge model:
     judges themselves and multi graders containing one."""
-    out = set()
-    for g in graders:
-        if names is not None and g.name not in names:
-            continue
-        if isinstance(g, ModelGrader) or (
-            isinstance(g, Multi) and any(isinstance(s, ModelGrader) for s in _walk(g))
-        ):
-            out.add(g.name)
-    return out
-
-
-def _walk(m: Multi) -> list[Grader]:
-    out: list[Grader] = []
-    for s in m.graders:
-        out.append(s)
-        if isinstance(s, Multi):
-            out += _walk(s)
-    return out
+    return {
+        g.name
+        for g in graders
+        if (names is None or g.name in names) and any(isinstance(s, ModelGrader) for s in walk([g]))
+    }
 
 
 def require_trusted(run: Run, names: set[str], min_kappa: float, force: bool) -> None:

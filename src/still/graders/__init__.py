@@ -40,6 +40,7 @@ __all__ = [
     "ModelGrader",
     "Multi",
     "judges",
+    "walk",
     "parse_score",
     "prepare_graders",
     "sample_item",
@@ -223,15 +224,19 @@ def sample_item(
     return sample, {**example.fields, "answer": example.answer}
 
 
+def walk(graders: Sequence[Grader]) -> list[Grader]:
+    """Every grader, those inside multi graders included (depth first)."""
+    out: list[Grader] = []
+    for g in graders:
+        out.append(g)
+        if isinstance(g, Multi):
+            out += walk(g.graders)
+    return out
+
+
 def judges(graders: Sequence[Grader]) -> list[ModelGrader]:
     """The model graders among `graders`, those inside multi graders included."""
-    out: list[ModelGrader] = []
-    for g in graders:
-        if isinstance(g, ModelGrader):
-            out.append(g)
-        elif isinstance(g, Multi):
-            out += judges(g.graders)
-    return out
+    return [g for g in walk(graders) if isinstance(g, ModelGrader)]
 
 
 def prepare_graders(
@@ -248,7 +253,7 @@ def prepare_graders(
         ValueError: there are judges but no way to call them.
     """
     found = judges(graders)
-    scripts = _python_graders(graders)
+    scripts = [g for g in walk(graders) if isinstance(g, PythonGrader)]
     if not found and not scripts:
         return
     if found and capture is None:
@@ -265,13 +270,3 @@ def prepare_graders(
         j.prepare(jobs, capture)
     for p in scripts:
         p.prepare(jobs)
-
-
-def _python_graders(graders: Sequence[Grader]) -> list[PythonGrader]:
-    out: list[PythonGrader] = []
-    for g in graders:
-        if isinstance(g, PythonGrader):
-            out.append(g)
-        elif isinstance(g, Multi):
-            out += _python_graders(g.graders)
-    return out
