@@ -357,7 +357,11 @@ def bench_stage(
         rows += per_example
     cmp = Comparison(results)
     write_reports(
-        cmp, rows, run.dir, title=f"{run.task.name}: held-out comparison ({len(heldout)} examples)"
+        cmp,
+        rows,
+        run.dir,
+        title=f"{run.task.name}: held-out comparison ({len(heldout)} examples)",
+        extra=report_extra(run, cmp, rows),
     )
     if show:
         print_table(cmp, title=f"{run.task.name} — {len(heldout)} held-out examples")
@@ -394,10 +398,29 @@ def report_stage(run: Run, roles: tuple[str, ...] = ROLES, show: bool = True) ->
         raise StageError("nothing stored to report on")
     cmp = Comparison(results)
     title = f"{run.task.name}: held-out comparison ({len(heldout)} examples)"
-    write_reports(cmp, rows, run.dir, title=title)
+    write_reports(cmp, rows, run.dir, title=title, extra=report_extra(run, cmp, rows))
     if show:
         print_table(cmp, title=f"{run.task.name} — {len(heldout)} held-out examples")
     return cmp
+
+
+def report_extra(run: Run, cmp: Comparison, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What reports add to the comparison: prompt compression and break-even
+    (still.bench.economics) and accuracy by input length."""
+    from still.bench import accuracy_by_length, economics
+
+    seconds = None
+    try:
+        info = run.distilled_dir() / "train.json"
+        if info.is_file():
+            seconds = float(json.loads(info.read_text()).get("seconds") or 0) or None
+    except (OSError, ValueError):
+        seconds = None
+    teacher_price = price_for(run.task.models.teacher, run.task.prices)
+    return {
+        "economics": economics(cmp, teacher_price, seconds, run.task.train.cost_per_hour),
+        "accuracy_by_length": accuracy_by_length(rows),
+    }
 
 
 def _stored_only(run: Run) -> Capture:

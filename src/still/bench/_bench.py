@@ -6,6 +6,7 @@ on its own column, so a model that errors cannot look accurate.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -34,6 +35,9 @@ class ModelResult:
     p95_latency_s: float
     tokens_per_s: float
     prompt_tokens_mean: float
+    p50_latency_s: float = math.nan
+    p99_latency_s: float = math.nan
+    completion_tokens_mean: float = 0.0
     prompt: str = ""  # whose prompt the model got (the control gets the teacher's)
     cost_per_1k: float | None = None  # dollars per 1,000 examples; None: no price known
 
@@ -94,6 +98,7 @@ def evaluate(
                 "prompt_tokens": comp.usage.prompt_tokens if comp else None,
                 "completion_tokens": comp.usage.completion_tokens if comp else None,
                 "completion_id": comp.id if comp else None,
+                "input_chars": sum(len(v) for v in ex.fields.values()),
             }
         )
     n = len(examples)
@@ -113,6 +118,9 @@ def evaluate(
         p95_latency_s=percentile(latencies, 95),
         tokens_per_s=tokens / seconds if seconds else 0.0,
         prompt_tokens_mean=prompt_tokens / answered if answered else 0.0,
+        p50_latency_s=percentile(latencies, 50),
+        p99_latency_s=percentile(latencies, 99),
+        completion_tokens_mean=(tokens - prompt_tokens) / answered if answered else 0.0,
     )
     if price is not None:
         for row in rows:

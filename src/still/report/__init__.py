@@ -73,6 +73,49 @@ def markdown(cmp: Comparison, title: str = "Comparison") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _extra_markdown(extra: dict[str, Any]) -> str:
+    """Economics and accuracy by input length, when the pipeline computed them."""
+    lines: list[str] = []
+    eco = extra.get("economics") or {}
+    if eco:
+        lines += ["", "### What distillation buys", ""]
+        if eco.get("prompt_compression"):
+            lines.append(
+                f"- Prompt: {eco['prompt_tokens_teacher']:.0f} tokens (teacher) vs "
+                f"{eco['prompt_tokens_student']:.0f} (student), {eco['prompt_compression']:.1f}x "
+                f"smaller: {eco['prompt_tokens_saved_per_1k']:,.0f} prompt tokens saved per "
+                "1,000 requests"
+                + (
+                    f" (${eco['input_dollars_saved_per_1k']:.4f} at the teacher's input price)."
+                    if eco.get("input_dollars_saved_per_1k") is not None
+                    else "."
+                )
+            )
+        if eco.get("dollars_saved_per_1k") is not None:
+            lines.append(f"- Saved per 1,000 requests: ${eco['dollars_saved_per_1k']:.4f}.")
+        if eco.get("training_seconds"):
+            cost = eco.get("training_cost")
+            lines.append(
+                f"- Training: {eco['training_seconds']:.0f} s"
+                + (f", ${cost:.4f}" if cost is not None else " (no train.cost_per_hour set)")
+                + (
+                    f"; paid for after {eco['break_even_requests']:,} requests."
+                    if eco.get("break_even_requests")
+                    else "."
+                )
+            )
+    buckets = extra.get("accuracy_by_length") or []
+    if buckets:
+        lines += ["", "### Accuracy by input length (characters)", "",
+                  "| role | chars | n | accuracy [95% CI] |", "|---|---|---|---|"]  # fmt: skip
+        for b in buckets:
+            lines.append(
+                f"| {b['role']} | {b['chars_from']}-{b['chars_to']} | {b['n']} | "
+                f"{b['accuracy']:.1%} [{b['ci_low']:.1%}, {b['ci_high']:.1%}] |"
+            )
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
 def _verdict(cmp: Comparison) -> str:
     gap = cmp.gap_closed
     parts = []
@@ -125,7 +168,7 @@ def write_reports(
         "jsonl": out_dir / "results.jsonl",
         "parquet": out_dir / "results.parquet",
     }
-    paths["markdown"].write_text(markdown(cmp, title))
+    paths["markdown"].write_text(markdown(cmp, title) + _extra_markdown(extra or {}))
     paths["json"].write_text(json.dumps({**cmp.as_dict(), **(extra or {})}, indent=1))
     with paths["jsonl"].open("w") as f:
         for row in rows:

@@ -274,6 +274,11 @@ class TrainSpec(_Strict):
     lora_alpha: int = 32
     max_length: int = 256
     seed: int = 0
+    cost_per_hour: float | None = Field(
+        None,
+        description="Dollars an hour of the training machine, for the break-even volume in "
+        "reports (training seconds x this; default: training counted as free).",
+    )
 
 
 class Task(_Strict):
