@@ -408,6 +408,7 @@ def report_extra(run: Run, cmp: Comparison, rows: list[dict[str, Any]]) -> dict[
     """What reports add to the comparison: prompt compression and break-even
     (still.bench.economics) and accuracy by input length."""
     from still.bench import accuracy_by_length, economics
+    from still.bench._paired import compare_pairs, gap_closed_interval
 
     seconds = None
     try:
@@ -417,7 +418,21 @@ def report_extra(run: Run, cmp: Comparison, rows: list[dict[str, Any]]) -> dict[
     except (OSError, ValueError):
         seconds = None
     teacher_price = price_for(run.task.models.teacher, run.task.prices)
+    by_role: dict[str, dict[str, bool]] = {}
+    for r in rows:
+        by_role.setdefault(r["role"], {})[r["example_id"]] = bool(r["correct"])
+    gap: dict[str, Any] = {}
+    if {"teacher", "student", "distilled"} <= set(by_role):
+        ids = [
+            i for i in by_role["teacher"] if i in by_role["student"] and i in by_role["distilled"]
+        ]
+        point, low, high = gap_closed_interval(
+            *([by_role[role][i] for i in ids] for role in ("teacher", "student", "distilled"))
+        )
+        gap = {"gap_closed": point, "ci_low": low, "ci_high": high}
     return {
+        "paired": compare_pairs(rows),
+        "gap_closed_interval": gap,
         "economics": economics(cmp, teacher_price, seconds, run.task.train.cost_per_hour),
         "accuracy_by_length": accuracy_by_length(rows),
     }

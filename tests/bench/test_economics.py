@@ -57,3 +57,14 @@ def test_reports_carry_economics_and_length_buckets(tmp_path: Path) -> None:
     assert "What distillation buys" in md and "Accuracy by input length" in md
     t = cmp.by_role("teacher")
     assert t is not None and t.p50_latency_s <= t.p95_latency_s <= t.p99_latency_s
+
+
+def test_reports_carry_paired_comparisons(tmp_path: Path) -> None:
+    task = write_task(tmp_path, student="scripted:first-label")
+    run = open_run(task, tmp_path / "run")
+    bench_stage(run, roles=("teacher", "student"), show=False)
+    report = json.loads((run.dir / "report.json").read_text())
+    (pair,) = report["paired"]
+    assert (pair["a"], pair["b"]) == ("teacher", "student")
+    assert pair["diff"] > 0 and pair["mcnemar_p"] < 0.05  # echo beats first-label clearly
+    assert "Paired comparisons" in (run.dir / "report.md").read_text()

@@ -76,6 +76,21 @@ def markdown(cmp: Comparison, title: str = "Comparison") -> str:
 def _extra_markdown(extra: dict[str, Any]) -> str:
     """Economics and accuracy by input length, when the pipeline computed them."""
     lines: list[str] = []
+    gap = extra.get("gap_closed_interval") or {}
+    if gap.get("ci_low") is not None:
+        lines += ["", f"Gap closed {gap['gap_closed']:.0%}, paired bootstrap 95% interval "
+                  f"[{gap['ci_low']:.0%}, {gap['ci_high']:.0%}]."]  # fmt: skip
+    pairs = extra.get("paired") or []
+    if pairs:
+        lines += ["", "### Paired comparisons (same examples)", "",
+                  "| a vs b | n | accuracy a - b [95% CI] | a wrong, b right | a right, b wrong "
+                  "| McNemar exact p |", "|---|---|---|---|---|---|"]  # fmt: skip
+        for p in pairs:
+            lines.append(
+                f"| {p['a']} vs {p['b']} | {p['n']} | {p['diff']:+.1%} "
+                f"[{p['diff_low']:+.1%}, {p['diff_high']:+.1%}] | {p['mcnemar_b01']} | "
+                f"{p['mcnemar_b10']} | {p['mcnemar_p']:.2g} |"
+            )
     eco = extra.get("economics") or {}
     if eco:
         lines += ["", "### What distillation buys", ""]
