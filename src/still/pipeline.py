@@ -408,6 +408,7 @@ def report_extra(run: Run, cmp: Comparison, rows: list[dict[str, Any]]) -> dict[
     """What reports add to the comparison: prompt compression and break-even
     (still.bench.economics) and accuracy by input length."""
     from still.bench import accuracy_by_length, economics
+    from still.bench._bias import label_distribution
     from still.bench._paired import compare_pairs, gap_closed_interval
 
     seconds = None
@@ -435,6 +436,7 @@ def report_extra(run: Run, cmp: Comparison, rows: list[dict[str, Any]]) -> dict[
         "gap_closed_interval": gap,
         "economics": economics(cmp, teacher_price, seconds, run.task.train.cost_per_hour),
         "accuracy_by_length": accuracy_by_length(rows),
+        "label_distribution": label_distribution(rows, run.task.labels) if run.task.labels else [],
     }
 
 

@@ -68,3 +68,19 @@ def test_reports_carry_paired_comparisons(tmp_path: Path) -> None:
     assert (pair["a"], pair["b"]) == ("teacher", "student")
     assert pair["diff"] > 0 and pair["mcnemar_p"] < 0.05  # echo beats first-label clearly
     assert "Paired comparisons" in (run.dir / "report.md").read_text()
+
+
+def test_label_distribution_against_scipy() -> None:
+    from scipy.stats import chisquare
+
+    from still.bench._bias import label_distribution
+
+    rows = [
+        {"role": "student", "reference": g, "prediction": p}
+        for g, p in [("a", "a")] * 10 + [("b", "a")] * 8 + [("b", "b")] * 2 + [("c", None)] * 5
+    ]
+    (d,) = label_distribution(rows, ["a", "b", "c"])
+    assert d["gold"] == [10, 10, 5] and d["predicted"] == [18, 2, 0] and d["not_answered"] == 5
+    ref = chisquare([18, 2, 0], [10 / 25 * 20, 10 / 25 * 20, 5 / 25 * 20])
+    assert d["chi2"] == pytest.approx(ref.statistic) and d["p_value"] == pytest.approx(ref.pvalue)
+    assert d["confusion"] == [[10, 0, 0], [8, 2, 0], [0, 0, 0]]

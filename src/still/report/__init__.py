@@ -1,17 +1,22 @@
-"""Reports: the comparison as a terminal table, markdown, JSON and per-example files.
+"""Reports: the comparison as a terminal table, markdown, JSON, HTML and per-example files.
 
-Per-example results go to JSONL and Parquet so pandas (or anything) can open them.
+Per-example results go to JSONL and Parquet so pandas (or anything) can open them; the
+HTML page (report.html, see `write_html`) is the one to show people: verdict, table, plots.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from still.bench import Comparison, ModelResult
+from still.report._html import write_html
+
+__all__ = ["ROLE_NAMES", "console", "markdown", "print_table", "write_html", "write_reports"]
 
 ROLE_NAMES = {
     "teacher": "teacher",
@@ -119,6 +124,20 @@ def _extra_markdown(extra: dict[str, Any]) -> str:
                     else "."
                 )
             )
+    dist = extra.get("label_distribution") or []
+    if dist:
+        labs = dist[0]["labels"]
+        lines += ["", "### Predicted labels against gold (chi-square goodness of fit)", "",
+                  "| role | " + " | ".join(labs) + " | not answered | chi-square p |",
+                  "|---|" + "---|" * (len(labs) + 2)]  # fmt: skip
+        lines.append("| gold | " + " | ".join(str(x) for x in dist[0]["gold"]) + " | | |")
+        for d in dist:
+            p = "n/a" if d["p_value"] is None else f"{d['p_value']:.2g}"
+            lines.append(
+                f"| {d['role']} | "
+                + " | ".join(str(x) for x in d["predicted"])
+                + f" | {d['not_answered']} | {p} |"
+            )
     buckets = extra.get("accuracy_by_length") or []
     if buckets:
         lines += ["", "### Accuracy by input length (characters)", "",
@@ -174,8 +193,15 @@ def write_reports(
     out_dir: Path,
     title: str,
     extra: dict[str, Any] | None = None,
+    *,
+    labels: Sequence[str] | None = None,
 ) -> dict[str, Path]:
-    """Write report.md, report.json, results.jsonl and results.parquet into `out_dir`."""
+    """Write report.md, report.json, report.html, results.jsonl and results.parquet into
+    `out_dir`. `labels` (a label task's labels) add confusion matrices to report.html.
+
+    report.html needs matplotlib; without it the page is skipped with a warning rather
+    than failing a benchmark whose other reports are already written.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "markdown": out_dir / "report.md",
@@ -191,4 +217,12 @@ def write_reports(
     import pandas as pd
 
     pd.DataFrame(list(rows)).to_parquet(paths["parquet"], index=False)
+    try:
+        paths["html"] = write_html(cmp, rows, out_dir / "report.html", title=title, labels=labels)
+    except ModuleNotFoundError as e:  # matplotlib is not a core dependency
+        if e.name is None or not e.name.startswith("matplotlib"):
+            raise
+        logging.getLogger(__name__).warning(
+            "report.html not written: matplotlib is not installed (pip install matplotlib)"
+        )
     return paths
