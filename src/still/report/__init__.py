@@ -197,7 +197,8 @@ def write_reports(
     labels: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """Write report.md, report.json, report.html, results.jsonl and results.parquet into
-    `out_dir`. `labels` (a label task's labels) add confusion matrices to report.html.
+    `out_dir`. `labels` (a label task's labels) add confusion matrices to report.html;
+    without them the labels of `extra["label_distribution"]` (see report_extra) are used.
 
     report.html needs matplotlib; without it the page is skipped with a warning rather
     than failing a benchmark whose other reports are already written.
@@ -217,6 +218,9 @@ def write_reports(
     import pandas as pd
 
     pd.DataFrame(list(rows)).to_parquet(paths["parquet"], index=False)
+    dist = (extra or {}).get("label_distribution") or []
+    if labels is None and dist:
+        labels = dist[0]["labels"]
     try:
         paths["html"] = write_html(cmp, rows, out_dir / "report.html", title=title, labels=labels)
     except ModuleNotFoundError as e:  # matplotlib is not a core dependency

@@ -1,0 +1,312 @@
+"""report.html: self-contained, escaped, and it renders in a real browser (headless Chromium).
+
+The browser test needs Chromium (Debian: `apt-get install -y chromium`) and the `playwright`
+Python package (its own browser download is not needed: it drives /usr/bin/chromium).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from still.bench import Comparison, ModelResult  # noqa: E402
+from still.bench._stats import percentile, wilson  # noqa: E402
+from still.report import write_html, write_reports  # noqa: E402
+from still.report._html import headline  # noqa: E402
+
+LABELS = ["positive", "negative", "neutral"]
+ROLES = ["teacher", "student", "distilled", "control"]
+MODELS = {
+    "teacher": "openai:gpt-<b>big</b>",  # markup in a model name must come out escaped
+    "student": "local:/models/smollm2-135m",
+    "distilled": "local:/runs/x/adapter",
+    "control": "local:/models/smollm2-135m & co",
+}
+SKILL = {"teacher": 0.9, "student": 0.35, "distilled": 0.85, "control": 0.5}
+LATENCY = {"teacher": 1.5, "student": 0.08, "distilled": 0.09, "control": 0.1}
+N = 30
+
+
+def _data(priced: bool = True) -> tuple[Comparison, list[dict[str, Any]]]:
+    """Four roles over the same 30 examples, with plausible answers, failures and times."""
+    rng = random.Random(7)
+    gold = [LABELS[i % 3] for i in range(N)]
+    rows: list[dict[str, Any]] = []
+    results = []
+    for role in ROLES:
+        correct = unparseable = errors = 0
+        lat: list[float] = []
+        for i, ref in enumerate(gold):
+            u = rng.random()
+            failure = None
+            if u < SKILL[role]:
+                pred: str | None = ref
+            elif role == "student" and u > 0.9:
+                pred, failure = None, "unparseable"
+            elif role == "control" and u > 0.97:
+                pred, failure = None, "error"
+            else:
+                pred = rng.choice([x for x in LABELS if x != ref])
+            ok = pred == ref
+            correct += ok
+            unparseable += failure == "unparseable"
+            errors += failure == "error"
+            latency = LATENCY[role] * rng.lognormvariate(0, 0.3)
+            if failure != "error":
+                lat.append(latency)
+            rows.append(
+                {
+                    "role": role,
+                    "model": MODELS[role],
+                    "example_id": f"ex{i}",
+                    "reference": ref,
+                    "prediction": pred,
+                    "correct": ok,
+                    "failure": failure,
+                    "latency_s": latency,
+                    "prompt_tokens": 120,
+                    "completion_tokens": 3,
+                    "cost": 0.0004 if priced and role == "teacher" else None,
+                }
+            )
+        low, high = wilson(correct, N)
+        results.append(
+            ModelResult(
+                role=role,
+                model=MODELS[role],
+                n=N,
+                correct=correct,
+                accuracy=correct / N,
+                ci_low=low,
+                ci_high=high,
+                unparseable=unparseable,
+                errors=errors,
+                mean_latency_s=sum(lat) / len(lat),
+                p95_latency_s=percentile(lat, 95),
+                tokens_per_s=123 * len(lat) / sum(lat),
+                prompt_tokens_mean=120.0,
+                prompt="teacher" if role in ("teacher", "control") else "student",
+                cost_per_1k=0.4 if priced and role == "teacher" else None,
+            )
+        )
+    return Comparison(results), rows
+
+
+class _Page(HTMLParser):
+    """What the tests look for in the page: table rows, figures, external references."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_table = self.in_body = False
+        self.body_rows = 0
+        self.plots: list[str] = []
+        self.imgs: list[str] = []
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        self.tags.append((tag, a))
+        if tag == "table" and a.get("id") == "comparison":
+            self.in_table = True
+        elif tag == "tbody" and self.in_table:
+            self.in_body = True
+        elif tag == "tr" and self.in_body:
+            self.body_rows += 1
+        elif tag == "figure" and "plot" in (a.get("class") or "").split():
+            self.plots.append(a.get("data-plot") or "")
+        elif tag == "img":
+            self.imgs.append(a.get("src") or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "tbody":
+            self.in_body = False
+        elif tag == "table":
+            self.in_table = False
+
+
+EXPECTED_PLOTS = {
+    "accuracy",
+    "accuracy-cost",
+    "latency",
+    *(f"confusion-{r}" for r in ROLES),
+    "label-distribution",
+}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cmp, rows = _data()
+    path = tmp_path_factory.mktemp("html") / "report.html"
+    assert write_html(cmp, rows, path, title="sentiment <held-out>", labels=LABELS) == path
+    return path
+
+
+def test_page_has_table_and_every_plot(report: Path) -> None:
+    page = _Page()
+    page.feed(report.read_text())
+    assert page.body_rows == 4
+    assert sorted(page.plots) == sorted(EXPECTED_PLOTS)
+    assert len(page.imgs) == len(EXPECTED_PLOTS)
+    assert all(src.startswith("data:image/png;base64,") and len(src) > 2000 for src in page.imgs)
+
+
+def test_page_is_self_contained(report: Path) -> None:
+    text = report.read_text()
+    assert "http://" not in text and "https://" not in text
+    assert not re.search(r"<script|<link|<iframe|<object|<embed|@import|url\(", text, re.I)
+    page = _Page()
+    page.feed(text)
+    for tag, attrs in page.tags:
+        for name in ("src", "href"):
+            value = attrs.get(name)
+            assert value is None or value.startswith("data:"), (tag, name, value[:80])
+
+
+def test_text_from_data_is_escaped(report: Path) -> None:
+    text = report.read_text()
+    assert "<b>" not in text and "&lt;b&gt;big&lt;/b&gt;" in text
+    assert "<held-out>" not in text and "sentiment &lt;held-out&gt;" in text
+    assert "smollm2-135m &amp; co" in text
+
+
+def test_headline_celebrates_a_win(report: Path) -> None:
+    cmp, _ = _data()
+    text, mood, _ = headline(cmp)
+    assert mood == "win"
+    assert re.match(r"Distilled student closes \d+% of the gap to the teacher at 1/\d+ the", text)
+    assert html_text(report).count(text) == 1
+
+
+def test_headline_says_plainly_when_it_loses() -> None:
+    cmp, _ = _data()
+    d, b = cmp.by_role("distilled"), cmp.by_role("student")
+    assert d and b
+    d.accuracy, d.ci_low, d.ci_high = b.accuracy - 0.1, b.ci_low - 0.1, b.ci_high - 0.1
+    text, mood, _ = headline(cmp)
+    assert mood == "loss" and text.startswith("Distilled student does not beat the base student")
+    d.accuracy, d.ci_low, d.ci_high = b.accuracy + 0.05, b.ci_low + 0.05, b.ci_high + 0.05
+    assert headline(cmp)[1] == "mixed"
+
+
+def test_no_price_plots_latency_and_no_labels_no_confusion(tmp_path: Path) -> None:
+    cmp, rows = _data(priced=False)
+    path = write_html(cmp, rows, tmp_path / "r.html", title="t")
+    page = _Page()
+    page.feed(path.read_text())
+    assert sorted(page.plots) == ["accuracy", "accuracy-cost", "latency"]
+    assert "No model has a price" in path.read_text()
+
+
+def test_write_reports_writes_html_beside_markdown(tmp_path: Path) -> None:
+    cmp, rows = _data()
+    paths = write_reports(cmp, rows, tmp_path, title="t", labels=LABELS)
+    assert paths["html"] == tmp_path / "report.html" and (tmp_path / "report.md").exists()
+    assert 'data-plot="confusion-teacher"' in paths["html"].read_text()
+
+
+def test_write_reports_takes_labels_from_the_label_distribution(tmp_path: Path) -> None:
+    """The pipeline passes report_extra's label_distribution, not the labels themselves."""
+    from still.bench._bias import label_distribution
+
+    cmp, rows = _data()
+    extra = {"label_distribution": label_distribution(rows, LABELS)}
+    text = write_reports(cmp, rows, tmp_path, title="t", extra=extra)["html"].read_text()
+    assert 'data-plot="label-distribution"' in text
+
+
+def html_text(path: Path) -> str:
+    import html
+
+    return html.unescape(path.read_text())
+
+
+# ---------------------------------------------------------------------------- the browser
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def test_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
+    """Open the page offline in Chromium: the table and every plot must actually render
+    (an image that fails to decode has naturalWidth 0 and no size)."""
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("no Chromium found (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 3000})
+            requests: list[str] = []
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(report.as_uri(), wait_until="load")
+            assert page.locator("#comparison tbody tr").count() == 4
+            assert page.locator("#comparison thead th").count() == 11
+            model = page.locator('#comparison tr[data-role="teacher"] td:nth-child(2)')
+            assert model.get_attribute("title") == MODELS["teacher"]  # text, not markup
+            assert model.locator("b").count() == 0
+            figures = page.locator("figure.plot")
+            names = figures.evaluate_all("fs => fs.map(f => f.dataset.plot)")
+            assert sorted(names) == sorted(EXPECTED_PLOTS)
+            for name in names:
+                img = page.locator(f'figure.plot[data-plot="{name}"] img')
+                loaded = img.evaluate(
+                    "i => i.complete && i.naturalWidth > 0 && i.naturalHeight > 0"
+                )
+                assert loaded, f"plot {name} did not decode"
+                box = img.bounding_box()
+                assert box and box["width"] > 200 and box["height"] > 100, (name, box)
+            assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
+            shot = Path(tempfile.gettempdir()) / "still-report-html.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+        finally:
+            browser.close()
+
+
+def test_degenerate_inputs_still_make_a_page(tmp_path: Path) -> None:
+    """Nothing answered, no latencies, a '$' in a label (math text in matplotlib) and an
+    empty comparison: the page is still written, with every plot."""
+    failed = ModelResult(
+        role="teacher", model="m", n=2, correct=0, accuracy=0.0, ci_low=0.0, ci_high=0.66,
+        unparseable=0, errors=2, mean_latency_s=float("nan"), p95_latency_s=float("nan"),
+        tokens_per_s=0.0, prompt_tokens_mean=0.0,
+    )  # fmt: skip
+    rows = [
+        {"role": "teacher", "example_id": i, "reference": "x", "prediction": None,
+         "failure": "error", "latency_s": None}
+        for i in range(2)
+    ]  # fmt: skip
+    page = _Page()
+    page.feed(write_html(Comparison([failed]), rows, tmp_path / "a.html", title="t",
+                         labels=["x", "$y$"]).read_text())  # fmt: skip
+    assert page.plots == ["accuracy", "accuracy-cost", "latency", "confusion-teacher",
+                          "label-distribution"]  # fmt: skip
+    assert headline(Comparison([failed]))[1] == "none"
+    empty = write_html(Comparison([]), [], tmp_path / "b.html", title="t").read_text()
+    assert "No results." in empty
