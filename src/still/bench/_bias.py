@@ -14,28 +14,26 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from still.bench._paired import chi_square_labels
+
 
 def label_distribution(
     rows: Sequence[Mapping[str, Any]], labels: Sequence[str]
 ) -> list[dict[str, Any]]:
     """Per role: predicted and gold counts per label, the chi-square statistic and p-value,
     and the confusion matrix (rows gold, columns predicted, in `labels` order)."""
-    from scipy.stats import chisquare
-
     out = []
     for role in dict.fromkeys(r["role"] for r in rows):
         mine = [r for r in rows if r["role"] == role]
-        gold = Counter(str(r["reference"]) for r in mine)
         answered = [r for r in mine if r.get("prediction") is not None]
+        test = chi_square_labels(
+            [None if r.get("prediction") is None else str(r["prediction"]) for r in mine],
+            [str(r["reference"]) for r in mine],
+            labels,
+        )
+        gold = Counter(str(r["reference"]) for r in mine)
         pred = Counter(str(r["prediction"]) for r in answered)
-        in_gold = [lab for lab in labels if gold[lab] > 0]
-        n = sum(pred[lab] for lab in in_gold)
-        total_gold = sum(gold[lab] for lab in in_gold)
-        stat = p = None
-        if n and len(in_gold) > 1:
-            expected = [gold[lab] / total_gold * n for lab in in_gold]
-            res = chisquare([pred[lab] for lab in in_gold], expected)
-            stat, p = float(res.statistic), float(res.pvalue)
+        stat, p = test.statistic, test.p_value
         index = {lab: i for i, lab in enumerate(labels)}
         confusion = [[0] * len(labels) for _ in labels]
         for r in answered:
@@ -45,7 +43,7 @@ def label_distribution(
         out.append(
             {"role": role, "labels": list(labels), "gold": [gold[lab] for lab in labels],
              "predicted": [pred[lab] for lab in labels], "not_answered": len(mine) - len(answered),
-             "predicted_outside_gold": sum(pred[lab] for lab in labels if not gold[lab]),
+             "predicted_outside_gold": test.outside_gold,
              "chi2": stat, "p_value": p, "confusion": confusion}
         )  # fmt: skip
     return out
