@@ -5,11 +5,16 @@ loopback, and sends the same 32 chat requests (32 new tokens each, greedy) throu
 official openai SDK: first one at a time from one client (the baseline), then from 16
 concurrent clients, whose requests the server batches into shared forward passes.
 
+Then the same questions streamed (stream=true): time to first token and to the whole
+answer, from 1 client and from 4 concurrent clients (streams are decoded one per request,
+not batched).
+
     .venv/bin/python benchmarks/bench_serve.py [N_REQUESTS] [MAX_TOKENS]
 """
 
 from __future__ import annotations
 
+import math
 import socket
 import sys
 import threading
@@ -19,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import uvicorn
 
+from still.bench import percentile
 from still.models import get_model
 from still.serve import create_app
 
@@ -76,6 +82,35 @@ def main() -> None:
         print(
             f"{clients:>8} {secs:>9.1f} {tokens:>7} {rate:>7.1f} {rate / base:>5.1f}x "
             f"{sum(sizes) / len(sizes):>11.1f}",
+            flush=True,
+        )
+
+    # Streamed: time to first token (the latency a chat user feels), 1 client vs 4.
+    def first_token(i: int) -> tuple[float, float]:
+        start = time.perf_counter()
+        ttft = None
+        for event in client.chat.completions.create(
+            model="student",
+            max_tokens=max_tokens,
+            temperature=0,
+            stream=True,
+            messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+        ):
+            if ttft is None and event.choices and event.choices[0].delta.content:
+                ttft = time.perf_counter() - start
+        return ttft or math.nan, time.perf_counter() - start
+
+    print()
+    print(f"streamed, {n} requests: time to first token and to the whole answer (seconds)")
+    print(f"{'clients':>8} {'TTFT p50':>9} {'TTFT p95':>9} {'total p50':>10}")
+    for clients in (1, 4):
+        with ThreadPoolExecutor(clients) as pool:
+            times = list(pool.map(first_token, range(n)))
+        ttfts = [t for t, _ in times]
+        totals = [t for _, t in times]
+        print(
+            f"{clients:>8} {percentile(ttfts, 50):>9.3f} {percentile(ttfts, 95):>9.3f} "
+            f"{percentile(totals, 50):>10.3f}",
             flush=True,
         )
     server.should_exit = True
