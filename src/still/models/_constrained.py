@@ -27,6 +27,7 @@ import json
 import threading
 import weakref
 from collections import OrderedDict
+from importlib.util import find_spec
 from typing import Any
 
 MAX_SCHEMAS = 256
@@ -47,13 +48,9 @@ _ENTRIES: dict[int, _Entry] = {}
 
 
 def json_schema_available() -> bool:
-    """Whether constrained decoding can run here (llguidance and torch importable)."""
-    try:
-        import llguidance  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether constrained decoding can run here: llguidance, torch and transformers are
+    installed (looked up, not imported, so asking is cheap)."""
+    return all(find_spec(m) is not None for m in ("llguidance", "torch", "transformers"))
 
 
 def json_schema_processor(tokenizer: Any, schema: dict[str, Any], batch_size: int) -> Any:
