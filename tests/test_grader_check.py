@@ -81,3 +81,10 @@ def test_untrusted_judge_blocks_export_unless_forced(tmp_path: Path) -> None:
     assert "Cohen's kappa 0.000" in res.output
     res = CliRunner().invoke(main, ["export", str(task), "--run-dir", str(run.dir)])
     assert res.exit_code == 1 and "--force" in res.output
+
+
+def test_an_undefined_kappa_is_not_trusted(tmp_path: Path) -> None:
+    _, run = _run(tmp_path, curate={"filter": "verdict == 1", "min_kappa": 0.5})
+    (run.dir / "grader_checks.json").write_text(json.dumps({"verdict": {"kappa": float("nan")}}))
+    with pytest.raises(GraderNotTrusted, match="undefined kappa"):
+        export_stage(run)

@@ -12,6 +12,7 @@ judge whose recorded kappa is below the task's `curate.min_kappa` unless forced.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,12 @@ def require_trusted(run: Run, names: set[str], min_kappa: float, force: bool) ->
         kappa = checks.get(name, {}).get("kappa")
         if kappa is not None and kappa >= min_kappa or force:
             continue
-        measured = "never checked" if kappa is None else f"kappa {kappa:.2f}"
+        if kappa is None:
+            measured = "never checked"
+        elif math.isnan(kappa):
+            measured = "of undefined kappa (gold and grader each gave one verdict only)"
+        else:
+            measured = f"kappa {kappa:.2f}"
         raise GraderNotTrusted(
             f"grader {name!r} decides training data but is {measured} (curate.min_kappa "
             f"{min_kappa}): run `still check-grader TASK --grader {name}` (and a better "
