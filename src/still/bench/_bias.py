@@ -10,7 +10,6 @@ left out and counted.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,8 +30,7 @@ def label_distribution(
             [str(r["reference"]) for r in mine],
             labels,
         )
-        gold = Counter(str(r["reference"]) for r in mine)
-        pred = Counter(str(r["prediction"]) for r in answered)
+        gold, pred = test.gold_counts, test.predicted_counts
         stat, p = test.statistic, test.p_value
         index = {lab: i for i, lab in enumerate(labels)}
         confusion = [[0] * len(labels) for _ in labels]
@@ -42,7 +40,7 @@ def label_distribution(
                 confusion[g][q] += 1
         out.append(
             {"role": role, "labels": list(labels), "gold": [gold[lab] for lab in labels],
-             "predicted": [pred[lab] for lab in labels], "not_answered": len(mine) - len(answered),
+             "predicted": [pred[lab] for lab in labels], "not_answered": test.not_answered,
              "predicted_outside_gold": test.outside_gold,
              "chi2": stat, "p_value": p, "confusion": confusion}
         )  # fmt: skip
