@@ -15,46 +15,28 @@ consistency (questions answered with the same option in all four rotations).
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import re
 import sys
 import time
 from pathlib import Path
 
 from still.bench import MCItem, position_bias
 from still.models import get_model
+from still.tasks import load_examples, load_task
 
 MODELS = ["local:smollm2-135m-instruct", "local:gemma3-270m"]
-_OPTIONS = re.compile(r"\(([A-D])\)\s*(.*?)\s*(?=\([A-D]\)|$)", re.S)
-_ANSWER = re.compile(r"The answer is \(([A-D])\)")
+TASK = Path(__file__).resolve().parent.parent / "examples/mmlu/task.yaml"
 
 
 def load_mmlu() -> list[MCItem]:
-    """Parse the worked examples: 'Q: ...', one line of '(A) .. (B) ..', 'A: ... (X).'"""
-    spec = importlib.util.find_spec("lm_eval")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("install the data: .venv/bin/pip install --no-deps lm_eval==0.4.13")
-    root = Path(spec.submodule_search_locations[0])
-    prompts = json.loads((root / "tasks/mmlu/flan_cot_fewshot/_cot_prompts.json").read_text())
-    items = []
-    for subject, text in sorted(prompts.items()):
-        for n, block in enumerate(text.split("\n\nQ: ")[1:]):
-            q, _, rest = block.partition("\nA: ")
-            ans = _ANSWER.search(rest)
-            lines = q.strip().split("\n")
-            opts = _OPTIONS.findall(lines[-1])
-            if not ans or [k for k, _ in opts] != ["A", "B", "C", "D"]:
-                continue  # a question whose options span lines: left out, counted below
-            items.append(
-                MCItem(
-                    id=f"{subject}-{n}",
-                    question="\n".join(lines[:-1]),
-                    options=tuple(v for _, v in opts),
-                    answer="ABCD".index(ans.group(1)),
-                )
-            )
-    return items
+    """The questions as the example task reads them (examples/mmlu/mmlu.py), in file order."""
+    task = load_task(TASK)
+    examples, _ = load_examples(task)
+    return [
+        MCItem(
+            e.id, e.fields["question"], tuple(e.fields[x] for x in "ABCD"), "ABCD".index(e.answer)
+        )
+        for e in examples
+    ]
 
 
 def main() -> None:

@@ -120,3 +120,35 @@ def test_generate_mode_parses_free_text_and_counts_unparseable(
     student_rows = rows[rows.role == "student"]
     assert (student_rows.failure == "unparseable").sum() == student.unparseable
     assert not student_rows[student_rows.failure == "unparseable"].correct.any()
+
+
+def test_kd_recipe_trains_on_the_teachers_label_scores(tmp_path: Path, tiny_model: Path) -> None:
+    """export writes train-soft.jsonl beside train.jsonl (the same rows, with the teacher's
+    label scores); train.recipe kd trains on it into its own content-addressed folder."""
+    from still.pipeline import train_stage
+
+    kd = {"recipe": "kd", "epochs": 1, "batch_size": 4, "learning_rate": 0.001, "lora_r": 4}
+    run = open_run(write_task(tmp_path, student=f"local:{tiny_model}", train=kd), tmp_path / "r")
+    capture_role(run, "teacher", "train")
+    stats = export_stage(run)
+    soft = [json.loads(x) for x in run.soft_file.read_text().splitlines()]
+    hard = [json.loads(x) for x in run.train_file.read_text().splitlines()]
+    assert len(soft) == len(hard) == stats.kept
+    for s, h in zip(soft, hard, strict=True):
+        assert s["messages"] == h["messages"][:-1] and s["answer"] == h["messages"][-1]["content"]
+        assert max(s["teacher_logprobs"], key=s["teacher_logprobs"].get) == s["answer"]
+    info = train_stage(run)
+    assert info["recipe"] == "kd-forward_kl" and not info["skipped"]
+    assert (run.distilled_dir() / "model.safetensors").is_file()
+
+
+def test_kd_without_label_scores_says_what_to_do(tmp_path: Path, tiny_model: Path) -> None:
+    from still.pipeline import StageError, train_stage
+
+    run = open_run(
+        write_task(tmp_path, student=f"local:{tiny_model}", train={"recipe": "kd"}),
+        tmp_path / "r",
+    )
+    run.train_file.write_text("{}\n")
+    with pytest.raises(StageError, match="carry no label scores.*generation.mode: score"):
+        train_stage(run)

@@ -314,3 +314,34 @@ def test_top_logprobs_through_the_sdk_and_the_provider(server: Server, tmp_path:
         client.chat.completions.create(
             model="tiny", messages=[{"role": "user", "content": "x"}], top_logprobs=2
         )
+
+
+def test_streamed_provider_measures_time_to_first_token(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """STILL_STREAM=1: the same answers and usage as unstreamed, plus a TTFT no longer
+    than the whole request, for free text and for scored labels alike."""
+    plain = get_model(server.ref)
+    monkeypatch.setenv("STILL_STREAM", "1")
+    streamed = get_model(server.ref)
+    params = SamplingParams(max_tokens=6)
+    reqs = [
+        _req(plain.name, "Who wrote it?", params=params),
+        _req(plain.name, "Where?", labels=LABELS),
+    ]
+    want = plain.complete(reqs)
+    got = streamed.complete(reqs)
+    for g, w in zip(got, want, strict=True):
+        assert g.ok, g.error
+        assert (g.text, g.usage) == (w.text, w.usage)
+        assert w.ttft_s is None
+        assert g.ttft_s is not None and 0 < g.ttft_s <= g.latency_s
+
+
+def test_local_completions_record_time_to_first_token(server: Server) -> None:
+    params = SamplingParams(max_tokens=6)
+    gen, scored = server.local.complete(
+        [_req("tiny", "Who wrote it?", params=params), _req("tiny", "Where?", labels=LABELS)]
+    )
+    assert gen.ttft_s is not None and 0 < gen.ttft_s <= gen.latency_s
+    assert scored.ttft_s == scored.latency_s  # one pass gives the whole answer

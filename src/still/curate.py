@@ -71,8 +71,10 @@ def export(
             `still.graders.parse_filter`) deciding which rows are kept, instead of `keep`'s
             "every grader passes". A row whose grader failed is dropped with the reason.
 
-    Besides `out`, writes `curation.jsonl` beside it: one line per training example with
-    its id, source, whether it was kept, why not, and its grade scores.
+    Besides `out`, writes `train-soft.jsonl` (SOFT_FILE: the teacher's label scores of
+    the same rows, when it gave them) and `curation.jsonl` beside it: one line per
+    training example with its id, source, whether it was kept, why not, and its grade
+    scores.
 
     Raises:
         LeakageError: a training example id belongs to the held-out split.
@@ -83,6 +85,7 @@ def export(
         prepare_graders(graders, [(ex, teacher.get(ex.id)) for ex in train], task.labels, capture)
     seen: set[str] = set()
     rows = []
+    soft: list[dict[str, object]] = []  # the same rows with the teacher's label scores
     report: list[dict[str, object]] = []
     for ex in train:
         if ex.id in heldout_ids:
@@ -117,10 +120,28 @@ def export(
                 + [{"role": "assistant", "content": answer, "weight": 1}]
             }
         )
+        if task.labels and comp is not None and comp.label_logprobs:
+            soft.append(
+                {
+                    "messages": [m.model_dump() for m in messages],
+                    "answer": answer,
+                    "teacher_logprobs": comp.label_logprobs,
+                }
+            )
     _write_jsonl(out.with_name("curation.jsonl"), report)
     _write_jsonl(out, rows)
+    soft_path = out.with_name(SOFT_FILE)
+    if soft and len(soft) == len(rows):
+        _write_jsonl(soft_path, soft)
+    elif soft_path.exists():
+        soft_path.unlink()  # stale soft targets of an earlier export must not be trained on
     stats.kept = len(rows)
     return stats
+
+
+SOFT_FILE = "train-soft.jsonl"
+"""Beside train.jsonl: the same rows with the teacher's scores over the label set, for
+knowledge distillation (still.train.kd); written when every kept answer has them."""
 
 
 def _drop_reason(

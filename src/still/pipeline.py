@@ -89,12 +89,24 @@ class Run:
     def train_file(self) -> Path:
         return self.dir / "train.jsonl"
 
+    @property
+    def soft_file(self) -> Path:
+        from still.curate import SOFT_FILE
+
+        return self.dir / SOFT_FILE
+
     def distilled_dir(self) -> Path:
         """Content-addressed: new data, recipe or base model means a new model (and new
         store keys), so stale answers of an older student are never reused."""
         h = hashlib.sha256()
         h.update(self.train_file.read_bytes() if self.train_file.exists() else b"")
-        h.update(self.task.train.model_dump_json().encode())
+        train = self.task.train
+        if train.recipe == "sft":  # hashed as before recipes existed: SFT models keep theirs
+            h.update(train.model_dump_json(exclude={"recipe", "kd"}).encode())
+        else:
+            soft = self.soft_file
+            h.update(soft.read_bytes() if soft.exists() else b"")
+            h.update(train.model_dump_json().encode())
         h.update(self.task.models.student.encode())
         return self.dir / f"distilled-{h.hexdigest()[:10]}"
 
@@ -265,10 +277,25 @@ def export_dpo_stage(run: Run, fmt: str = "trl", budget: Budget | None = None) -
 def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
     """Stage: fine-tune the student on train.jsonl (skipped if this exact model exists)."""
     from still.models._local import local_path
-    from still.train import train_sft
+    from still.train import train_kd, train_sft
 
     if not run.train_file.exists():
         raise StageError(f"{run.train_file} does not exist: run `still export` first")
+    recipe = run.task.train.recipe
+    data, trainer = run.train_file, train_sft
+    if recipe == "kd":
+        data, trainer = run.soft_file, train_kd
+        if not run.task.labels:
+            raise StageError(
+                "train.recipe kd distils a distribution over the label set: this task has no "
+                "`labels` (free-text KD needs token-level soft targets, not built yet)"
+            )
+        if not data.exists():
+            raise StageError(
+                f"{data} does not exist: the teacher's answers carry no label scores. Local "
+                "teachers give them in score mode (generation.mode: score); re-run "
+                "`still export` after capturing with one, or use train.recipe: sft"
+            )
     out = run.distilled_dir()
     if (out / "train.json").is_file() and not force:
         info: dict[str, Any] = json.loads((out / "train.json").read_text())
@@ -288,7 +315,7 @@ def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
             bar.set_postfix(loss=f"{loss:.3f}")
             bar.update(1)
 
-        result = train_sft(base, run.train_file, out, run.task.train, on_step=on_step)
+        result = trainer(base, data, out, run.task.train, on_step=on_step)
     info = json.loads((out / "train.json").read_text())
     info["skipped"] = False
     log.info(
@@ -307,6 +334,66 @@ def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
             run.task.train.max_length,
         )
     return info
+
+
+def rotated_requests(run: Run, role: str) -> list[tuple[str, int, Request, str]]:
+    """For a multiple-choice task: every rotation of the first `multiple_choice.questions`
+    held-out questions as `role` would be asked it, as (question id, correct position,
+    request, option text by position joined with NUL: what each letter stood for)."""
+    spec = run.task.multiple_choice
+    if spec is None:
+        return []
+    from still.bench import rotate_example
+
+    model = run.model_for(role)
+    labels = run.task.labels or []
+    out = []
+    for ex in run.split.heldout[: spec.questions]:
+        for rex, ans in rotate_example(ex, spec.options, labels):
+            req = build_request(run.task, role, model, rex, run.split.fewshot)
+            out.append((ex.id, ans, req, "\0".join(rex.fields[f] for f in spec.options)))
+    return out
+
+
+def position_bias_stage(
+    run: Run, role: str, budget: Budget | None = None, call: bool = True
+) -> Any:
+    """Stage (multiple-choice tasks): a role's position bias over rotated held-out
+    questions (still.bench.PositionBias), or None for other tasks. The rotations are
+    captured through the store (resumable, priced) when `call`; otherwise only stored
+    answers are used and a missing one counts as failed (`still report`)."""
+    from still.bench import Answer, summarise
+
+    jobs = rotated_requests(run, role)
+    if not jobs:
+        return None
+    ref = run.model_for(role)
+    if call:
+        capture(
+            lambda: get_model(ref),
+            {f"{q}#{i}": req for i, (q, _, req, _) in enumerate(jobs)},
+            run.store,
+            metadata={
+                "run": run.dir.name,
+                "task": run.task.name,
+                "role": role,
+                "split": "heldout-rotated",
+            },  # fmt: skip
+            batch_size=run.task.generation.batch_size,
+            desc=f"{role} position bias",
+            cost_model=cost_model_for(ref, run.task.prices, run.task.tokenizers),
+            budget=budget,
+        )
+    labels = run.task.labels or []
+    answers = []
+    for q, ans, req, options in jobs:
+        hit = run.store.lookup(req.key(), include_failed=True)
+        picked, _ = answer_of(hit, labels)
+        pos = labels.index(picked) if picked in labels else None
+        answers.append(Answer(q, ans, pos, None if pos is None else options.split("\0")[pos]))
+    bias = summarise(role, answers, labels)
+    bias.model = ref
+    return bias
 
 
 def grade_stage(run: Run, role: str, split: str) -> ModelResult:
@@ -355,6 +442,7 @@ def bench_stage(
         summary.prompt = run.task.prompt_role(role)
         results.append(summary)
         rows += per_example
+        position_bias_stage(run, role, budget)
     cmp = Comparison(results)
     write_reports(
         cmp,
@@ -437,7 +525,26 @@ def report_extra(run: Run, cmp: Comparison, rows: list[dict[str, Any]]) -> dict[
         "economics": economics(cmp, teacher_price, seconds, run.task.train.cost_per_hour),
         "accuracy_by_length": accuracy_by_length(rows),
         "label_distribution": label_distribution(rows, run.task.labels) if run.task.labels else [],
+        "position_bias": [
+            {"role": r.role, **b.as_dict()}
+            for r in cmp.results
+            if (b := position_bias_stage(run, r.role, call=False)) is not None
+        ],
+        "selection": _selection(run),
     }
+
+
+def _selection(run: Run) -> dict[str, Any] | None:
+    """What `still select` decided for this run (selection.json), for the report."""
+    path = run.dir / "selection.json"
+    if not path.is_file():
+        return None
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except ValueError:
+        log.warning("%s is not valid JSON: left out of the report", path)
+        return None
+    return data
 
 
 def _stored_only(run: Run) -> Capture:

@@ -115,6 +115,9 @@ class Completion(BaseModel):
     finish_reason: str | None = None
     usage: Usage = Usage()
     latency_s: float = 0.0
+    # seconds until the first answer token: measured when streamed (endpoints with
+    # STILL_STREAM=1; local models, whose prefill is the first token); None when unknown
+    ttft_s: float | None = None
     cost: float | None = None
     error: str | None = None
     label_logprobs: dict[str, float] | None = None

@@ -139,15 +139,65 @@ EXPECTED_PLOTS = {
     "latency",
     *(f"confusion-{r}" for r in ROLES),
     "label-distribution",
+    "position-bias",
+    "selection",
 }
+EXPECTED_SECTIONS = [
+    "paired",
+    "economics",
+    "label-distribution",
+    "position-bias",
+    "accuracy-by-length",
+    "selection",
+]
+
+
+def _extra(cmp: Comparison, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What report_extra adds, computed by the real functions on the fixture's rows, plus
+    position bias (a model that always says A) and a selection between two candidates."""
+    from still.bench import Answer, accuracy_by_length, economics, summarise
+    from still.bench._bias import label_distribution
+    from still.bench._paired import compare_pairs
+    from still.cost import Price
+    from still.select import apply_policy
+
+    for i, row in enumerate(rows):
+        row["input_chars"] = 20 + 7 * (i % N)
+    always_a = [Answer(f"q{q}", r, 0, f"opt{(r + q) % 4}") for q in range(10) for r in range(4)]
+    fair = [Answer(f"q{q}", r, r, "right") for q in range(10) for r in range(4)]
+    sel = apply_policy([cmp.results[0], cmp.results[1]], floor=None, control=None)
+    return {
+        "paired": compare_pairs(rows),
+        "economics": economics(cmp, Price(input=2.5, output=10.0), 120.0, 1.2),
+        "label_distribution": label_distribution(rows, LABELS),
+        "accuracy_by_length": accuracy_by_length(rows),
+        "position_bias": [
+            {"role": "teacher", **summarise("t", fair, "ABCD").as_dict()},
+            {"role": "student", **summarise("s", always_a, "ABCD").as_dict()},
+        ],
+        "selection": sel.as_dict(),
+    }
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cmp, rows = _data()
     path = tmp_path_factory.mktemp("html") / "report.html"
-    assert write_html(cmp, rows, path, title="sentiment <held-out>", labels=LABELS) == path
+    extra = _extra(cmp, rows)
+    assert (
+        write_html(cmp, rows, path, title="sentiment <held-out>", labels=LABELS, extra=extra)
+        == path
+    )
     return path
+
+
+def test_extra_sections_render_as_tables_with_the_numbers(report: Path) -> None:
+    text = html_text(report)
+    names = re.findall(r'<section class="extra" data-section="([^"]+)"', text)
+    assert names == EXPECTED_SECTIONS
+    # the always-A student: every prediction A, accuracy 25% (only when the answer is A)
+    assert "100.0% / 0.0% / 0.0% / 0.0%" in text and "25.0%" in text
+    assert "McNemar exact p" in text and "paid for after" in text
 
 
 def test_page_has_table_and_every_plot(report: Path) -> None:
@@ -266,7 +316,10 @@ def test_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
             page.on("request", lambda r: requests.append(r.url))
             page.goto(report.as_uri(), wait_until="load")
             assert page.locator("#comparison tbody tr").count() == 4
-            assert page.locator("#comparison thead th").count() == 11
+            assert page.locator("#comparison thead th").count() == 12
+            for name in EXPECTED_SECTIONS:
+                content = page.locator(f'section[data-section="{name}"] :is(tbody tr, p)')
+                assert content.count() > 0 and content.first.is_visible(), name
             model = page.locator('#comparison tr[data-role="teacher"] td:nth-child(2)')
             assert model.get_attribute("title") == MODELS["teacher"]  # text, not markup
             assert model.locator("b").count() == 0

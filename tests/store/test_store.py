@@ -155,7 +155,7 @@ def test_migrations_are_applied_once(tmp_path: Path) -> None:
     assert (
         names
         == [name for name, _ in MIGRATIONS]
-        == ["m001_initial", "m002_attempts", "m003_token_detail"]
+        == ["m001_initial", "m002_attempts", "m003_token_detail", "m004_ttft"]
     )
     assert mode == "wal"
 
@@ -176,7 +176,7 @@ def test_a_failing_migration_leaves_no_trace(
     with pytest.raises(RuntimeError, match="crash midway"):
         Store(path)
     conn = sqlite3.connect(path)
-    assert _migrations.applied(conn) == ["m001_initial", "m002_attempts", "m003_token_detail"]
+    assert _migrations.applied(conn) == [name for name, _ in MIGRATIONS]
     assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'half'").fetchone()
     conn.close()
 

@@ -2,13 +2,22 @@
 
 from still.bench._bench import Comparison, ModelResult, evaluate
 from still.bench._economics import accuracy_by_length, economics
-from still.bench._position import MCItem, PositionBias, position_bias, rotations
+from still.bench._position import (
+    Answer,
+    MCItem,
+    PositionBias,
+    position_bias,
+    rotate_example,
+    rotations,
+    summarise,
+)
 from still.bench._stats import gap_closed, percentile, wilson
 
 __all__ = [
     "Comparison",
     "accuracy_by_length",
     "economics",
+    "Answer",
     "MCItem",
     "ModelResult",
     "PositionBias",
@@ -16,6 +25,8 @@ __all__ = [
     "gap_closed",
     "percentile",
     "position_bias",
+    "rotate_example",
+    "summarise",
     "rotations",
     "wilson",
 ]

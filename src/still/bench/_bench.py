@@ -38,6 +38,8 @@ class ModelResult:
     p50_latency_s: float = math.nan
     p99_latency_s: float = math.nan
     completion_tokens_mean: float = 0.0
+    ttft_p50_s: float = math.nan  # time to first token, where measured (streamed, local)
+    ttft_p95_s: float = math.nan
     prompt: str = ""  # whose prompt the model got (the control gets the teacher's)
     cost_per_1k: float | None = None  # dollars per 1,000 examples; None: no price known
 
@@ -67,6 +69,7 @@ def evaluate(
     rows: list[dict[str, Any]] = []
     correct = unparseable = errors = 0
     latencies: list[float] = []
+    ttfts: list[float] = []
     tokens = 0
     prompt_tokens = 0
     seconds = 0.0
@@ -82,6 +85,8 @@ def evaluate(
         errors += why in ("error", "missing")
         if comp is not None and comp.ok:
             latencies.append(comp.latency_s)
+            if comp.ttft_s is not None:
+                ttfts.append(comp.ttft_s)
             seconds += comp.latency_s
             tokens += comp.usage.total_tokens
             prompt_tokens += comp.usage.prompt_tokens
@@ -95,6 +100,7 @@ def evaluate(
                 "correct": ok,
                 "failure": why,
                 "latency_s": comp.latency_s if comp else None,
+                "ttft_s": comp.ttft_s if comp else None,
                 "prompt_tokens": comp.usage.prompt_tokens if comp else None,
                 "completion_tokens": comp.usage.completion_tokens if comp else None,
                 "completion_id": comp.id if comp else None,
@@ -121,6 +127,8 @@ def evaluate(
         p50_latency_s=percentile(latencies, 50),
         p99_latency_s=percentile(latencies, 99),
         completion_tokens_mean=(tokens - prompt_tokens) / answered if answered else 0.0,
+        ttft_p50_s=percentile(ttfts, 50),
+        ttft_p95_s=percentile(ttfts, 95),
     )
     if price is not None:
         for row in rows:

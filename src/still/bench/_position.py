@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from still.models import Provider
+from still.tasks import Example
 from still.types import Message, Request, SamplingParams
 
 LETTERS = "ABCDEFGHIJ"
@@ -106,38 +107,96 @@ def position_bias(
     outs = []
     for i in range(0, len(jobs), batch_size):
         outs += model.complete([j[3] for j in jobs[i : i + batch_size]])
+    answers = []
+    for (it, opts, ans, _), c in zip(jobs, outs, strict=True):
+        pick = letters.index(c.text) if c.ok and c.text in letters else None
+        answers.append(Answer(it.id, ans, pick, None if pick is None else opts[pick]))
+    return summarise(getattr(model, "name", "model"), answers, letters)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One rotation of one question as answered: where the correct option was, which
+    position the model picked (None: failed or no letter) and that option's text."""
+
+    question: str
+    correct_at: int
+    picked: int | None
+    option: str | None
+
+
+def summarise(model: str, answers: Sequence[Answer], letters: Sequence[str]) -> PositionBias:
+    """Position-bias numbers from every rotation's answer. A failed answer counts as
+    wrong and breaks the question's consistency; it is left out of the letter shares.
+
+    Raises:
+        ValueError: no answers.
+    """
+    if not answers:
+        raise ValueError("no answers")
     by_pos: Counter[str] = Counter()
     right_by_pos: Counter[str] = Counter()
     predicted: Counter[str] = Counter()
     chosen: dict[str, set[str]] = {}
     errors = 0
     rows = []
-    for (it, opts, ans, _), c in zip(jobs, outs, strict=True):
-        by_pos[letters[ans]] += 1
-        if c.error or c.text not in letters:
+    for a in answers:
+        at = letters[a.correct_at]
+        by_pos[at] += 1
+        if a.picked is None:
             errors += 1
-            chosen.setdefault(it.id, set()).add("(failed)")
+            chosen.setdefault(a.question, set()).add("\0failed")
             continue
-        pick = letters.index(c.text)
-        predicted[c.text] += 1
-        right_by_pos[letters[ans]] += pick == ans
-        chosen.setdefault(it.id, set()).add(opts[pick])
-        rows.append({"id": it.id, "correct_at": letters[ans], "predicted": c.text,
-                     "correct": pick == ans})  # fmt: skip
-    total = len(jobs)
+        predicted[letters[a.picked]] += 1
+        right_by_pos[at] += a.picked == a.correct_at
+        chosen.setdefault(a.question, set()).add(a.option or "")
+        rows.append({"id": a.question, "correct_at": at, "predicted": letters[a.picked],
+                     "correct": a.picked == a.correct_at})  # fmt: skip
     answered = sum(predicted.values())
     return PositionBias(
-        model=getattr(model, "name", "model"),
-        n_questions=len(items),
-        k=k,
-        accuracy=sum(right_by_pos.values()) / total,
-        accuracy_by_position={x: right_by_pos[x] / by_pos[x] for x in letters},
+        model=model,
+        n_questions=len(chosen),
+        k=len(letters),
+        accuracy=sum(right_by_pos.values()) / len(answers),
+        accuracy_by_position={
+            x: right_by_pos[x] / by_pos[x] if by_pos[x] else float("nan") for x in letters
+        },
         predicted_share={x: predicted[x] / answered if answered else 0.0 for x in letters},
-        consistency=sum(len(v) == 1 for v in chosen.values()) / len(items),
+        consistency=sum(len(v) == 1 for v in chosen.values()) / len(chosen),
         chi2_p=_uniform_p([predicted[x] for x in letters]),
         errors=errors,
         per_question=rows,
     )
+
+
+def rotate_example(
+    example: Example, options: Sequence[str], labels: Sequence[str]
+) -> list[tuple[Example, int]]:
+    """A multiple-choice example in every cyclic rotation of its option fields, with
+    the answer relabelled to where the correct option lands; rotation 0 is the example
+    itself (same id, same prompt, so its stored answer is reused).
+
+    Raises:
+        ValueError: the reference is not one of `labels`, or an option field is missing.
+    """
+    if example.answer not in labels:
+        raise ValueError(f"example {example.id}: answer {example.answer!r} is not in {labels}")
+    missing = [f for f in options if f not in example.fields]
+    if missing:
+        raise ValueError(f"example {example.id} ({example.source}) has no field {missing}")
+    item = MCItem(
+        example.id,
+        "",
+        tuple(example.fields[f] for f in options),
+        list(labels).index(example.answer),
+    )
+    out = []
+    for r, (opts, ans) in enumerate(rotations(item)):
+        fields = {**example.fields, **dict(zip(options, opts, strict=True))}
+        rid = example.id if r == 0 else f"{example.id}@r{r}"
+        out.append((example.model_copy(update={"id": rid, "fields": fields,
+                                               "answer": labels[ans]}), ans))  # fmt: skip
+    return out
 
 
 def _uniform_p(counts: list[int]) -> float | None:

@@ -205,6 +205,7 @@ class LocalProvider:
                         completion_tokens=len(label_ids[b][labels[b].index(best)]),
                     ),
                     latency_s=elapsed,
+                    ttft_s=elapsed,  # one pass gives the whole answer: its first token
                     label_logprobs=scores[b],
                 )
             )
@@ -314,6 +315,7 @@ class LocalProvider:
 
     def _generate(self, batch: list[Request]) -> list[Completion]:
         import torch
+        from transformers import StoppingCriteriaList
 
         params = batch[0].params
         start = time.perf_counter()
@@ -331,8 +333,10 @@ class LocalProvider:
             gen_kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
         if batch[0].json_schema is not None:
             gen_kwargs["logits_processor"] = self._constrain(batch[0].json_schema, len(batch))
+        first_token = _FirstToken()
         with torch.inference_mode():
             out = self.model.generate(
+                stopping_criteria=StoppingCriteriaList([first_token]),
                 input_ids=input_ids,
                 attention_mask=mask,
                 max_new_tokens=params.max_tokens,
@@ -349,6 +353,8 @@ class LocalProvider:
                 out.sequences, out.scores, normalize_logits=True
             ).cpu()
         elapsed = (time.perf_counter() - start) / len(batch)
+        # the batch's prefill gives every row its first token; shared like latency_s is
+        ttft = ((first_token.at or time.perf_counter()) - start) / len(batch)
         eos = set(_as_list(self.model.generation_config.eos_token_id)) | {
             self.tokenizer.eos_token_id
         }
@@ -376,6 +382,7 @@ class LocalProvider:
                     finish_reason=finish,
                     usage=Usage(prompt_tokens=len(ids[b]), completion_tokens=len(toks)),
                     latency_s=elapsed,
+                    ttft_s=ttft,
                     token_logprobs=lps,
                     tokens=tokens,
                     top_logprobs=top,
@@ -399,6 +406,21 @@ class LocalProvider:
                 entry.setdefault(self.tokenizer.decode([i]), float(v))
             steps.append(entry)
         return tuple(steps)
+
+
+class _FirstToken:
+    """A stopping criterion that never stops: it notes when generate() produced its first
+    token (criteria are checked after every step), to measure time to first token."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def __call__(self, input_ids: Any, scores: Any, **kw: Any) -> Any:
+        import torch
+
+        if self.at is None:
+            self.at = time.perf_counter()
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
 def _sampling(params: SamplingParams) -> dict[str, Any]:

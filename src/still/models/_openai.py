@@ -16,7 +16,8 @@ Retry-After header asks instead when there is one. Retries are our own (the SDK'
 so each completion records its `attempts`. A request that still fails comes back as a
 failed Completion. Keys come from the environment only and are scrubbed from every error.
 With `STILL_OPENAI_STORE=1` requests go out with `store=True` and their metadata tags (run,
-task, role, split), so OpenAI keeps them as stored completions too.
+task, role, split), so OpenAI keeps them as stored completions too. With `STILL_STREAM=1`
+answers are streamed (usage included) and each completion records its time to first token.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class OpenAIProvider:
         self.concurrency = int(os.environ.get("STILL_CONCURRENCY", "64"))
         # OpenAI stored completions: send store=True and each request's metadata tags
         self.store = os.environ.get("STILL_OPENAI_STORE", "").lower() in ("1", "true", "yes")
+        # stream answers, to measure time to first token (same text, usage and logprobs)
+        self.stream = os.environ.get("STILL_STREAM", "").lower() in ("1", "true", "yes")
         # capture hands over this many requests per call (and commits them together):
         # enough to keep every concurrent slot busy, small enough to lose little on a kill
         self.batch_size = 2 * self.concurrency
@@ -101,14 +104,24 @@ class OpenAIProvider:
             kwargs["store"] = True
             if req.metadata:
                 kwargs["metadata"] = dict(req.metadata)
+        if self.stream:
+            kwargs["stream"] = True
+            kwargs["stream_options"] = {"include_usage": True}
         start = time.perf_counter()
         attempt = 0
+        ttft: float | None = None
         async with gate:
             while True:
                 attempt += 1
                 await self.limiter.acquire(estimate_tokens(req))
                 try:
-                    resp = await client.chat.completions.create(**kwargs)
+                    sent = time.perf_counter()
+                    if self.stream:
+                        resp, ttft = await _collect_stream(
+                            await client.chat.completions.create(**kwargs), sent
+                        )
+                    else:
+                        resp = await client.chat.completions.create(**kwargs)
                     break
                 except Exception as exc:  # noqa: BLE001 - retried, else stored as failed
                     if attempt > self.max_retries or not retryable(exc):
@@ -147,6 +160,7 @@ class OpenAIProvider:
                 completion_tokens=usage.completion_tokens if usage else 0,
             ),
             latency_s=latency,
+            ttft_s=ttft,
             token_logprobs=lps,
             tokens=tokens,
             top_logprobs=top,
@@ -160,6 +174,50 @@ class OpenAIProvider:
             if secret and len(secret) >= 4:
                 text = text.replace(secret, "***")
         return text
+
+
+async def _collect_stream(stream: Any, sent: float) -> tuple[Any, float | None]:
+    """Read a streamed chat completion to its end and rebuild the response object the
+    non-streamed call returns (content, finish reason, logprobs, usage), with the seconds
+    from sending to the first content token."""
+    from openai.types.chat import ChatCompletion
+
+    text: list[str] = []
+    logprobs: list[Any] = []
+    finish: str | None = None
+    usage = None
+    ttft: float | None = None
+    created, model, rid = 0, "", ""
+    async for chunk in stream:
+        created, model, rid = chunk.created, chunk.model, chunk.id
+        if chunk.usage is not None:
+            usage = chunk.usage.model_dump()
+        for choice in chunk.choices:
+            if choice.delta.content:
+                if ttft is None:
+                    ttft = time.perf_counter() - sent
+                text.append(choice.delta.content)
+            if choice.logprobs is not None and choice.logprobs.content:
+                logprobs += [t.model_dump() for t in choice.logprobs.content]
+            finish = choice.finish_reason or finish
+    resp = ChatCompletion.model_validate(
+        {
+            "id": rid or "stream",
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "usage": usage,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": finish or "stop",
+                    "message": {"role": "assistant", "content": "".join(text)},
+                    "logprobs": {"content": logprobs} if logprobs else None,
+                }
+            ],
+        }
+    )
+    return resp, ttft
 
 
 def estimate_tokens(req: Request) -> float:

@@ -70,12 +70,18 @@ class ScriptedProvider:
                     finish_reason="stop",
                     usage=Usage(prompt_tokens=prompt_words, completion_tokens=len(text.split())),
                     latency_s=time.perf_counter() - start,
-                    label_logprobs={lab: (0.0 if lab == text else -10.0) for lab in req.labels}
-                    if req.labels
-                    else None,
+                    label_logprobs=_label_scores(text, req.labels) if req.labels else None,
                 )
             )
         return out
+
+
+def _label_scores(text: str, labels: Sequence[str]) -> dict[str, float]:
+    """Scores a scorer would give: high for the label the answer names (the exact label, or
+    the first one its text contains: `echo` answers with the whole question), low for the
+    others."""
+    picked = text if text in labels else next((lab for lab in labels if lab in text), None)
+    return {lab: (0.0 if lab == picked else -10.0) for lab in labels}
 
 
 def _last_user(req: Request) -> str:

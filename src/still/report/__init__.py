@@ -15,15 +15,20 @@ from typing import Any
 
 from still.bench import Comparison, ModelResult
 from still.report._html import write_html
+from still.report._names import ROLE_NAMES
+from still.report._sections import Section, markdown_sections, sections
 
-__all__ = ["ROLE_NAMES", "console", "markdown", "print_table", "write_html", "write_reports"]
+__all__ = [
+    "ROLE_NAMES",
+    "Section",
+    "console",
+    "sections",
+    "markdown",
+    "print_table",
+    "write_html",
+    "write_reports",
+]
 
-ROLE_NAMES = {
-    "teacher": "teacher",
-    "student": "base student",
-    "distilled": "distilled student",
-    "control": "control",
-}
 _COLUMNS = [
     "role",
     "model",
@@ -33,6 +38,7 @@ _COLUMNS = [
     "errors",
     "s/example (mean)",
     "s/example (p95)",
+    "TTFT p50 (s)",
     "tok/s",
     "prompt tok",
     "$ / 1k examples",
@@ -52,6 +58,7 @@ def _cells(r: ModelResult) -> list[str]:
         f"{r.errors}/{r.n}",
         f(r.mean_latency_s, ".3f"),
         f(r.p95_latency_s, ".3f"),
+        f(r.ttft_p50_s, ".3f"),
         f(r.tokens_per_s, ".0f"),
         f(r.prompt_tokens_mean, ".0f"),
         "n/a" if r.cost_per_1k is None else f"{r.cost_per_1k:.4f}",
@@ -76,78 +83,6 @@ def markdown(cmp: Comparison, title: str = "Comparison") -> str:
     lines.append("")
     lines.append(_verdict(cmp))
     return "\n".join(lines) + "\n"
-
-
-def _extra_markdown(extra: dict[str, Any]) -> str:
-    """Economics and accuracy by input length, when the pipeline computed them."""
-    lines: list[str] = []
-    gap = extra.get("gap_closed_interval") or {}
-    if gap.get("ci_low") is not None:
-        lines += ["", f"Gap closed {gap['gap_closed']:.0%}, paired bootstrap 95% interval "
-                  f"[{gap['ci_low']:.0%}, {gap['ci_high']:.0%}]."]  # fmt: skip
-    pairs = extra.get("paired") or []
-    if pairs:
-        lines += ["", "### Paired comparisons (same examples)", "",
-                  "| a vs b | n | accuracy a - b [95% CI] | a wrong, b right | a right, b wrong "
-                  "| McNemar exact p |", "|---|---|---|---|---|---|"]  # fmt: skip
-        for p in pairs:
-            lines.append(
-                f"| {p['a']} vs {p['b']} | {p['n']} | {p['diff']:+.1%} "
-                f"[{p['diff_low']:+.1%}, {p['diff_high']:+.1%}] | {p['mcnemar_b01']} | "
-                f"{p['mcnemar_b10']} | {p['mcnemar_p']:.2g} |"
-            )
-    eco = extra.get("economics") or {}
-    if eco:
-        lines += ["", "### What distillation buys", ""]
-        if eco.get("prompt_compression"):
-            lines.append(
-                f"- Prompt: {eco['prompt_tokens_teacher']:.0f} tokens (teacher) vs "
-                f"{eco['prompt_tokens_student']:.0f} (student), {eco['prompt_compression']:.1f}x "
-                f"smaller: {eco['prompt_tokens_saved_per_1k']:,.0f} prompt tokens saved per "
-                "1,000 requests"
-                + (
-                    f" (${eco['input_dollars_saved_per_1k']:.4f} at the teacher's input price)."
-                    if eco.get("input_dollars_saved_per_1k") is not None
-                    else "."
-                )
-            )
-        if eco.get("dollars_saved_per_1k") is not None:
-            lines.append(f"- Saved per 1,000 requests: ${eco['dollars_saved_per_1k']:.4f}.")
-        if eco.get("training_seconds"):
-            cost = eco.get("training_cost")
-            lines.append(
-                f"- Training: {eco['training_seconds']:.0f} s"
-                + (f", ${cost:.4f}" if cost is not None else " (no train.cost_per_hour set)")
-                + (
-                    f"; paid for after {eco['break_even_requests']:,} requests."
-                    if eco.get("break_even_requests")
-                    else "."
-                )
-            )
-    dist = extra.get("label_distribution") or []
-    if dist:
-        labs = dist[0]["labels"]
-        lines += ["", "### Predicted labels against gold (chi-square goodness of fit)", "",
-                  "| role | " + " | ".join(labs) + " | not answered | chi-square p |",
-                  "|---|" + "---|" * (len(labs) + 2)]  # fmt: skip
-        lines.append("| gold | " + " | ".join(str(x) for x in dist[0]["gold"]) + " | | |")
-        for d in dist:
-            p = "n/a" if d["p_value"] is None else f"{d['p_value']:.2g}"
-            lines.append(
-                f"| {d['role']} | "
-                + " | ".join(str(x) for x in d["predicted"])
-                + f" | {d['not_answered']} | {p} |"
-            )
-    buckets = extra.get("accuracy_by_length") or []
-    if buckets:
-        lines += ["", "### Accuracy by input length (characters)", "",
-                  "| role | chars | n | accuracy [95% CI] |", "|---|---|---|---|"]  # fmt: skip
-        for b in buckets:
-            lines.append(
-                f"| {b['role']} | {b['chars_from']}-{b['chars_to']} | {b['n']} | "
-                f"{b['accuracy']:.1%} [{b['ci_low']:.1%}, {b['ci_high']:.1%}] |"
-            )
-    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def _verdict(cmp: Comparison) -> str:
@@ -210,7 +145,7 @@ def write_reports(
         "jsonl": out_dir / "results.jsonl",
         "parquet": out_dir / "results.parquet",
     }
-    paths["markdown"].write_text(markdown(cmp, title) + _extra_markdown(extra or {}))
+    paths["markdown"].write_text(markdown(cmp, title) + markdown_sections(extra or {}))
     paths["json"].write_text(json.dumps({**cmp.as_dict(), **(extra or {})}, indent=1))
     with paths["jsonl"].open("w") as f:
         for row in rows:
@@ -222,7 +157,9 @@ def write_reports(
     if labels is None and dist:
         labels = dist[0]["labels"]
     try:
-        paths["html"] = write_html(cmp, rows, out_dir / "report.html", title=title, labels=labels)
+        paths["html"] = write_html(
+            cmp, rows, out_dir / "report.html", title=title, labels=labels, extra=extra
+        )
     except ModuleNotFoundError as e:  # matplotlib is not a core dependency
         if e.name is None or not e.name.startswith("matplotlib"):
             raise

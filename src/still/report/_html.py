@@ -83,6 +83,7 @@ def write_html(
     *,
     title: str,
     labels: Sequence[str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the comparison as one self-contained HTML page at `path` and return `path`.
 
@@ -90,13 +91,18 @@ def write_html(
     comparison table and the plots: accuracy with 95% intervals, accuracy against cost
     (or against latency when nothing is priced), latency per role and, for label tasks
     (`labels` given), a confusion matrix per role and the predicted labels against the
-    gold ones. `rows` are the per-example rows of `still.bench.evaluate`.
+    gold ones. `rows` are the per-example rows of `still.bench.evaluate`. `extra` (see
+    still.pipeline.report_extra) adds its sections (paired tests, economics, label and
+    position bias, length buckets, model selection) as tables, and plots for position
+    bias and the selection candidates.
 
     Needs matplotlib (imported here: it is slow to import and only this page uses it).
     """
     from still.report import _COLUMNS, _cells, _short, _verdict
+    from still.report._sections import sections
 
-    plots = _plots(cmp, rows, labels)
+    extra = dict(extra or {})
+    plots = _plots(cmp, rows, labels, extra)
     text, mood, detail = headline(cmp)
     esc = html.escape
     head = "".join(f"<th>{esc(c)}</th>" for c in _COLUMNS)
@@ -120,6 +126,22 @@ def write_html(
         for p in plots
     )
     verdict = _verdict(cmp)
+    blocks = []
+    for sec in sections(extra):
+        block = [f'<section class="extra" data-section="{esc(sec.name)}">']
+        if sec.title:
+            block.append(f"<h2>{esc(sec.title)}</h2>")
+        block += [f'<p class="detail">{esc(n)}</p>' for n in sec.notes]
+        if sec.rows:
+            block.append('<div class="table-wrap"><table><thead><tr>')
+            block.append("".join(f"<th>{esc(h)}</th>" for h in sec.header) + "</tr></thead>")
+            block.append("<tbody>")
+            block += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
+                      for row in sec.rows]  # fmt: skip
+            block.append("</tbody></table></div>")
+        block.append("</section>")
+        blocks.append("\n".join(block))
+    extra_html = "\n".join(blocks)
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -145,6 +167,7 @@ def write_html(
 </tbody>
 </table>
 </div>
+{extra_html}
 <h2>Plots</h2>
 <section class="plots">
 {figures}
@@ -249,7 +272,10 @@ def _colour(role: str, i: int) -> str:
 
 
 def _plots(
-    cmp: Comparison, rows: Sequence[Mapping[str, Any]], labels: Sequence[str] | None
+    cmp: Comparison,
+    rows: Sequence[Mapping[str, Any]],
+    labels: Sequence[str] | None,
+    extra: Mapping[str, Any],
 ) -> list[_Plot]:
     """Render every plot. Math text is off: a '$' in a label must stay a dollar sign."""
     import matplotlib
@@ -259,7 +285,62 @@ def _plots(
         if labels:
             plots += [_confusion(r.role, rows, labels) for r in cmp.results]
             plots.append(_label_distribution(cmp, rows, labels))
+        if extra.get("position_bias"):
+            plots.append(_position_bias(extra["position_bias"]))
+        sel = extra.get("selection") or {}
+        if sel.get("results"):
+            candidates = Comparison(
+                [ModelResult(**{**r, "role": _short_model(r["model"])}) for r in sel["results"]]
+            )
+            plots.append(
+                _accuracy_cost(candidates, name="selection", what="Selection candidates: accuracy")
+            )
     return plots
+
+
+def _short_model(model: str) -> str:
+    from still.report import _short
+
+    return _short(model, 32)
+
+
+def _position_bias(bias: Sequence[Mapping[str, Any]]) -> _Plot:
+    """Two panels per role: which letters it predicts (uniform is unbiased) and how
+    accurate it is with the correct answer at each position (flat is unbiased)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    letters = list(bias[0]["predicted_share"])
+    fig = Figure(figsize=(9.6, 3.6), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    share_ax, acc_ax = fig.subplots(1, 2)
+    width = 0.8 / len(bias)
+    for i, b in enumerate(bias):
+        offset = (i - (len(bias) - 1) / 2) * width
+        xs = [x + offset for x in range(len(letters))]
+        colour = _colour(b["role"], i)
+        share_ax.bar(xs, [b["predicted_share"][x] for x in letters], width, color=colour,
+                     label=_role(b["role"]))  # fmt: skip
+        acc_ax.bar(xs, [b["accuracy_by_position"][x] for x in letters], width, color=colour,
+                   label=_role(b["role"]))  # fmt: skip
+    share_ax.axhline(1 / len(letters), linestyle="--", color="#333", linewidth=1,
+                     label="unbiased")  # fmt: skip
+    for ax, what in ((share_ax, "Share of predictions naming each letter"),
+                     (acc_ax, "Accuracy with the correct answer at each letter")):  # fmt: skip
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.set_xticks(range(len(letters)), letters)
+        ax.yaxis.set_major_formatter(_percent())
+        ax.set_ylim(0, 1.05)
+        ax.set_title(what)
+    share_ax.legend(fontsize=8, frameon=False, loc="upper right")
+    return _Plot(
+        "position-bias",
+        _png(fig),
+        "Bar charts of predicted-letter shares and accuracy by the correct answer's position",
+        "Each question asked with its options rotated so the answer sits at every letter "
+        "once. Left: how often each letter is predicted (dashed: unbiased). Right: accuracy "
+        "by where the answer was.",
+    )
 
 
 def _figure(width: float, height: float) -> tuple[Figure, Axes]:
@@ -306,7 +387,7 @@ def _accuracy(cmp: Comparison) -> _Plot:
     )
 
 
-def _accuracy_cost(cmp: Comparison) -> _Plot:
+def _accuracy_cost(cmp: Comparison, name: str = "accuracy-cost", what: str = "Accuracy") -> _Plot:
     """Accuracy against dollars per 1k examples; against mean latency when nothing is
     priced (local models have no price), so the trade-off is shown either way."""
     fig, ax = _figure(6.4, 3.6)
@@ -345,7 +426,7 @@ def _accuracy_cost(cmp: Comparison) -> _Plot:
     ax.yaxis.set_major_formatter(_percent())
     ax.set_ylabel("accuracy")
     ax.set_xlabel("$ per 1,000 examples" if by_cost else "mean latency (s / example)")
-    ax.set_title("Accuracy against " + ("cost" if by_cost else "latency"))
+    ax.set_title(f"{what} against " + ("cost" if by_cost else "latency"))
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right", fontsize=8, frameon=False)
     if by_cost:
@@ -361,7 +442,9 @@ def _accuracy_cost(cmp: Comparison) -> _Plot:
             "No model has a price, so accuracy (95% interval) is plotted against mean "
             "latency per example instead of cost."
         )
-    return _Plot("accuracy-cost", _png(fig), "Scatter of accuracy against cost", caption)
+    if name == "selection":
+        caption = "Selection candidates on gold train examples. " + caption
+    return _Plot(name, _png(fig), f"Scatter of {what.lower()} against cost", caption)
 
 
 def _latency(cmp: Comparison, rows: Sequence[Mapping[str, Any]]) -> _Plot:

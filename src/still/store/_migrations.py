@@ -83,10 +83,16 @@ def m003_token_detail(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE completions ADD COLUMN top_logprobs TEXT")
 
 
+def m004_ttft(conn: sqlite3.Connection) -> None:
+    """Time to first token, where it was measured (NULL otherwise)."""
+    conn.execute("ALTER TABLE completions ADD COLUMN ttft_s REAL")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", m001_initial),
     ("m002_attempts", m002_attempts),
     ("m003_token_detail", m003_token_detail),
+    ("m004_ttft", m004_ttft),
 ]
 """Every migration, in the order it is applied. Append only."""
 

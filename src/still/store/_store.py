@@ -37,6 +37,7 @@ _COLUMNS = (
     "id", "request_hash", "hash_algorithm", "model", "request", "text", "finish_reason",
     "prompt_tokens", "completion_tokens", "latency_s", "cost", "error", "label_logprobs",
     "token_logprobs", "metadata", "created_at", "cached", "attempts", "tokens", "top_logprobs",
+    "ttft_s",
 )  # fmt: skip
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM completions"
 _INSERT = (
@@ -425,6 +426,7 @@ def _to_row(c: Completion) -> tuple[Any, ...]:
         c.attempts,
         _json_or_none(c.tokens),
         _json_or_none(c.top_logprobs),
+        c.ttft_s,
     )
 
 
@@ -451,4 +453,5 @@ def _from_row(row: tuple[Any, ...]) -> Completion:
         attempts=r["attempts"],
         tokens=None if r["tokens"] is None else json.loads(r["tokens"]),
         top_logprobs=None if r["top_logprobs"] is None else json.loads(r["top_logprobs"]),
+        ttft_s=r["ttft_s"],
     )

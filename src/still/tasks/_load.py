@@ -207,7 +207,7 @@ def load_examples(task: Task) -> tuple[list[Example], LoadReport]:
             takes a reserved name (`labels`, `fewshot`, or `answer` when not the answer).
     """
     path = resolve_source(task.data.source, task.base_dir)
-    rows = read_rows(path, task.data)
+    rows = read_rows(path, task.data, task.base_dir)
     report = LoadReport(rows=len(rows))
     labels = set(task.labels or [])
     unknown: Counter[str] = Counter()

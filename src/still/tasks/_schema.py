@@ -33,6 +33,12 @@ class DataSpec(_Strict):
         description="For `lines`: a regular expression with named groups; each group becomes "
         "a field. A line that does not match is an error naming file and line.",
     )
+    reader: str | None = Field(
+        None,
+        description="For a file no built-in format reads: `<file.py>:<function>` (path "
+        "relative to the task file). The function gets the source's path and returns an "
+        "iterable of dicts, one per example; their values become fields.",
+    )
     fields: dict[str, str] = Field(
         default_factory=dict,
         description="Rename columns: {field name used in templates: column in the file}. "
@@ -263,9 +269,47 @@ class CurateSpec(_Strict):
     )
 
 
+class MultipleChoiceSpec(_Strict):
+    """A multiple-choice task: the bench also asks each held-out question with its options
+    rotated, so the correct one sits at every position once, and reports position bias
+    (accuracy by the correct answer's position, predicted-letter shares, consistency)."""
+
+    options: list[str] = Field(
+        description="The fields holding the options, in order; `labels[i]` is the letter "
+        "(or name) of option i, so labels and options have the same length."
+    )
+    questions: int = Field(
+        100,
+        ge=1,
+        description="Held-out questions asked in every rotation (each costs one request "
+        "per option per role; rotation 0 is the plain bench request, already stored).",
+    )
+
+
+class KDSpec(_Strict):
+    """Knowledge distillation on the teacher's label distributions (train.recipe: kd)."""
+
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = Field(
+        "forward_kl",
+        description="forward_kl KL(teacher||student) covers the teacher's mass; reverse_kl "
+        "seeks its mode; jsd (with beta) lies between.",
+    )
+    temperature: float = Field(1.0, gt=0, description="Softens both distributions.")
+    beta: float = Field(0.5, gt=0, lt=1, description="The JSD's teacher weight.")
+    hard_weight: float = Field(
+        0.0, ge=0, description="Adds this times the cross-entropy on the teacher's label."
+    )
+
+
 class TrainSpec(_Strict):
     """How the student is fine-tuned on the exported teacher answers."""
 
+    recipe: Literal["sft", "kd"] = Field(
+        "sft",
+        description="sft: learn the teacher's answers (hard labels, train.jsonl); kd: learn "
+        "its whole distribution over the labels (train-soft.jsonl; label tasks whose "
+        "teacher gives label scores, as local teachers do).",
+    )
     method: Literal["lora", "full"] = "lora"
     epochs: float = 2.0
     learning_rate: float = 2e-4
@@ -274,6 +318,7 @@ class TrainSpec(_Strict):
     lora_alpha: int = 32
     max_length: int = 256
     seed: int = 0
+    kd: KDSpec = KDSpec()
     cost_per_hour: float | None = Field(
         None,
         description="Dollars an hour of the training machine, for the break-even volume in "
@@ -310,6 +355,7 @@ class Task(_Strict):
     graders: list[GraderSpec] = Field(default_factory=lambda: _default_graders())
     selection: SelectionSpec = SelectionSpec()
     curate: CurateSpec = CurateSpec()
+    multiple_choice: MultipleChoiceSpec | None = None
     train: TrainSpec = TrainSpec()
     prices: dict[str, Price] = Field(
         default_factory=dict,
@@ -332,6 +378,15 @@ class Task(_Strict):
             raise ValueError(f"prompts: missing role(s) {sorted(missing)}")
         if self.generation.mode == "score" and not self.labels:
             raise ValueError("generation.mode 'score' needs a `labels` list")
+        mc = self.multiple_choice
+        if mc is not None:
+            if not self.labels or len(self.labels) != len(mc.options):
+                raise ValueError(
+                    f"multiple_choice: {len(mc.options)} option fields need as many `labels` "
+                    f"(the letter of each option, in order); got {self.labels}"
+                )
+            if len(mc.options) < 2 or len(set(mc.options)) != len(mc.options):
+                raise ValueError("multiple_choice.options: two or more distinct fields")
         if self.output_schema is not None:
             if self.scoring:
                 raise ValueError(

@@ -127,7 +127,7 @@ def detect_format(path: Path, spec: DataSpec) -> str:
     return fmt
 
 
-def read_rows(path: Path, spec: DataSpec) -> list[Row]:
+def read_rows(path: Path, spec: DataSpec, base_dir: Path = Path(".")) -> list[Row]:
     """Read every row of a data file, values as strings, each with its location.
 
     None and NaN become "", booleans "true"/"false", nested values their JSON text.
@@ -137,6 +137,7 @@ def read_rows(path: Path, spec: DataSpec) -> list[Row]:
     Args:
         path: The data file (see `resolve_source`).
         spec: The task's data spec: format and, for `lines`, the pattern.
+        base_dir: The task file's folder, where a `reader` script is looked up.
 
     Returns:
         `(location, row)` pairs in file order.
@@ -144,6 +145,8 @@ def read_rows(path: Path, spec: DataSpec) -> list[Row]:
     Raises:
         DataError: The file is malformed; the message names the file and the line.
     """
+    if spec.reader:
+        return _read_with(path, spec.reader, base_dir)
     fmt = detect_format(path, spec)
     if fmt == "csv":
         return _read_csv(path, delimiter=",", quoted=True)
@@ -159,6 +162,48 @@ def read_rows(path: Path, spec: DataSpec) -> list[Row]:
     if fmt == "lines":
         return _read_lines(path, spec.pattern)
     raise DataError(f"{path}: unknown format {fmt!r}")
+
+
+def _read_with(path: Path, reader: str, base_dir: Path) -> list[Row]:
+    """Rows from a task's own reader function (`data.reader: file.py:function`): for
+    formats no built-in reader knows, without converting the data to a file first."""
+    import importlib.util
+
+    file, sep, func = reader.rpartition(":")
+    if not sep or not file or not func.isidentifier():
+        raise DataError(f"data.reader {reader!r}: expected <file.py>:<function>")
+    script = Path(file).expanduser()
+    script = script if script.is_absolute() else base_dir / script
+    if not script.is_file():
+        raise DataError(f"data.reader {reader!r}: no file at {script}")
+    spec = importlib.util.spec_from_file_location(f"still_reader_{script.stem}", script)
+    if spec is None or spec.loader is None:
+        raise DataError(f"data.reader {reader!r}: {script} is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise DataError(f"data.reader {reader!r}: {script} failed to load: {exc}") from exc
+    fn = getattr(module, func, None)
+    if not callable(fn):
+        raise DataError(f"data.reader {reader!r}: {script} has no function {func!r}")
+    try:
+        items = list(fn(path))
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(
+            f"{path}: data.reader {reader!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    rows: list[Row] = []
+    for n, obj in enumerate(items, 1):
+        if not isinstance(obj, dict):
+            raise DataError(
+                f"{path} (row {n} of data.reader {reader!r}): expected a dict, "
+                f"got {type(obj).__name__}"
+            )
+        rows.append((f"{path} (row {n})", {str(k): to_str(v) for k, v in obj.items()}))
+    return rows
 
 
 def to_str(value: Any) -> str:

@@ -1,5 +1,9 @@
-"""Trainers: one readable recipe per method (LoRA / full SFT now; KD and on-policy later)."""
+"""Trainers: one readable recipe per method, sharing one config and setup (_common):
+SFT on hard labels (sft.py), knowledge distillation on label distributions (kd.py),
+DPO on preference pairs (dpo.py)."""
 
-from still.train.sft import TrainResult, train_sft
+from still.train._common import TrainResult
+from still.train.kd import train_kd
+from still.train.sft import train_sft
 
-__all__ = ["TrainResult", "train_sft"]
+__all__ = ["TrainResult", "train_kd", "train_sft"]

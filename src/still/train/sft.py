@@ -10,46 +10,26 @@ on exactly the format it is later asked in.
 
 from __future__ import annotations
 
-import json
-import math
-import random
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from still.curate import read_chat_jsonl
 from still.models._chat import answer_token_ids, prompt_token_ids, render_prompt
 from still.tasks import TrainSpec
+from still.train._common import (
+    TrainResult,
+    batches,
+    load_student,
+    optimizer,
+    save,
+    step,
+    total_steps,
+)
 from still.types import Message
 
 IGNORE = -100
-
-
-@dataclass
-class TrainResult:
-    """What a training run did; written as `train.json` beside the model."""
-
-    out_dir: str
-    method: str
-    examples: int
-    steps: int
-    epochs: float
-    seconds: float
-    tokens_per_s: float
-    losses: list[float] = field(default_factory=list)
-    skipped_too_long: int = 0
-
-    @property
-    def first_loss(self) -> float:
-        return self.losses[0] if self.losses else math.nan
-
-    @property
-    def last_loss(self) -> float:
-        tail = self.losses[-max(1, len(self.losses) // 10) :]
-        return sum(tail) / len(tail) if tail else math.nan
 
 
 def tokenize(
@@ -85,30 +65,10 @@ def train_sft(
             report success).
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     # -- setup ---------------------------------------------------------------------------
-    torch.manual_seed(spec.seed)
-    rng = random.Random(spec.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer: Any = AutoTokenizer.from_pretrained(base_model)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    auto: Any = AutoModelForCausalLM  # its stubs mistype from_pretrained's first argument
-    model: Any = auto.from_pretrained(base_model, dtype=torch.float32).to(device)
-    if spec.method == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=spec.lora_r,
-                lora_alpha=spec.lora_alpha,
-                lora_dropout=0.05,
-                target_modules="all-linear",
-                task_type="CAUSAL_LM",
-            ),
-        )
-    model.train()
+    student = load_student(base_model, spec)
+    model, tokenizer, device, pad = student.model, student.tokenizer, student.device, student.pad
 
     # -- data ----------------------------------------------------------------------------
     # OpenAI's per-message `weight`: an answer weighted 0 is context, not something to learn
@@ -121,14 +81,8 @@ def train_sft(
     rows = [e for e in encoded if e is not None]
     if not rows:
         raise ValueError(f"{data}: no training rows fit max_length={spec.max_length}")
-    steps_per_epoch = math.ceil(len(rows) / spec.batch_size)
-    total = max(1, round(steps_per_epoch * spec.epochs))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=0.0)
-    warmup = max(1, total // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
-    )
+    total = total_steps(len(rows), spec)
+    opt, sched, params = optimizer(student, spec, total)
 
     # -- train ---------------------------------------------------------------------------
     result = TrainResult(
@@ -141,16 +95,8 @@ def train_sft(
         0.0,
         skipped_too_long=len(encoded) - len(rows),
     )
-    order: list[int] = []
-    tokens = 0
     start = time.perf_counter()
-    for step in range(total):
-        if len(order) < spec.batch_size:
-            fresh = list(range(len(rows)))
-            rng.shuffle(fresh)
-            order += fresh
-        batch = [rows[i] for i in order[: spec.batch_size]]
-        del order[: spec.batch_size]
+    for n, batch in enumerate(batches(rows, spec, total), 1):
         width = max(len(ids) for ids, _ in batch)
         ids = torch.tensor([x + [pad] * (width - len(x)) for x, _ in batch], device=device)
         labels = torch.tensor([y + [IGNORE] * (width - len(y)) for _, y in batch], device=device)
@@ -158,30 +104,14 @@ def train_sft(
             [[1] * len(x) + [0] * (width - len(x)) for x, _ in batch], device=device
         )
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        tokens += int(mask.sum())
-        loss_value = float(loss.detach())
+        loss_value = step(opt, sched, params, loss)
+        result.tokens += int(mask.sum())
         result.losses.append(loss_value)
         if on_step:
-            on_step(step + 1, total, loss_value)
+            on_step(n, total, loss_value)
     result.seconds = time.perf_counter() - start
-    result.tokens_per_s = tokens / result.seconds if result.seconds else 0.0
+    result.tokens_per_s = result.tokens / result.seconds if result.seconds else 0.0
 
     # -- save ----------------------------------------------------------------------------
-    if spec.method == "lora":
-        model = model.merge_and_unload()
-    model.eval()
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "train.json").write_text(json.dumps(asdict(result), indent=1))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    save(student, out_dir, result)
     return result
