@@ -15,6 +15,7 @@ from still.cli.pipeline import (
     bench_cmd,
     capture_cmd,
     check_grader_cmd,
+    curve_cmd,
     estimate_cmd,
     export_cmd,
     export_dpo_cmd,
@@ -69,6 +70,7 @@ main.add_command(check_grader_cmd)
 main.add_command(export_cmd)
 main.add_command(export_dpo_cmd)
 main.add_command(train_cmd)
+main.add_command(curve_cmd)
 main.add_command(bench_cmd)
 main.add_command(report_cmd)
 main.add_command(run_cmd)

@@ -487,3 +487,54 @@ def select_cmd(task_file: Path, run_dir: Path | None) -> None:
     click.echo(f"  student: {sel.student}")
     if sel.control:
         click.echo(f"  control: {sel.control}")
+
+
+def _ints(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter("comma-separated whole numbers, e.g. 100,200,400") from None
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter("one or more positive sizes, e.g. 100,200,400")
+    return sizes
+
+
+@click.command("curve")
+@TASK
+@RUN_DIR
+@click.option(
+    "--sizes",
+    default="100,200,400",
+    show_default=True,
+    callback=_ints,
+    help="Numbers of teacher examples (the first n of the train split) to train on.",
+)
+@click.option(
+    "--recipes",
+    default="sft,kd",
+    show_default=True,
+    help="Comma-separated: sft (teacher answers), kd (teacher label distributions, the "
+    "task's train.kd), or kd:forward_kl, kd:reverse_kl, kd:jsd.",
+)
+@KEEP
+def curve_cmd(
+    task_file: Path, run_dir: Path | None, sizes: list[int], recipes: str, keep: str
+) -> None:
+    """Held-out accuracy against the number of teacher examples, per training recipe: a
+    student per (size, recipe), each benchmarked beside the teacher and the base student
+    with the share of the gap closed (paired bootstrap interval), training time and
+    tokens/s. Writes curve/curve.json, curve.md and curve.png in the run folder; trained
+    students and stored answers are reused on a rerun.
+    """
+    from still.curve import learning_curve, write_curve
+
+    run = _open(task_file, run_dir)
+    try:
+        points, ends = learning_curve(
+            run, sizes, [r.strip() for r in recipes.split(",") if r.strip()], keep
+        )
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    md = write_curve(run, points, ends, {})
+    click.echo(md.read_text())
+    click.echo(f"curve in {md.parent}/")

@@ -1,0 +1,237 @@
+"""Learning curves: held-out accuracy against the number of teacher examples, per recipe.
+
+`still curve TASK --sizes 100,200,400 --recipes sft,kd` answers the two questions a
+practitioner asks before paying for more teacher labels or a fancier recipe: does more
+teacher data still help, and does learning the teacher's whole label distribution (KD)
+beat learning its answers (SFT) at the same data? Every point trains a student on the
+first n training examples (the same n for every recipe, curated by the same graders) and
+benchmarks it on the whole held-out split, beside the teacher and the base student, with
+the share of the gap closed and its paired-bootstrap interval.
+
+Everything lands in `<run>/curve/`: one folder per n (its train files and one model per
+recipe, each skipped when already trained), `curve.json`, `curve.md` and `curve.png`.
+Answers go through the run's store, so a rerun recomputes nothing it has.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from still.bench import ModelResult, evaluate
+from still.bench._paired import gap_closed_interval
+from still.bench._stats import gap_closed
+from still.capture import build_request, capture
+from still.curate import SOFT_FILE, export
+from still.models import get_model
+from still.pipeline import Run, StageError, _stored, capture_role, judge_capture
+from still.tasks import TrainSpec
+
+log = logging.getLogger("still.curve")
+
+RECIPES = ("sft", "kd", "kd:forward_kl", "kd:reverse_kl", "kd:jsd")
+
+
+@dataclass
+class CurvePoint:
+    """One trained student: recipe, teacher examples offered and kept, held-out result."""
+
+    recipe: str
+    n: int
+    kept: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    gap_closed: float | None
+    gap_low: float | None
+    gap_high: float | None
+    train_seconds: float
+    tokens_per_s: float
+    steps: int
+    model: str
+
+
+def recipe_spec(base: TrainSpec, recipe: str) -> TrainSpec:
+    """The task's training config with a recipe swapped in: `sft`, `kd` (the task's
+    train.kd) or `kd:<divergence>`.
+
+    Raises:
+        ValueError: an unknown recipe name.
+    """
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
+    if recipe == "sft":
+        return base.model_copy(update={"recipe": "sft"})
+    kd = base.kd
+    if ":" in recipe:
+        kd = kd.model_copy(update={"divergence": recipe.split(":", 1)[1]})
+    return base.model_copy(update={"recipe": "kd", "kd": kd})
+
+
+def learning_curve(
+    run: Run, sizes: list[int], recipes: list[str], keep: str = "correct"
+) -> tuple[list[CurvePoint], dict[str, ModelResult]]:
+    """Train and benchmark a student per (size, recipe); see the module docstring.
+
+    Returns:
+        The points in (size, recipe) order, and the teacher's and base student's held-out
+        results (the ends of the gap).
+
+    Raises:
+        StageError: no sizes, a size larger than the train split, or a student that is
+            not a local model.
+    """
+    from still.models._local import local_path
+    from still.train import train_kd, train_sft
+
+    for r in recipes:
+        recipe_spec(run.task.train, r)  # fail on a bad name before any work
+    if not sizes:
+        raise StageError("no sizes given")
+    if max(sizes) > len(run.split.train):
+        raise StageError(
+            f"largest size {max(sizes)} exceeds the {len(run.split.train)} training examples"
+        )
+    try:
+        base = local_path(run.task.models.student)
+    except ValueError as exc:
+        raise StageError(f"can't train student {run.task.models.student!r}: {exc}") from exc
+    capture_role(run, "teacher", "train", limit=max(sizes))
+    teacher_train = _stored(run, "teacher", "train", include_failed=True)
+    teacher, teacher_ok = _bench(run, "teacher", None)
+    student, student_ok = _bench(run, "student", None)
+    ends = {"teacher": teacher, "student": student}
+    points = []
+    for n in sorted(sizes):
+        folder = run.dir / "curve" / f"n{n}"
+        folder.mkdir(parents=True, exist_ok=True)
+        stats = export(
+            run.task,
+            run.split.train[:n],
+            teacher_train,
+            run.graders,
+            run.heldout_ids,
+            run.split.fewshot,
+            folder / "train.jsonl",
+            keep=keep,  # type: ignore[arg-type]
+            capture=judge_capture(run),
+        )
+        for recipe in recipes:
+            spec = recipe_spec(run.task.train, recipe)
+            data = folder / (SOFT_FILE if spec.recipe == "kd" else "train.jsonl")
+            if not data.exists() or stats.kept == 0:
+                log.warning("n=%d %s: nothing to train on (no %s)", n, recipe, data.name)
+                continue
+            out = folder / recipe.replace(":", "-")
+            if not (out / "train.json").is_file():
+                trainer = train_kd if spec.recipe == "kd" else train_sft
+                trainer(base, data, out, spec)
+            info = json.loads((out / "train.json").read_text())
+            result, ok = _bench(run, "distilled", f"local:{out.resolve()}")
+            _, low, high = gap_closed_interval(teacher_ok, student_ok, ok)
+            points.append(
+                CurvePoint(
+                    recipe, n, stats.kept, result.accuracy, result.ci_low, result.ci_high,
+                    gap_closed(teacher.accuracy, student.accuracy, result.accuracy), low, high,
+                    float(info["seconds"]), float(info["tokens_per_s"]), int(info["steps"]),
+                    result.model,
+                )
+            )  # fmt: skip
+            log.info("n=%d %s: %.1f%%", n, recipe, 100 * result.accuracy)
+    return points, ends
+
+
+def _bench(run: Run, role: str, model: str | None) -> tuple[ModelResult, list[bool]]:
+    """One model on the held-out split through the run's store (the role's prompt): its
+    summary and whether each example was right (for paired intervals)."""
+    ref = model or run.model_for(role)
+    reqs = {
+        e.id: build_request(run.task, role, ref, e, run.split.fewshot) for e in run.split.heldout
+    }
+    stats = capture(
+        lambda: get_model(ref),
+        reqs,
+        run.store,
+        metadata={"run": run.dir.name, "task": run.task.name, "role": role, "split": "heldout"},
+        batch_size=run.task.generation.batch_size,
+        desc=f"{role} on heldout",
+    )
+    result, rows, _ = evaluate(
+        role, ref, run.split.heldout, stats.completions, run.graders, run.task.labels,
+        capture=judge_capture(run),
+    )  # fmt: skip
+    return result, [bool(r["correct"]) for r in rows]
+
+
+def write_curve(
+    run: Run, points: list[CurvePoint], ends: dict[str, ModelResult], extra: dict[str, Any]
+) -> Path:
+    """curve.json, curve.md and curve.png in `<run>/curve/`; returns the markdown path."""
+    folder = run.dir / "curve"
+    t, b = ends["teacher"], ends["student"]
+    (folder / "curve.json").write_text(
+        json.dumps(
+            {"teacher": t.as_dict(), "student": b.as_dict(),
+             "points": [asdict(p) for p in points], **extra},
+            indent=1,
+        )
+    )  # fmt: skip
+    lines = [
+        f"## {run.task.name}: held-out accuracy by teacher examples and recipe",
+        "",
+        f"Teacher {_acc(t.accuracy, t.ci_low, t.ci_high)}; base student "
+        f"{_acc(b.accuracy, b.ci_low, b.ci_high)}; {len(run.split.heldout)} held-out examples.",
+        "",
+        "| recipe | teacher examples | kept | accuracy [95% CI] | gap closed [95% CI] "
+        "| train s | steps | tok/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in points:
+        gap = "n/a" if p.gap_closed is None else f"{p.gap_closed:.0%}"
+        if p.gap_low is not None and p.gap_high is not None:
+            gap += f" [{p.gap_low:.0%}, {p.gap_high:.0%}]"
+        lines.append(
+            f"| {p.recipe} | {p.n} | {p.kept} | {_acc(p.accuracy, p.ci_low, p.ci_high)} | "
+            f"{gap} | {p.train_seconds:.0f} | {p.steps} | {p.tokens_per_s:.0f} |"
+        )
+    md = folder / "curve.md"
+    md.write_text("\n".join(lines) + "\n")
+    _plot(folder / "curve.png", points, t, b)
+    return md
+
+
+def _acc(a: float, lo: float, hi: float) -> str:
+    return f"{a:.1%} [{lo:.1%}, {hi:.1%}]"
+
+
+def _plot(path: Path, points: list[CurvePoint], t: ModelResult, b: ModelResult) -> None:
+    """Accuracy (95% interval) against teacher examples, a line per recipe, with the
+    teacher and the base student as horizontal bands."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ModuleNotFoundError:
+        log.warning("curve.png not written: matplotlib is not installed")
+        return
+    fig = Figure(figsize=(6.4, 4.0), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for res, name, colour in ((t, "teacher", "#4c72b0"), (b, "base student", "#dd8452")):
+        ax.axhspan(res.ci_low, res.ci_high, color=colour, alpha=0.15)
+        ax.axhline(res.accuracy, color=colour, linestyle="--", label=name)
+    for recipe in dict.fromkeys(p.recipe for p in points):
+        ps = [p for p in points if p.recipe == recipe]
+        ax.errorbar(
+            [p.n for p in ps], [p.accuracy for p in ps],
+            yerr=[[p.accuracy - p.ci_low for p in ps], [p.ci_high - p.accuracy for p in ps]],
+            marker="o", capsize=4, label=recipe,
+        )  # fmt: skip
+    ax.set_xlabel("teacher examples")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, frameon=False)
+    ax.set_title("Accuracy by teacher examples and recipe")
+    fig.savefig(path)
