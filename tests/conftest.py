@@ -33,7 +33,7 @@ def still_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def build_tiny_model(path: Path, chat: bool = True, seed: int = 0) -> Path:
+def build_tiny_model(path: Path, chat: bool = True, seed: int = 0, vocab_size: int = 400) -> Path:
     """Save a tiny random Llama with a freshly trained BPE tokenizer to `path`."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -46,7 +46,7 @@ def build_tiny_model(path: Path, chat: bool = True, seed: int = 0) -> Path:
     tok.train_from_iterator(
         CORPUS,
         trainers.BpeTrainer(
-            vocab_size=400,
+            vocab_size=vocab_size,
             special_tokens=specials,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         ),

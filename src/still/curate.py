@@ -72,7 +72,8 @@ def export(
             "every grader passes". A row whose grader failed is dropped with the reason.
 
     Besides `out`, writes `train-soft.jsonl` (SOFT_FILE: the teacher's label scores of
-    the same rows, when it gave them) and `curation.jsonl` beside it: one line per
+    the same rows, when it gave them), `train-tokens.jsonl` (TOKENS_FILE: with the
+    teacher's prompt) and `curation.jsonl` beside it: one line per
     training example with its id, source, whether it was kept, why not, and its grade
     scores.
 
@@ -86,6 +87,7 @@ def export(
     seen: set[str] = set()
     rows = []
     soft: list[dict[str, object]] = []  # the same rows with the teacher's label scores
+    tokens: list[dict[str, object]] = []  # ... and with the teacher's prompt, for token KD
     report: list[dict[str, object]] = []
     for ex in train:
         if ex.id in heldout_ids:
@@ -120,6 +122,8 @@ def export(
                 + [{"role": "assistant", "content": answer, "weight": 1}]
             }
         )
+        teacher_prompt = build_messages(task, "teacher", ex, fewshot)
+        tokens.append({**rows[-1], "teacher_messages": [m.model_dump() for m in teacher_prompt]})
         if task.labels and comp is not None and comp.label_logprobs:
             soft.append(
                 {
@@ -130,6 +134,7 @@ def export(
             )
     _write_jsonl(out.with_name("curation.jsonl"), report)
     _write_jsonl(out, rows)
+    _write_jsonl(out.with_name(TOKENS_FILE), tokens)
     soft_path = out.with_name(SOFT_FILE)
     if soft and len(soft) == len(rows):
         _write_jsonl(soft_path, soft)
@@ -138,6 +143,10 @@ def export(
     stats.kept = len(rows)
     return stats
 
+
+TOKENS_FILE = "train-tokens.jsonl"
+"""Beside train.jsonl: the same rows with the teacher's prompt, for token-level KD
+(still.train.kd_tokens), where the teacher reads its prompt and the student its own."""
 
 SOFT_FILE = "train-soft.jsonl"
 """Beside train.jsonl: the same rows with the teacher's scores over the label set, for

@@ -103,10 +103,13 @@ class Run:
         train = self.task.train
         if train.recipe == "sft":  # hashed as before recipes existed: SFT models keep theirs
             h.update(train.model_dump_json(exclude={"recipe", "kd"}).encode())
-        else:
-            soft = self.soft_file
+        else:  # KD learns from the teacher's scores (label KD) or the teacher itself
+            from still.curate import TOKENS_FILE
+
+            soft = self.soft_file if self.task.labels else self.dir / TOKENS_FILE
             h.update(soft.read_bytes() if soft.exists() else b"")
             h.update(train.model_dump_json().encode())
+            h.update(self.task.models.teacher.encode())
         h.update(self.task.models.student.encode())
         return self.dir / f"distilled-{h.hexdigest()[:10]}"
 
@@ -283,13 +286,23 @@ def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
         raise StageError(f"{run.train_file} does not exist: run `still export` first")
     recipe = run.task.train.recipe
     data, trainer = run.train_file, train_sft
-    if recipe == "kd":
-        data, trainer = run.soft_file, train_kd
-        if not run.task.labels:
+    if recipe == "kd" and not run.task.labels:
+        from functools import partial
+
+        from still.curate import TOKENS_FILE
+        from still.train.kd_tokens import train_kd_tokens
+
+        try:
+            teacher = local_path(run.task.models.teacher)
+        except ValueError as exc:
             raise StageError(
-                "train.recipe kd distils a distribution over the label set: this task has no "
-                "`labels` (free-text KD needs token-level soft targets, not built yet)"
-            )
+                f"free-text KD needs the teacher's whole next-token distribution, so a local "
+                f"teacher; {run.task.models.teacher!r} is not one ({exc}). Endpoints return "
+                "at most 20 logprobs a token: use train.recipe: sft"
+            ) from exc
+        data, trainer = run.dir / TOKENS_FILE, partial(train_kd_tokens, teacher_model=teacher)
+    elif recipe == "kd":
+        data, trainer = run.soft_file, train_kd
         if not data.exists():
             raise StageError(
                 f"{data} does not exist: the teacher's answers carry no label scores. Local "
@@ -315,7 +328,10 @@ def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
             bar.set_postfix(loss=f"{loss:.3f}")
             bar.update(1)
 
-        result = trainer(base, data, out, run.task.train, on_step=on_step)
+        try:
+            result = trainer(base, data=data, out_dir=out, spec=run.task.train, on_step=on_step)
+        except ValueError as exc:  # a tokenizer mismatch, no usable rows: say so plainly
+            raise StageError(str(exc)) from exc
     info = json.loads((out / "train.json").read_text())
     info["skipped"] = False
     log.info(

@@ -297,8 +297,16 @@ class KDSpec(_Strict):
     temperature: float = Field(1.0, gt=0, description="Softens both distributions.")
     beta: float = Field(0.5, gt=0, lt=1, description="The JSD's teacher weight.")
     hard_weight: float = Field(
-        0.0, ge=0, description="Adds this times the cross-entropy on the teacher's label."
+        0.0, ge=0, description="Adds this times the cross-entropy on the teacher's answer."
     )
+    on_policy: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Free-text KD: the share of batches whose answers the student samples "
+        "itself and the teacher scores (GKD's lambda). Label KD already covers every answer.",
+    )
+    max_new_tokens: int = Field(64, ge=1, description="Longest on-policy sample.")
 
 
 class TrainSpec(_Strict):
@@ -306,9 +314,10 @@ class TrainSpec(_Strict):
 
     recipe: Literal["sft", "kd"] = Field(
         "sft",
-        description="sft: learn the teacher's answers (hard labels, train.jsonl); kd: learn "
-        "its whole distribution over the labels (train-soft.jsonl; label tasks whose "
-        "teacher gives label scores, as local teachers do).",
+        description="sft: learn the teacher's answers (train.jsonl); kd: learn its "
+        "distributions: over the labels for a label task (train-soft.jsonl, from a teacher "
+        "that gives label scores, as local teachers do), else token by token from a local "
+        "teacher sharing the student's tokenizer (train-tokens.jsonl).",
     )
     method: Literal["lora", "full"] = "lora"
     epochs: float = 2.0

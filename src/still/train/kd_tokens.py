@@ -1,0 +1,245 @@
+"""Knowledge distillation token by token, for free-text answers, as one readable recipe.
+
+setup (student + frozen teacher, same tokenizer) -> read rows -> train -> merge -> save.
+
+For each training row the teacher reads ITS prompt followed by the answer, the student
+reads ITS prompt followed by the same answer tokens, and at every answer position the
+student's next-token distribution is pulled towards the teacher's over the whole
+vocabulary (forward KL, reverse KL or generalized JSD, with a temperature; still.train.kd
+`divergence`). Prompts may differ (a long few-shot teacher prompt, a short student one):
+that is prompt distillation on top of knowledge distillation.
+
+On-policy (GKD, Agarwal et al. 2024; TRL's GKDTrainer `lmbda`): with probability
+`kd.on_policy` a batch's answers are sampled from the student itself and the teacher
+scores those, so the student also learns on the mistakes it actually makes, not only on
+the teacher's answers.
+
+Comparing distributions position by position needs one vocabulary: a teacher whose
+tokenizer differs is refused with a message that says so (label tasks need no shared
+vocabulary: use still.train.kd, which distils over the labels).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from still.models._chat import answer_token_ids, prompt_token_ids, render_prompt
+from still.tasks import TrainSpec
+from still.train._common import (
+    TrainResult,
+    batches,
+    load_student,
+    optimizer,
+    save,
+    step,
+    total_steps,
+)
+from still.train.kd import divergence
+from still.types import Message
+
+
+class TokenizerMismatch(ValueError):
+    """Teacher and student tokenize differently: token-level KD is impossible."""
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    student_prompt: list[int]
+    teacher_prompt: list[int]
+    answer: list[int]  # the answer's tokens, end of turn included
+
+
+def check_shared_tokenizer(
+    teacher: Any, student: Any, teacher_name: str, student_name: str
+) -> None:
+    """Refuse a pair whose vocabularies differ (ids must mean the same token in both).
+
+    Raises:
+        TokenizerMismatch: naming both models, their vocabulary sizes and a differing token.
+    """
+    tv, sv = teacher.get_vocab(), student.get_vocab()
+    if tv == sv:
+        return
+    differing = next((tok for tok in sorted(set(tv) | set(sv)) if tv.get(tok) != sv.get(tok)), "?")
+    raise TokenizerMismatch(
+        f"free-text knowledge distillation compares next-token distributions token by token, "
+        f"so teacher and student must share a tokenizer; teacher {teacher_name} has "
+        f"{len(tv)} tokens and student {student_name} has {len(sv)} (e.g. {differing!r} "
+        f"differs). Use train.recipe: sft (learns the teacher's answers as text), a teacher "
+        f"of the student's family, or a label task (KD over the labels needs no shared "
+        f"vocabulary)."
+    )
+
+
+def read_token_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of `train-tokens.jsonl`: `messages` (student prompt + the answer, last) and
+    `teacher_messages` (the teacher's prompt). A malformed row names file and line."""
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            ok = (
+                isinstance(row["messages"], list)
+                and row["messages"][-1]["role"] == "assistant"
+                and isinstance(row["teacher_messages"], list)
+            )
+        except (ValueError, KeyError, TypeError, IndexError):
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"{path}:{n}: expected messages ending in the assistant's answer, and "
+                "teacher_messages"
+            )
+        rows.append(row)
+    return rows
+
+
+def encode(tokenizer: Any, row: dict[str, Any], max_length: int) -> TokenRow | None:
+    """Token ids of both prompts and of the answer (tokenized after the student prompt,
+    then appended to both, so the positions compared hold the same tokens)."""
+    s_prompt = render_prompt(tokenizer, [Message.model_validate(m) for m in row["messages"][:-1]])
+    t_prompt = render_prompt(
+        tokenizer, [Message.model_validate(m) for m in row["teacher_messages"]]
+    )
+    s_ids, t_ids = prompt_token_ids(tokenizer, s_prompt), prompt_token_ids(tokenizer, t_prompt)
+    answer = answer_token_ids(tokenizer, s_prompt, row["messages"][-1]["content"], end_of_turn=True)
+    if not answer or max(len(s_ids), len(t_ids)) + len(answer) > max_length:
+        return None
+    return TokenRow(s_ids, t_ids, answer)
+
+
+def _answer_logits(model: Any, prompts: list[list[int]], answers: list[list[int]], pad: int,
+                   device: str, vocab: int) -> tuple[Any, Any]:  # fmt: skip
+    """Logits predicting each answer token (rows flattened: (answer tokens, vocab)) and the
+    target ids, from one right-padded forward pass."""
+    import torch
+
+    seqs = [p + a for p, a in zip(prompts, answers, strict=True)]
+    width = max(len(s) for s in seqs)
+    ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=device)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
+    logits = model(input_ids=ids, attention_mask=mask).logits[..., :vocab].float()
+    rows, cols, targets = [], [], []
+    for b, (p, a) in enumerate(zip(prompts, answers, strict=True)):
+        for j, tok in enumerate(a):
+            rows.append(b)
+            cols.append(len(p) + j - 1)  # the logits at position i predict token i + 1
+            targets.append(tok)
+    return logits[rows, cols], torch.tensor(targets, device=device)
+
+
+def _sample(student: Any, prompts: list[list[int]], max_new: int, eos: set[int]) -> list[list[int]]:
+    """The student's own answers (temperature 1), ending at its end-of-turn token."""
+    import torch
+
+    pad = student.pad
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=student.device)
+    mask = (ids != pad).long()
+    for i, p in enumerate(prompts):  # a prompt may contain the pad id itself
+        mask[i, width - len(p) :] = 1
+    model = student.model
+    model.eval()
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new,
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            pad_token_id=pad,
+        )
+    model.train()
+    answers = []
+    for row in out[:, width:].tolist():
+        cut = next((i for i, t in enumerate(row) if t in eos), None)
+        answers.append(row[: cut + 1] if cut is not None else row)
+    return [a or [next(iter(eos))] for a in answers]
+
+
+def train_kd_tokens(
+    base_model: Path,
+    teacher_model: Path,
+    data: Path,
+    out_dir: Path,
+    spec: TrainSpec,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> TrainResult:
+    """Distil a local teacher's next-token distributions into `base_model` on the rows of
+    `data` (train-tokens.jsonl); save the merged student to `out_dir`.
+
+    Raises:
+        TokenizerMismatch: teacher and student tokenizers differ.
+        ValueError: no usable rows.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # -- setup ---------------------------------------------------------------------------
+    teacher_tok = AutoTokenizer.from_pretrained(teacher_model)
+    student_tok = AutoTokenizer.from_pretrained(base_model)
+    check_shared_tokenizer(teacher_tok, student_tok, str(teacher_model), str(base_model))
+    student = load_student(base_model, spec)
+    auto: Any = AutoModelForCausalLM
+    teacher = auto.from_pretrained(teacher_model, dtype=torch.float32).to(student.device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    vocab = len(student.tokenizer)
+    kd = spec.kd
+    rng = random.Random(spec.seed)
+    eos = {student.tokenizer.eos_token_id, *_as_list(student.model.generation_config.eos_token_id)}
+    eos.discard(None)
+
+    # -- data ----------------------------------------------------------------------------
+    encoded = [encode(student.tokenizer, r, spec.max_length) for r in read_token_rows(data)]
+    rows = [e for e in encoded if e is not None]
+    if not rows:
+        raise ValueError(f"{data}: no training rows (or none fit max_length={spec.max_length})")
+    total = total_steps(len(rows), spec)
+    opt, sched, params = optimizer(student, spec, total)
+
+    # -- train ---------------------------------------------------------------------------
+    name = f"kd-tokens-{kd.divergence}" + (f"-on-policy-{kd.on_policy:g}" if kd.on_policy else "")
+    result = TrainResult(
+        str(out_dir), spec.method, len(rows), total, spec.epochs, 0.0, 0.0,
+        skipped_too_long=len(encoded) - len(rows), recipe=name,
+    )  # fmt: skip
+    start = time.perf_counter()
+    for n, batch in enumerate(batches(rows, spec, total), 1):
+        answers = [r.answer for r in batch]
+        if kd.on_policy and rng.random() < kd.on_policy:
+            answers = _sample(student, [r.student_prompt for r in batch], kd.max_new_tokens, eos)
+        with torch.no_grad():
+            t_logits, _ = _answer_logits(teacher, [r.teacher_prompt for r in batch], answers,
+                                         student.pad, student.device, vocab)  # fmt: skip
+        s_logits, targets = _answer_logits(student.model, [r.student_prompt for r in batch],
+                                           answers, student.pad, student.device, vocab)  # fmt: skip
+        loss = divergence(s_logits, t_logits, kd.divergence, kd.temperature, kd.beta)
+        if kd.hard_weight:
+            loss = loss + kd.hard_weight * torch.nn.functional.cross_entropy(s_logits, targets)
+        value = step(opt, sched, params, loss)
+        result.tokens += sum(
+            len(r.student_prompt) + len(a) for r, a in zip(batch, answers, strict=True)
+        )
+        result.losses.append(value)
+        if on_step:
+            on_step(n, total, value)
+    result.seconds = time.perf_counter() - start
+    result.tokens_per_s = result.tokens / result.seconds if result.seconds else 0.0
+
+    # -- save ----------------------------------------------------------------------------
+    save(student, out_dir, result)
+    return result
+
+
+def _as_list(x: Any) -> list[Any]:
+    return list(x) if isinstance(x, list | tuple) else [x]
