@@ -19,6 +19,7 @@ from still.cli.pipeline import (
     estimate_cmd,
     export_cmd,
     export_dpo_cmd,
+    export_gguf_cmd,
     grade_cmd,
     report_cmd,
     run_cmd,
@@ -71,6 +72,7 @@ main.add_command(export_cmd)
 main.add_command(export_dpo_cmd)
 main.add_command(train_cmd)
 main.add_command(curve_cmd)
+main.add_command(export_gguf_cmd)
 main.add_command(bench_cmd)
 main.add_command(report_cmd)
 main.add_command(run_cmd)

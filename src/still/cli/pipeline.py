@@ -538,3 +538,46 @@ def curve_cmd(
     md = write_curve(run, points, ends, {})
     click.echo(md.read_text())
     click.echo(f"curve in {md.parent}/")
+
+
+@click.command("export-gguf")
+@TASK
+@RUN_DIR
+@click.option(
+    "--quant",
+    default="f16,q4_k_m",
+    show_default=True,
+    help="Comma-separated: f16, q8_0 (llama.cpp's converter) and q4_k_m (llama-quantize, "
+    "built by `make gguf-tools`; skipped with a message when missing).",
+)
+@click.option(
+    "--verify",
+    type=int,
+    default=None,
+    help="Check each file on the first N held-out examples (default: all of them).",
+)
+def export_gguf_cmd(task_file: Path, run_dir: Path | None, quant: str, verify: int | None) -> None:
+    """Export the distilled student to GGUF for llama.cpp and Ollama: the files, a
+    Modelfile (`ollama create NAME -f Modelfile`) and gguf.json, in <run>/gguf/. Each file
+    is read back and answers the held-out questions; its agreement with the merged model
+    (same answer) and its accuracy are printed and saved.
+    """
+    from still.pipeline import export_gguf_stage
+
+    run = _open(task_file, run_dir)
+    try:
+        report = export_gguf_stage(
+            run, tuple(q.strip() for q in quant.split(",") if q.strip()), verify
+        )
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    for info in report["files"].values():
+        click.echo(
+            f"{info['file']}: {info['megabytes']} MB, agrees with the merged model on "
+            f"{info['agreement']:.1%} of {report['examples']} held-out examples, accuracy "
+            f"{info['accuracy']:.1%}"
+        )
+    for q, why in report["skipped"].items():
+        click.echo(f"{q} skipped: {why}")
+    if report.get("modelfile"):
+        click.echo(f"Ollama: cd {run.dir / 'gguf'} && ollama create {run.task.name} -f Modelfile")

@@ -84,11 +84,11 @@ def bundled_path(name: str) -> Path:
         return target
     if not is_installed(model):
         raise ModuleNotFoundError(f"bundled model {name!r} needs its package: {model.install}")
-    _convert(model.locate(), target)
+    dequantize_gguf(model.locate(), target)
     return target
 
 
-def _convert(gguf: Path, target: Path) -> None:
+def dequantize_gguf(gguf: Path, target: Path) -> None:
     """Dequantize a GGUF file into a safetensors model directory, atomically."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -103,6 +103,7 @@ def label_scores(model: Any, batch: Sequence[SoftRow], pad: int, device: str) ->
         attention_mask=mask.to(device),
         position_ids=positions.to(device),
         use_cache=True,
+        logits_to_keep=1,  # only the last position's vocabulary logits: the LM head is big
     )
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
     k = len(batch[0].labels)
