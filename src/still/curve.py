@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ class CurvePoint:
     """One trained student: recipe, teacher examples offered and kept, held-out result."""
 
     recipe: str
+    method: str  # lora or full
     n: int
     kept: int
     accuracy: float
@@ -72,9 +75,14 @@ def recipe_spec(base: TrainSpec, recipe: str) -> TrainSpec:
 
 
 def learning_curve(
-    run: Run, sizes: list[int], recipes: list[str], keep: str = "correct"
+    run: Run,
+    sizes: list[int],
+    recipes: list[str],
+    keep: str = "correct",
+    methods: list[str] | None = None,
 ) -> tuple[list[CurvePoint], dict[str, ModelResult]]:
-    """Train and benchmark a student per (size, recipe); see the module docstring.
+    """Train and benchmark a student per (size, recipe, method: lora or full, default
+    the task's train.method); see the module docstring.
 
     Returns:
         The points in (size, recipe) order, and the teacher's and base student's held-out
@@ -89,6 +97,9 @@ def learning_curve(
 
     for r in recipes:
         recipe_spec(run.task.train, r)  # fail on a bad name before any work
+    methods = methods or [run.task.train.method]
+    if set(methods) - {"lora", "full"}:
+        raise StageError(f"unknown method in {methods}: lora or full")
     if not sizes:
         raise StageError("no sizes given")
     if max(sizes) > len(run.split.train):
@@ -119,22 +130,23 @@ def learning_curve(
             keep=keep,  # type: ignore[arg-type]
             capture=judge_capture(run),
         )
-        for recipe in recipes:
-            spec = recipe_spec(run.task.train, recipe)
+        for recipe, method in [(r, m) for r in recipes for m in methods]:
+            spec = recipe_spec(run.task.train, recipe).model_copy(update={"method": method})
             data = folder / (SOFT_FILE if spec.recipe == "kd" else "train.jsonl")
             if not data.exists() or stats.kept == 0:
                 log.warning("n=%d %s: nothing to train on (no %s)", n, recipe, data.name)
                 continue
-            out = folder / recipe.replace(":", "-")
+            out = folder / (recipe.replace(":", "-") + ("-full" if method == "full" else ""))
             if not (out / "train.json").is_file():
                 trainer = train_kd if spec.recipe == "kd" else train_sft
-                trainer(base, data, out, spec)
+                with _progress(f"train n={n} {recipe} ({method})") as on_step:
+                    trainer(base, data, out, spec, on_step=on_step)
             info = json.loads((out / "train.json").read_text())
             result, ok = _bench(run, "distilled", f"local:{out.resolve()}")
             _, low, high = gap_closed_interval(teacher_ok, student_ok, ok)
             points.append(
                 CurvePoint(
-                    recipe, n, stats.kept, result.accuracy, result.ci_low, result.ci_high,
+                    recipe, method, n, stats.kept, result.accuracy, result.ci_low, result.ci_high,
                     gap_closed(teacher.accuracy, student.accuracy, result.accuracy), low, high,
                     float(info["seconds"]), float(info["tokens_per_s"]), int(info["steps"]),
                     result.model,
@@ -142,6 +154,21 @@ def learning_curve(
             )  # fmt: skip
             log.info("n=%d %s: %.1f%%", n, recipe, 100 * result.accuracy)
     return points, ends
+
+
+@contextmanager
+def _progress(desc: str) -> Iterator[Callable[[int, int, float], None]]:
+    """A progress bar for a training run, as the trainers' `on_step` callback."""
+    from tqdm import tqdm
+
+    with tqdm(desc=desc, unit="step", leave=False) as bar:
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            bar.total = total
+            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.update(1)
+
+        yield on_step
 
 
 def _bench(run: Run, role: str, model: str | None) -> tuple[ModelResult, list[bool]]:
@@ -185,17 +212,18 @@ def write_curve(
         f"Teacher {_acc(t.accuracy, t.ci_low, t.ci_high)}; base student "
         f"{_acc(b.accuracy, b.ci_low, b.ci_high)}; {len(run.split.heldout)} held-out examples.",
         "",
-        "| recipe | teacher examples | kept | accuracy [95% CI] | gap closed [95% CI] "
+        "| recipe | method | teacher examples | kept | accuracy [95% CI] | gap closed [95% CI] "
         "| train s | steps | tok/s |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for p in points:
         gap = "n/a" if p.gap_closed is None else f"{p.gap_closed:.0%}"
         if p.gap_low is not None and p.gap_high is not None:
             gap += f" [{p.gap_low:.0%}, {p.gap_high:.0%}]"
         lines.append(
-            f"| {p.recipe} | {p.n} | {p.kept} | {_acc(p.accuracy, p.ci_low, p.ci_high)} | "
-            f"{gap} | {p.train_seconds:.0f} | {p.steps} | {p.tokens_per_s:.0f} |"
+            f"| {p.recipe} | {p.method} | {p.n} | {p.kept} | "
+            f"{_acc(p.accuracy, p.ci_low, p.ci_high)} | {gap} | {p.train_seconds:.0f} | "
+            f"{p.steps} | {p.tokens_per_s:.0f} |"
         )
     md = folder / "curve.md"
     md.write_text("\n".join(lines) + "\n")
@@ -222,8 +250,9 @@ def _plot(path: Path, points: list[CurvePoint], t: ModelResult, b: ModelResult) 
     for res, name, colour in ((t, "teacher", "#4c72b0"), (b, "base student", "#dd8452")):
         ax.axhspan(res.ci_low, res.ci_high, color=colour, alpha=0.15)
         ax.axhline(res.accuracy, color=colour, linestyle="--", label=name)
-    for recipe in dict.fromkeys(p.recipe for p in points):
-        ps = [p for p in points if p.recipe == recipe]
+    for line in dict.fromkeys((p.recipe, p.method) for p in points):
+        ps = [p for p in points if (p.recipe, p.method) == line]
+        recipe = line[0] if len({p.method for p in points}) == 1 else f"{line[0]} ({line[1]})"
         ax.errorbar(
             [p.n for p in ps], [p.accuracy for p in ps],
             yerr=[[p.accuracy - p.ci_low for p in ps], [p.ci_high - p.accuracy for p in ps]],

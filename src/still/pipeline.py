@@ -17,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +92,11 @@ class Run:
         return self.dir / "train.jsonl"
 
     @property
+    def dpo_file(self) -> Path:
+        """Preference pairs in TRL's format, as `still export-dpo` writes them."""
+        return self.dir / "dpo-trl.jsonl"
+
+    @property
     def soft_file(self) -> Path:
         from still.curate import SOFT_FILE
 
@@ -102,11 +109,12 @@ class Run:
         h.update(self.train_file.read_bytes() if self.train_file.exists() else b"")
         train = self.task.train
         if train.recipe == "sft":  # hashed as before recipes existed: SFT models keep theirs
-            h.update(train.model_dump_json(exclude={"recipe", "kd"}).encode())
+            h.update(train.model_dump_json(exclude={"recipe", "kd", "dpo"}).encode())
         else:  # KD learns from the teacher's scores (label KD) or the teacher itself
             from still.curate import TOKENS_FILE
 
-            soft = self.soft_file if self.task.labels else self.dir / TOKENS_FILE
+            soft = {"kd": self.soft_file if self.task.labels else self.dir / TOKENS_FILE,
+                    "dpo": self.dpo_file}[train.recipe]  # fmt: skip
             h.update(soft.read_bytes() if soft.exists() else b"")
             h.update(train.model_dump_json().encode())
             h.update(self.task.models.teacher.encode())
@@ -285,7 +293,8 @@ def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
     if not run.train_file.exists():
         raise StageError(f"{run.train_file} does not exist: run `still export` first")
     recipe = run.task.train.recipe
-    data, trainer = run.train_file, train_sft
+    data = run.train_file
+    trainer: Callable[..., Any] = train_sft
     if recipe == "kd" and not run.task.labels:
         from functools import partial
 
@@ -301,6 +310,15 @@ def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
                 "at most 20 logprobs a token: use train.recipe: sft"
             ) from exc
         data, trainer = run.dir / TOKENS_FILE, partial(train_kd_tokens, teacher_model=teacher)
+    elif recipe == "dpo":
+        from still.train.dpo import train_dpo_spec
+
+        data, trainer = run.dpo_file, train_dpo_spec
+        if not data.exists():
+            raise StageError(
+                f"{data} does not exist: run `still export-dpo` first (preference pairs: the "
+                "teacher's passing answer against the base student's failing one)"
+            )
     elif recipe == "kd":
         data, trainer = run.soft_file, train_kd
         if not data.exists():
@@ -329,24 +347,26 @@ def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
             bar.update(1)
 
         try:
-            result = trainer(base, data=data, out_dir=out, spec=run.task.train, on_step=on_step)
+            trainer(base, data=data, out_dir=out, spec=run.task.train, on_step=on_step)
         except ValueError as exc:  # a tokenizer mismatch, no usable rows: say so plainly
             raise StageError(str(exc)) from exc
     info = json.loads((out / "train.json").read_text())
     info["skipped"] = False
+    losses = info.get("losses") or [math.nan]
     log.info(
-        "trained %d steps on %d examples in %.0f s, %.0f tok/s, loss %.3f -> %.3f",
-        result.steps,
-        result.examples,
-        result.seconds,
-        result.tokens_per_s,
-        result.first_loss,
-        result.last_loss,
+        "%s: %d steps on %d examples in %.0f s, %.0f tok/s, loss %.3f -> %.3f",
+        info.get("recipe", recipe),
+        info["steps"],
+        info["examples"],
+        info["seconds"],
+        info.get("tokens_per_s", 0.0),
+        losses[0],
+        losses[-1],
     )
-    if result.skipped_too_long:
+    if info.get("skipped_too_long"):
         log.warning(
             "%d training rows were longer than train.max_length=%d tokens and left out",
-            result.skipped_too_long,
+            info["skipped_too_long"],
             run.task.train.max_length,
         )
     return info

@@ -193,3 +193,25 @@ def test_export_dpo_stage_pairs_teacher_passes_with_student_failures(tmp_path: P
     assert all(r["rejected"][0]["content"] == "human" for r in rows)
     assert all(r["prompt"][0]["content"] == "Classify." for r in rows)  # the student prompt
     assert {r["chosen"][0]["content"] for r in rows} <= {"location", "number"}
+
+
+def test_dpo_is_a_recipe_of_the_train_stage(tmp_path: Path, tiny_model: Path) -> None:
+    """train.recipe: dpo trains on `still export-dpo`'s pairs through the same stage as
+    SFT and KD (and says what to run when the pairs are missing)."""
+    import pytest
+
+    from helpers import write_task
+    from still.pipeline import StageError, capture_role, export_dpo_stage, open_run, train_stage
+
+    train = {"recipe": "dpo", "epochs": 1, "batch_size": 4, "lora_r": 4}
+    task = write_task(tmp_path, student=f"local:{tiny_model}", train=train)
+    run = open_run(task, tmp_path / "run")
+    run.train_file.write_text("{}\n")
+    with pytest.raises(StageError, match="run `still export-dpo` first"):
+        train_stage(run)
+    capture_role(run, "teacher", "train")
+    _, n = export_dpo_stage(run, "trl")
+    assert n > 0
+    info = train_stage(run)
+    assert info["recipe"] == "dpo" and info["examples"] == n and info["steps"] > 0
+    assert (run.distilled_dir() / "model.safetensors").is_file()

@@ -516,9 +516,20 @@ def _ints(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
     help="Comma-separated: sft (teacher answers), kd (teacher label distributions, the "
     "task's train.kd), or kd:forward_kl, kd:reverse_kl, kd:jsd.",
 )
+@click.option(
+    "--methods",
+    default=None,
+    help="Comma-separated lora and/or full (default: the task's train.method): measure "
+    "which fine-tuning to use.",
+)
 @KEEP
 def curve_cmd(
-    task_file: Path, run_dir: Path | None, sizes: list[int], recipes: str, keep: str
+    task_file: Path,
+    run_dir: Path | None,
+    sizes: list[int],
+    recipes: str,
+    methods: str | None,
+    keep: str,
 ) -> None:
     """Held-out accuracy against the number of teacher examples, per training recipe: a
     student per (size, recipe), each benchmarked beside the teacher and the base student
@@ -531,7 +542,11 @@ def curve_cmd(
     run = _open(task_file, run_dir)
     try:
         points, ends = learning_curve(
-            run, sizes, [r.strip() for r in recipes.split(",") if r.strip()], keep
+            run,
+            sizes,
+            [r.strip() for r in recipes.split(",") if r.strip()],
+            keep,
+            [m.strip() for m in methods.split(",") if m.strip()] if methods else None,
         )
     except Exception as exc:  # noqa: BLE001
         _fail(exc)

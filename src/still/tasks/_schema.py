@@ -309,15 +309,24 @@ class KDSpec(_Strict):
     max_new_tokens: int = Field(64, ge=1, description="Longest on-policy sample.")
 
 
+class DPOSpec(_Strict):
+    """Direct preference optimisation on `still export-dpo` pairs (train.recipe: dpo)."""
+
+    beta: float = Field(0.1, gt=0, description="Pull back toward the starting model.")
+    learning_rate: float = Field(5e-6, gt=0, description="DPO wants far smaller steps.")
+
+
 class TrainSpec(_Strict):
     """How the student is fine-tuned on the exported teacher answers."""
 
-    recipe: Literal["sft", "kd"] = Field(
+    recipe: Literal["sft", "kd", "dpo"] = Field(
         "sft",
         description="sft: learn the teacher's answers (train.jsonl); kd: learn its "
         "distributions: over the labels for a label task (train-soft.jsonl, from a teacher "
         "that gives label scores, as local teachers do), else token by token from a local "
-        "teacher sharing the student's tokenizer (train-tokens.jsonl).",
+        "teacher sharing the student's tokenizer (train-tokens.jsonl); dpo: prefer the "
+        "teacher's passing answers to the base student's failing ones (dpo-trl.jsonl, "
+        "from `still export-dpo`; LoRA).",
     )
     method: Literal["lora", "full"] = "lora"
     epochs: float = 2.0
@@ -328,6 +337,7 @@ class TrainSpec(_Strict):
     max_length: int = 256
     seed: int = 0
     kd: KDSpec = KDSpec()
+    dpo: DPOSpec = DPOSpec()
     cost_per_hour: float | None = Field(
         None,
         description="Dollars an hour of the training machine, for the break-even volume in "

@@ -19,8 +19,11 @@ import math
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from still.tasks import TrainSpec
 
 
 def read_pairs(path: Path) -> list[dict[str, Any]]:
@@ -143,7 +146,8 @@ def train_dpo(
     losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
     result: dict[str, Any] = {
         "out_dir": str(out_dir),
-        "method": "dpo-lora",
+        "method": "lora",
+        "recipe": "dpo",
         "examples": len(rows),
         "steps": int(trainer.state.global_step),
         "losses": losses,
@@ -168,3 +172,26 @@ def train_dpo(
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
     return result
+
+
+def train_dpo_spec(
+    base_model: Path,
+    data: Path,
+    out_dir: Path,
+    spec: TrainSpec,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> dict[str, Any]:
+    """`train_dpo` driven by the task's training config (train.recipe: dpo), as the other
+    recipes are: epochs, batch size, LoRA rank and seed from `spec`, beta and the (much
+    smaller) learning rate from `spec.dpo`. Progress is TRL's own; `on_step` is unused."""
+    return train_dpo(
+        base_model,
+        data,
+        out_dir,
+        beta=spec.dpo.beta,
+        learning_rate=spec.dpo.learning_rate,
+        lora_r=spec.lora_r,
+        epochs=spec.epochs,
+        batch_size=spec.batch_size,
+        seed=spec.seed,
+    )
