@@ -15,6 +15,7 @@ Answers go through the run's store, so a rerun recomputes nothing it has.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -136,7 +137,7 @@ def learning_curve(
             if not data.exists() or stats.kept == 0:
                 log.warning("n=%d %s: nothing to train on (no %s)", n, recipe, data.name)
                 continue
-            out = folder / (recipe.replace(":", "-") + ("-full" if method == "full" else ""))
+            out = model_dir(folder, recipe, spec, data, base)
             if not (out / "train.json").is_file():
                 trainer = train_kd if spec.recipe == "kd" else train_sft
                 with _progress(f"train n={n} {recipe} ({method})") as on_step:
@@ -154,6 +155,17 @@ def learning_curve(
             )  # fmt: skip
             log.info("n=%d %s: %.1f%%", n, recipe, 100 * result.accuracy)
     return points, ends
+
+
+def model_dir(folder: Path, recipe: str, spec: TrainSpec, data: Path, base: Path) -> Path:
+    """Where a curve point's student goes: named by recipe and method, addressed by a hash
+    of its data, full training config and base model, so a changed export (another
+    --keep, a relabelled teacher) or recipe trains a new student instead of reusing a
+    stale one."""
+    h = hashlib.sha256(data.read_bytes())
+    h.update(spec.model_dump_json().encode())
+    h.update(str(base).encode())
+    return folder / f"{recipe.replace(':', '-')}-{spec.method}-{h.hexdigest()[:10]}"
 
 
 @contextmanager
