@@ -28,6 +28,7 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 
 demo: setup
+	$(BIN)/still select examples/trec/task.yaml
 	$(BIN)/still run examples/trec/task.yaml
 
 test: setup

@@ -72,3 +72,29 @@ def test_select_runs_candidates_on_train_examples_only(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "teacher: scripted:echo" in res.output
     assert json.loads((run.dir / "selection.json").read_text())["teacher"] == "scripted:echo"
+
+
+def test_the_report_shows_the_selection_and_why(tmp_path: Path) -> None:
+    """After `still select`, the run's reports carry the candidates and every reason."""
+    from still.pipeline import report_stage
+
+    task = write_task(
+        tmp_path,
+        student="scripted:first-label",
+        selection={"candidates": ["scripted:echo", "scripted:first-label"], "examples": 12},
+    )
+    run = open_run(task, tmp_path / "run")
+    res = CliRunner().invoke(main, ["select", str(task), "--run-dir", str(run.dir)])
+    assert res.exit_code == 0, res.output
+    run.store.close()
+    run = open_run(task, tmp_path / "run")
+    from still.pipeline import bench_stage
+
+    bench_stage(run, roles=("teacher", "student"), show=False)
+    report_stage(run, roles=("teacher", "student"), show=False)
+    saved = json.loads((run.dir / "report.json").read_text())["selection"]
+    assert saved["teacher"] == "scripted:echo" and saved["student"] == "scripted:first-label"
+    md = (run.dir / "report.md").read_text()
+    assert "### Model selection" in md and "teacher: scripted:echo (most accurate: 100.0%" in md
+    html = (run.dir / "report.html").read_text()
+    assert 'data-section="selection"' in html and 'data-plot="selection"' in html

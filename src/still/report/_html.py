@@ -428,7 +428,7 @@ def _accuracy_cost(cmp: Comparison, name: str = "accuracy-cost", what: str = "Ac
     ax.set_xlabel("$ per 1,000 examples" if by_cost else "mean latency (s / example)")
     ax.set_title(f"{what} against " + ("cost" if by_cost else "latency"))
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right", fontsize=8, frameon=False)
+        ax.legend(loc="best", fontsize=8, frameon=False)  # away from the points
     if by_cost:
         caption = "Accuracy (95% interval) against dollars per 1,000 examples."
         if unpriced:
