@@ -31,7 +31,7 @@ demo: setup
 	$(BIN)/still select examples/trec/task.yaml
 	$(BIN)/still run examples/trec/task.yaml
 
-test: setup
+test: setup gguf-tools
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

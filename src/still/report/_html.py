@@ -33,6 +33,8 @@ _ROLE_COLOURS = {
     "control": "#8172b3",
 }
 _OTHER_COLOURS = ["#c44e52", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd"]
+# Plots with two panels, given the page's whole width.
+_WIDE = {"position-bias"}
 # The column of the confusion matrix for answers that are no label: unparseable or failed.
 _NO_LABEL = "(not answered)"
 
@@ -61,6 +63,8 @@ code { font-size: .85rem; }
 figure.plot { margin: 0; background: #fff; border: 1px solid #dde2e8; border-radius: 8px;
               padding: .6rem; }
 figure.plot img { display: block; width: 100%; height: auto; }
+figure.plot.wide { grid-column: 1 / -1; }
+figure.plot.wide img { max-width: 1100px; }
 figcaption { color: #4a5563; font-size: .85rem; margin-top: .4rem; }
 footer { color: #7a8699; font-size: .8rem; margin-top: 2.5rem; }
 """
@@ -120,7 +124,7 @@ def write_html(
                 )
         body.append(f'<tr data-role="{esc(r.role)}">' + "".join(tds) + "</tr>")
     figures = "\n".join(
-        f'<figure class="plot" data-plot="{esc(p.name)}">'
+        f'<figure class="plot{" wide" if p.name in _WIDE else ""}" data-plot="{esc(p.name)}">'
         f'<img alt="{esc(p.alt)}" src="data:image/png;base64,{base64.b64encode(p.png).decode()}">'
         f"<figcaption>{esc(p.caption)}</figcaption></figure>"
         for p in plots
