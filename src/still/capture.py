@@ -43,16 +43,21 @@ def build_messages(
 def build_request(
     task: Task, role: str, model: str, example: Example, fewshot: Sequence[Example]
 ) -> Request:
-    """The request a role's model gets for an example: scored over labels or generated."""
+    """The request a role's model gets for an example: scored over labels or generated
+    (the teacher's with its top-k token logprobs when `generation.top_logprobs` is set)."""
     gen = task.generation
+    scored = task.scoring and bool(task.labels)
+    soft = role == "teacher" and gen.top_logprobs > 0 and not scored
     return Request(
         model=model,
         messages=build_messages(task, role, example, fewshot),
         params=SamplingParams(
             temperature=gen.temperature, max_tokens=gen.max_tokens, stop=tuple(gen.stop)
         ),
-        labels=tuple(task.labels) if task.scoring and task.labels else None,
+        labels=tuple(task.labels) if scored and task.labels else None,
         json_schema=task.output_schema,
+        logprobs=soft,
+        top_logprobs=gen.top_logprobs if soft else 0,
     )
 
 

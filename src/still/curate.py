@@ -123,7 +123,16 @@ def export(
             }
         )
         teacher_prompt = build_messages(task, "teacher", ex, fewshot)
-        tokens.append({**rows[-1], "teacher_messages": [m.model_dump() for m in teacher_prompt]})
+        token_row: dict[str, object] = {
+            **rows[-1],
+            "teacher_messages": [m.model_dump() for m in teacher_prompt],
+        }
+        if comp is not None and comp.tokens and comp.top_logprobs and not task.labels:
+            # the teacher's own tokens and their top-k alternatives: soft targets that need
+            # no live teacher (an endpoint's), for a student sharing its tokenizer
+            token_row["teacher_tokens"] = list(comp.tokens)
+            token_row["teacher_top_logprobs"] = list(comp.top_logprobs)
+        tokens.append(token_row)
         if task.labels and comp is not None and comp.label_logprobs:
             soft.append(
                 {

@@ -301,15 +301,15 @@ def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
         from still.curate import TOKENS_FILE
         from still.train.kd_tokens import train_kd_tokens
 
-        try:
-            teacher = local_path(run.task.models.teacher)
-        except ValueError as exc:
-            raise StageError(
-                f"free-text KD needs the teacher's whole next-token distribution, so a local "
-                f"teacher; {run.task.models.teacher!r} is not one ({exc}). Endpoints return "
-                "at most 20 logprobs a token: use train.recipe: sft"
-            ) from exc
-        data, trainer = run.dir / TOKENS_FILE, partial(train_kd_tokens, teacher_model=teacher)
+        data = run.dir / TOKENS_FILE
+        try:  # a local teacher gives its whole distribution, live
+            trainer = partial(train_kd_tokens, teacher_model=local_path(run.task.models.teacher))
+        except ValueError:  # an endpoint's: the top-k logprobs stored with its answers
+            from still.train.kd_topk import train_kd_topk
+
+            trainer = train_kd_topk
+        if not data.exists():
+            raise StageError(f"{data} does not exist: run `still export` first")
     elif recipe == "dpo":
         from still.train.dpo import train_dpo_spec
 

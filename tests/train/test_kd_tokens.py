@@ -123,15 +123,3 @@ def test_a_teacher_with_another_tokenizer_is_refused(
     with pytest.raises(StageError, match="must share a tokenizer.*train.recipe: sft"):
         train_stage(run)
     assert not run.distilled_dir().exists()
-
-
-def test_free_text_kd_from_an_endpoint_teacher_says_why_not(
-    tiny_model: Path, tmp_path: Path
-) -> None:
-    task = write_task(tmp_path, student=f"local:{tiny_model}", teacher="openai:gpt-4o",
-                      labels=None, graders=[{"type": "string_check", "name": "exact"}],
-                      train={"recipe": "kd"})  # fmt: skip
-    run = open_run(task, tmp_path / "run")
-    run.train_file.write_text("{}\n")
-    with pytest.raises(StageError, match="needs the teacher's whole next-token distribution"):
-        train_stage(run)

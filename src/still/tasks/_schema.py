@@ -101,6 +101,14 @@ class GenerationSpec(_Strict):
         "models, which would otherwise write the next example too).",
     )
     batch_size: int = Field(8, description="Requests per forward pass.")
+    top_logprobs: int = Field(
+        0,
+        ge=0,
+        le=20,
+        description="Ask the teacher for its k most likely tokens at every generated token "
+        "(endpoints give at most 20), stored with each answer: the soft targets of free-text "
+        "KD from a teacher that is not a local model (train.recipe: kd).",
+    )
 
 
 class StringCheckSpec(_Strict):

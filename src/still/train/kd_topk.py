@@ -1,0 +1,181 @@
+"""Knowledge distillation from stored top-k token logprobs, as one readable recipe.
+
+setup -> map the teacher's tokens onto the student's vocabulary -> train -> merge -> save.
+
+An endpoint teacher (OpenAI, vLLM, `still serve`...) returns, for every token it
+generated, its k most likely tokens with their logprobs (k <= 20): `generation.
+top_logprobs` stores them with each answer. That is a sparse view of the teacher's
+next-token distribution, and it is enough for distillation when the student shares the
+teacher's tokenizer: at each answer position the student's distribution restricted to
+the teacher's k candidates is pulled towards the teacher's (both renormalised over those k
+tokens: "top-k KD"), with the divergences and temperature of still.train.kd, plus
+`kd.hard_weight` times the cross-entropy on the teacher's own token.
+
+Tokens come back from endpoints as text. They are mapped to the student's ids through its
+vocabulary (each id's decoded text); when too many of the teacher's tokens have no such id
+the tokenizers differ and the run is refused with a message that says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from still.models._chat import prompt_token_ids, render_prompt
+from still.tasks import TrainSpec
+from still.train._common import (
+    TrainResult,
+    batches,
+    load_student,
+    optimizer,
+    save,
+    step,
+    total_steps,
+)
+from still.train.kd import divergence
+from still.train.kd_tokens import TokenizerMismatch, read_token_rows
+from still.types import Message
+
+MAX_UNMAPPED = 0.02
+"""Share of teacher tokens (chosen and alternatives) allowed to have no student id."""
+
+
+@dataclass(frozen=True)
+class TopKRow:
+    prompt: list[int]
+    answer: list[int]  # the teacher's tokens as student ids, end of turn appended
+    support: list[list[int]]  # per answer token (not the end of turn): candidate ids
+    teacher: list[list[float]]  # ... and the teacher's logprobs for them
+
+
+def vocabulary_by_text(tokenizer: Any) -> dict[str, int]:
+    """Each token's decoded text -> its id (the first id, when two decode alike)."""
+    table: dict[str, int] = {}
+    for i in range(len(tokenizer)):
+        table.setdefault(tokenizer.decode([i]), i)
+    return table
+
+
+def encode(
+    tokenizer: Any, table: dict[str, int], row: dict[str, Any], max_length: int
+) -> tuple[TopKRow | None, int, int]:
+    """A row in student ids: (row or None when too long or without usable targets, teacher
+    tokens seen, teacher tokens with no student id)."""
+    tokens: list[str] = row.get("teacher_tokens") or []
+    tops: list[dict[str, float]] = row.get("teacher_top_logprobs") or []
+    answer_text = str(row["messages"][-1]["content"])
+    # keep the tokens that spell the kept answer (the provider may have cut a stop string)
+    n = next((i for i in range(1, len(tokens) + 1)
+              if "".join(tokens[:i]).strip() == answer_text), None)  # fmt: skip
+    if n is None:
+        return None, 0, 0
+    seen = missing = 0
+    ids, support, teacher = [], [], []
+    for tok, alts in zip(tokens[:n], tops[:n], strict=False):
+        seen += 1 + len(alts)
+        if tok not in table:
+            missing += 1 + len(alts)
+            return None, seen, missing
+        ids.append(table[tok])
+        cand = {table[t]: lp for t, lp in alts.items() if t in table}
+        missing += len(alts) - len(cand)
+        cand.setdefault(table[tok], min(cand.values(), default=0.0))
+        support.append(list(cand))
+        teacher.append(list(cand.values()))
+    prompt = render_prompt(tokenizer, [Message.model_validate(m) for m in row["messages"][:-1]])
+    p_ids = prompt_token_ids(tokenizer, prompt)
+    end = tokenizer.convert_tokens_to_ids(tokenizer.eos_token) if tokenizer.eos_token else None
+    answer = ids + ([end] if end is not None else [])
+    if len(p_ids) + len(answer) > max_length:
+        return None, seen, missing
+    return TopKRow(p_ids, answer, support, teacher), seen, missing
+
+
+def _loss(student: Any, batch: Sequence[TopKRow], spec: TrainSpec) -> Any:
+    import torch
+
+    from still.train.kd_tokens import _answer_logits
+
+    vocab = len(student.tokenizer)
+    logits, targets = _answer_logits(student.model, [r.prompt for r in batch],
+                                     [r.answer for r in batch], student.pad,
+                                     student.device, vocab)  # fmt: skip
+    kd = spec.kd
+    losses = []
+    pos = 0
+    for r in batch:
+        for j, (ids, lps) in enumerate(zip(r.support, r.teacher, strict=True)):
+            s = logits[pos + j, ids].unsqueeze(0)
+            t = torch.tensor([lps], device=s.device)
+            losses.append(divergence(s, t, kd.divergence, kd.temperature, kd.beta))
+        pos += len(r.answer)
+    loss = torch.stack(losses).mean()
+    if kd.hard_weight:
+        loss = loss + kd.hard_weight * torch.nn.functional.cross_entropy(logits, targets)
+    return loss
+
+
+def train_kd_topk(
+    base_model: Path,
+    data: Path,
+    out_dir: Path,
+    spec: TrainSpec,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> TrainResult:
+    """Distil the stored top-k logprobs in `data` (train-tokens.jsonl rows with
+    teacher_tokens and teacher_top_logprobs) into `base_model`; save to `out_dir`.
+
+    Raises:
+        TokenizerMismatch: more than MAX_UNMAPPED of the teacher's tokens have no id in the
+            student's vocabulary.
+        ValueError: no row carries usable soft targets.
+    """
+    # -- setup ---------------------------------------------------------------------------
+    student = load_student(base_model, spec)
+    table = vocabulary_by_text(student.tokenizer)
+
+    # -- data ----------------------------------------------------------------------------
+    raw = read_token_rows(data)
+    seen = missing = 0
+    rows: list[TopKRow] = []
+    for r in raw:
+        row, s, m = encode(student.tokenizer, table, r, spec.max_length)
+        seen, missing = seen + s, missing + m
+        if row is not None:
+            rows.append(row)
+    if seen and missing / seen > MAX_UNMAPPED:
+        raise TokenizerMismatch(
+            f"{missing} of the teacher's {seen} stored tokens ({missing / seen:.0%}) are not "
+            f"tokens of the student {base_model}: top-k KD compares distributions token by "
+            "token, so teacher and student must share a tokenizer. Use train.recipe: sft, or "
+            "a teacher of the student's family."
+        )
+    if not rows:
+        raise ValueError(
+            f"{data}: no row has the teacher's top-k logprobs: set generation.top_logprobs "
+            "(1-20) and capture the teacher again, or use train.recipe: sft"
+        )
+    total = total_steps(len(rows), spec)
+    opt, sched, params = optimizer(student, spec, total)
+
+    # -- train ---------------------------------------------------------------------------
+    result = TrainResult(
+        str(out_dir), spec.method, len(rows), total, spec.epochs, 0.0, 0.0,
+        skipped_too_long=len(raw) - len(rows), recipe=f"kd-topk-{spec.kd.divergence}",
+    )  # fmt: skip
+    start = time.perf_counter()
+    for n, batch in enumerate(batches(rows, spec, total), 1):
+        value = step(opt, sched, params, _loss(student, batch, spec))
+        result.tokens += sum(len(r.prompt) + len(r.answer) for r in batch)
+        result.losses.append(value)
+        if on_step:
+            on_step(n, total, value)
+    result.seconds = time.perf_counter() - start
+    result.tokens_per_s = result.tokens / result.seconds if result.seconds else 0.0
+
+    # -- save ----------------------------------------------------------------------------
+    save(student, out_dir, result)
+    return result
