@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,14 @@ from still.bench._stats import gap_closed
 from still.capture import build_request, capture
 from still.curate import SOFT_FILE, export
 from still.models import get_model
-from still.pipeline import Run, StageError, _stored, capture_role, judge_capture
+from still.pipeline import (
+    Run,
+    StageError,
+    _stored,
+    capture_role,
+    judge_capture,
+    training_progress,
+)
 from still.tasks import TrainSpec
 
 log = logging.getLogger("still.curve")
@@ -140,7 +145,7 @@ def learning_curve(
             out = model_dir(folder, recipe, spec, data, base)
             if not (out / "train.json").is_file():
                 trainer = train_kd if spec.recipe == "kd" else train_sft
-                with _progress(f"train n={n} {recipe} ({method})") as on_step:
+                with training_progress(f"train n={n} {recipe} ({method})") as on_step:
                     trainer(base, data, out, spec, on_step=on_step)
             info = json.loads((out / "train.json").read_text())
             result, ok = _bench(run, "distilled", f"local:{out.resolve()}")
@@ -166,21 +171,6 @@ def model_dir(folder: Path, recipe: str, spec: TrainSpec, data: Path, base: Path
     h.update(spec.model_dump_json().encode())
     h.update(str(base).encode())
     return folder / f"{recipe.replace(':', '-')}-{spec.method}-{h.hexdigest()[:10]}"
-
-
-@contextmanager
-def _progress(desc: str) -> Iterator[Callable[[int, int, float], None]]:
-    """A progress bar for a training run, as the trainers' `on_step` callback."""
-    from tqdm import tqdm
-
-    with tqdm(desc=desc, unit="step", leave=False) as bar:
-
-        def on_step(step: int, total: int, loss: float) -> None:
-            bar.total = total
-            bar.set_postfix(loss=f"{loss:.3f}")
-            bar.update(1)
-
-        yield on_step
 
 
 def _bench(run: Run, role: str, model: str | None) -> tuple[ModelResult, list[bool]]:

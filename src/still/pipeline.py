@@ -19,7 +19,8 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,6 +286,21 @@ def export_dpo_stage(run: Run, fmt: str = "trl", budget: Budget | None = None) -
     return out, len(pairs)
 
 
+@contextmanager
+def training_progress(desc: str) -> Iterator[Callable[[int, int, float], None]]:
+    """A progress bar for a training run, as the trainers' `on_step(step, total, loss)`."""
+    from tqdm import tqdm
+
+    with tqdm(desc=desc, unit="step", leave=False) as bar:
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            bar.total = total
+            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.update(1)
+
+        yield on_step
+
+
 def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
     """Stage: fine-tune the student on train.jsonl (skipped if this exact model exists)."""
     from still.models._local import local_path
@@ -337,15 +353,7 @@ def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
         base = local_path(ref)
     except ValueError as exc:
         raise StageError(f"can't train student {ref!r}: {exc}") from exc
-    from tqdm import tqdm
-
-    with tqdm(desc="train", unit="step", leave=False) as bar:
-
-        def on_step(step: int, total: int, loss: float) -> None:
-            bar.total = total
-            bar.set_postfix(loss=f"{loss:.3f}")
-            bar.update(1)
-
+    with training_progress(f"train ({recipe}, {run.task.train.method})") as on_step:
         try:
             trainer(base, data=data, out_dir=out, spec=run.task.train, on_step=on_step)
         except ValueError as exc:  # a tokenizer mismatch, no usable rows: say so plainly

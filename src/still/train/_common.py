@@ -11,7 +11,8 @@ import json
 import math
 import random
 import shutil
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -143,3 +144,32 @@ def save(student: Student, out_dir: Path, result: TrainResult) -> None:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
+
+
+def train_loop(
+    student: Student,
+    rows: Sequence[T],
+    spec: TrainSpec,
+    result: TrainResult,
+    loss_of: Callable[[list[T]], tuple[Any, int]],
+    out_dir: Path,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> TrainResult:
+    """The loop every recipe shares: `result.steps` batches of `rows`, each batch's loss
+    and token count from the recipe's `loss_of`, an optimizer step, progress through
+    `on_step(step, total, loss)`; then throughput into `result` and the merged model saved
+    to `out_dir`."""
+    total = result.steps
+    opt, sched, params = optimizer(student, spec, total)
+    start = time.perf_counter()
+    for n, batch in enumerate(batches(rows, spec, total), 1):
+        loss, tokens = loss_of(batch)
+        value = step(opt, sched, params, loss)
+        result.tokens += tokens
+        result.losses.append(value)
+        if on_step:
+            on_step(n, total, value)
+    result.seconds = time.perf_counter() - start
+    result.tokens_per_s = result.tokens / result.seconds if result.seconds else 0.0
+    save(student, out_dir, result)
+    return result

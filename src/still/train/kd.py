@@ -23,7 +23,6 @@ about one forward pass a row, not six.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +32,9 @@ from still.models._chat import answer_token_ids, prompt_token_ids, render_prompt
 from still.tasks import TrainSpec
 from still.train._common import (
     TrainResult,
-    batches,
     load_student,
-    optimizer,
-    save,
-    step,
     total_steps,
+    train_loop,
 )
 from still.types import Message
 
@@ -198,28 +194,19 @@ def train_kd(
     if len({len(r.labels) for r in rows}) != 1:
         raise ValueError(f"{data}: every row needs the same label set")
     total = total_steps(len(rows), spec)
-    opt, sched, params = optimizer(student, spec, total)
 
-    # -- train ---------------------------------------------------------------------------
+    # -- train: divergence between label distributions -----------------------------------
     result = TrainResult(
         str(out_dir), spec.method, len(rows), total, spec.epochs, 0.0, 0.0,
         skipped_too_long=len(encoded) - len(rows), recipe=f"kd-{kd.divergence}",
     )  # fmt: skip
-    start = time.perf_counter()
-    for n, batch in enumerate(batches(rows, spec, total), 1):
+
+    def loss_of(batch: list[SoftRow]) -> tuple[Any, int]:
         s = label_scores(student.model, batch, student.pad, student.device)
         t = torch.tensor([r.teacher for r in batch], device=student.device)
         loss = divergence(s, t, kd.divergence, kd.temperature, kd.beta)
         if kd.hard_weight:
             loss = loss + kd.hard_weight * torch.nn.functional.cross_entropy(s, t.argmax(-1))
-        value = step(opt, sched, params, loss)
-        result.tokens += sum(len(r.prompt) + sum(len(x) - 1 for x in r.labels) for r in batch)
-        result.losses.append(value)
-        if on_step:
-            on_step(n, total, value)
-    result.seconds = time.perf_counter() - start
-    result.tokens_per_s = result.tokens / result.seconds if result.seconds else 0.0
+        return loss, sum(len(r.prompt) + sum(len(x) - 1 for x in r.labels) for r in batch)
 
-    # -- save ----------------------------------------------------------------------------
-    save(student, out_dir, result)
-    return result
+    return train_loop(student, rows, spec, result, loss_of, out_dir, on_step)

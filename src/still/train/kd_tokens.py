@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +32,9 @@ from still.models._chat import answer_token_ids, prompt_token_ids, render_prompt
 from still.tasks import TrainSpec
 from still.train._common import (
     TrainResult,
-    batches,
     load_student,
-    optimizer,
-    save,
-    step,
     total_steps,
+    train_loop,
 )
 from still.train.kd import divergence
 from still.types import Message
@@ -205,16 +201,15 @@ def train_kd_tokens(
     if not rows:
         raise ValueError(f"{data}: no training rows (or none fit max_length={spec.max_length})")
     total = total_steps(len(rows), spec)
-    opt, sched, params = optimizer(student, spec, total)
 
-    # -- train ---------------------------------------------------------------------------
+    # -- train: divergence at every answer token -----------------------------------------
     name = f"kd-tokens-{kd.divergence}" + (f"-on-policy-{kd.on_policy:g}" if kd.on_policy else "")
     result = TrainResult(
         str(out_dir), spec.method, len(rows), total, spec.epochs, 0.0, 0.0,
         skipped_too_long=len(encoded) - len(rows), recipe=name,
     )  # fmt: skip
-    start = time.perf_counter()
-    for n, batch in enumerate(batches(rows, spec, total), 1):
+
+    def loss_of(batch: list[TokenRow]) -> tuple[Any, int]:
         answers = [r.answer for r in batch]
         if kd.on_policy and rng.random() < kd.on_policy:
             answers = _sample(student, [r.student_prompt for r in batch], kd.max_new_tokens, eos)
@@ -226,19 +221,10 @@ def train_kd_tokens(
         loss = divergence(s_logits, t_logits, kd.divergence, kd.temperature, kd.beta)
         if kd.hard_weight:
             loss = loss + kd.hard_weight * torch.nn.functional.cross_entropy(s_logits, targets)
-        value = step(opt, sched, params, loss)
-        result.tokens += sum(
-            len(r.student_prompt) + len(a) for r, a in zip(batch, answers, strict=True)
-        )
-        result.losses.append(value)
-        if on_step:
-            on_step(n, total, value)
-    result.seconds = time.perf_counter() - start
-    result.tokens_per_s = result.tokens / result.seconds if result.seconds else 0.0
+        tokens = sum(len(r.student_prompt) + len(a) for r, a in zip(batch, answers, strict=True))
+        return loss, tokens
 
-    # -- save ----------------------------------------------------------------------------
-    save(student, out_dir, result)
-    return result
+    return train_loop(student, rows, spec, result, loss_of, out_dir, on_step)
 
 
 def _as_list(x: Any) -> list[Any]:

@@ -18,7 +18,6 @@ the tokenizers differ and the run is refused with a message that says so.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +27,9 @@ from still.models._chat import prompt_token_ids, render_prompt
 from still.tasks import TrainSpec
 from still.train._common import (
     TrainResult,
-    batches,
     load_student,
-    optimizer,
-    save,
-    step,
     total_steps,
+    train_loop,
 )
 from still.train.kd import divergence
 from still.train.kd_tokens import TokenizerMismatch, read_token_rows
@@ -159,23 +155,14 @@ def train_kd_topk(
             "(1-20) and capture the teacher again, or use train.recipe: sft"
         )
     total = total_steps(len(rows), spec)
-    opt, sched, params = optimizer(student, spec, total)
 
-    # -- train ---------------------------------------------------------------------------
+    # -- train: divergence over the teacher's k candidates at every answer token ---------
     result = TrainResult(
         str(out_dir), spec.method, len(rows), total, spec.epochs, 0.0, 0.0,
         skipped_too_long=len(raw) - len(rows), recipe=f"kd-topk-{spec.kd.divergence}",
     )  # fmt: skip
-    start = time.perf_counter()
-    for n, batch in enumerate(batches(rows, spec, total), 1):
-        value = step(opt, sched, params, _loss(student, batch, spec))
-        result.tokens += sum(len(r.prompt) + len(r.answer) for r in batch)
-        result.losses.append(value)
-        if on_step:
-            on_step(n, total, value)
-    result.seconds = time.perf_counter() - start
-    result.tokens_per_s = result.tokens / result.seconds if result.seconds else 0.0
 
-    # -- save ----------------------------------------------------------------------------
-    save(student, out_dir, result)
-    return result
+    def loss_of(batch: list[TopKRow]) -> tuple[Any, int]:
+        return _loss(student, batch, spec), sum(len(r.prompt) + len(r.answer) for r in batch)
+
+    return train_loop(student, rows, spec, result, loss_of, out_dir, on_step)

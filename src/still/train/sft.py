@@ -10,7 +10,6 @@ on exactly the format it is later asked in.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,9 @@ from still.models._chat import answer_token_ids, prompt_token_ids, render_prompt
 from still.tasks import TrainSpec
 from still.train._common import (
     TrainResult,
-    batches,
     load_student,
-    optimizer,
-    save,
-    step,
     total_steps,
+    train_loop,
 )
 from still.types import Message
 
@@ -82,9 +78,8 @@ def train_sft(
     if not rows:
         raise ValueError(f"{data}: no training rows fit max_length={spec.max_length}")
     total = total_steps(len(rows), spec)
-    opt, sched, params = optimizer(student, spec, total)
 
-    # -- train ---------------------------------------------------------------------------
+    # -- train: cross-entropy on the answer tokens ---------------------------------------
     result = TrainResult(
         str(out_dir),
         spec.method,
@@ -95,23 +90,14 @@ def train_sft(
         0.0,
         skipped_too_long=len(encoded) - len(rows),
     )
-    start = time.perf_counter()
-    for n, batch in enumerate(batches(rows, spec, total), 1):
+
+    def loss_of(batch: list[tuple[list[int], list[int]]]) -> tuple[Any, int]:
         width = max(len(ids) for ids, _ in batch)
         ids = torch.tensor([x + [pad] * (width - len(x)) for x, _ in batch], device=device)
         labels = torch.tensor([y + [IGNORE] * (width - len(y)) for _, y in batch], device=device)
         mask = torch.tensor(
             [[1] * len(x) + [0] * (width - len(x)) for x, _ in batch], device=device
         )
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss_value = step(opt, sched, params, loss)
-        result.tokens += int(mask.sum())
-        result.losses.append(loss_value)
-        if on_step:
-            on_step(n, total, loss_value)
-    result.seconds = time.perf_counter() - start
-    result.tokens_per_s = result.tokens / result.seconds if result.seconds else 0.0
+        return model(input_ids=ids, attention_mask=mask, labels=labels).loss, int(mask.sum())
 
-    # -- save ----------------------------------------------------------------------------
-    save(student, out_dir, result)
-    return result
+    return train_loop(student, rows, spec, result, loss_of, out_dir, on_step)
