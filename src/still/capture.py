@@ -44,10 +44,11 @@ def build_request(
     task: Task, role: str, model: str, example: Example, fewshot: Sequence[Example]
 ) -> Request:
     """The request a role's model gets for an example: scored over labels or generated
-    (the teacher's with its top-k token logprobs when `generation.top_logprobs` is set)."""
+    (the teacher's with its top-k token logprobs when `generation.top_logprobs` is set: an
+    endpoint teacher's label distribution is read off them, still.models._openai)."""
     gen = task.generation
     scored = task.scoring and bool(task.labels)
-    soft = role == "teacher" and gen.top_logprobs > 0 and not scored
+    soft = role == "teacher" and gen.top_logprobs > 0
     return Request(
         model=model,
         messages=build_messages(task, role, example, fewshot),

@@ -77,3 +77,55 @@ def test_an_endpoint_teacher_without_stored_logprobs_says_what_to_set(
     run = _run(tmp_path, endpoint, tiny_model, generation=generation)
     with pytest.raises(StageError, match="set generation.top_logprobs"):
         train_stage(run)  # type: ignore[arg-type]
+
+
+def test_label_scores_are_read_off_an_endpoints_top_logprobs() -> None:
+    from still.models._openai import label_scores_from_top
+
+    labels = ["human", "location", "number", "abbreviation"]
+    tokens = ['{"', "answer", '":"', "hum", "an", '"}']
+    top = [{}, {}, {}, {"hum": -0.2, "loc": -2.0, " num": -3.0, "x": -4.0}, {}, {}]
+    got = label_scores_from_top(tokens, top, "human", labels)
+    assert got == {"human": -0.2, "location": -2.0, "number": -3.0, "abbreviation": -5.0}
+    # the label's first token is looked for after the key: a label named like the key
+    # ("answer") is read at the value, not at the key
+    keyed = label_scores_from_top(
+        ['{"', "answer", '":"', "answer", '"}'], [{}, {}, {}, {"answer": -0.1, "hum": -3.0}, {}],
+        "answer", ["answer", "human"],
+    )  # fmt: skip
+    assert keyed == {"answer": -0.1, "human": -3.0}
+    # an answer whose first token is not in the stream gives no distribution
+    assert label_scores_from_top(tokens, top, "nothing", labels) is None
+
+
+def test_label_kd_from_an_endpoint_teacher(
+    tmp_path: Path, endpoint: Server, tiny_model: Path
+) -> None:
+    """A label task whose teacher is an endpoint: generation.top_logprobs gives each
+    answer the teacher's label distribution (here `still serve`'s exact label scores), so
+    export writes train-soft.jsonl and train.recipe kd trains on it."""
+    import torch
+
+    from still.models import get_model
+
+    labelled = {"labels": ["human", "location", "number"],
+                "graders": [{"type": "string_check", "name": "correct"}],
+                "generation": {"mode": "score", "batch_size": 4, "top_logprobs": 5},
+                "train": {"recipe": "kd", "epochs": 1, "batch_size": 4, "lora_r": 4}}  # fmt: skip
+    task = write_task(tmp_path, student=f"local:{tiny_model}", teacher=endpoint.ref, n=24,
+                      heldout=6, **labelled)  # fmt: skip
+    run = open_run(task, tmp_path / "run")
+    got = capture_role(run, "teacher", "train").completions
+    local = get_model(f"local:{tiny_model}")
+    for comp in list(got.values())[:4]:
+        assert comp.label_logprobs is not None and set(comp.label_logprobs) == set(LABELS3)
+        want = local.complete([comp.request.model_copy(update={"model": "m"})])[0]
+        p = torch.softmax(torch.tensor([comp.label_logprobs[x] for x in LABELS3]), -1)
+        q = torch.softmax(torch.tensor([want.label_logprobs[x] for x in LABELS3]), -1)  # type: ignore[index]
+        assert p.tolist() == pytest.approx(q.tolist(), abs=1e-4)
+    export_stage(run, keep="parsed")
+    assert run.soft_file.is_file()
+    assert train_stage(run)["recipe"] == "kd-forward_kl"
+
+
+LABELS3 = ["human", "location", "number"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import math
 import os
 import random
 import time
@@ -149,6 +150,9 @@ class OpenAIProvider:
                     {str(a.token): float(a.logprob) for a in (t.top_logprobs or [])}
                     for t in content
                 )
+        label_lps = None
+        if req.labels and top and tokens:
+            label_lps = label_scores_from_top(tokens, top, text, req.labels)
         usage = resp.usage
         return Completion(
             request=req,
@@ -164,6 +168,7 @@ class OpenAIProvider:
             token_logprobs=lps,
             tokens=tokens,
             top_logprobs=top,
+            label_logprobs=label_lps,
             attempts=attempt,
         )
 
@@ -321,6 +326,56 @@ def _strict_ok(node: Any) -> bool:
         ):
             return False
     return all(_strict_ok(v) for k, v in node.items() if k not in ("enum", "const", "required"))
+
+
+def label_scores_from_top(
+    tokens: Sequence[str],
+    top: Sequence[dict[str, float]],
+    answer: str,
+    labels: Sequence[str],
+) -> dict[str, float] | None:
+    """The teacher's distribution over the labels, read off an endpoint's top_logprobs.
+
+    An endpoint answers a label request with `{"answer": "<label>"}` and, with logprobs,
+    its k most likely tokens at each step. At the token where the label begins, each
+    alternative that starts a label (or spells it whole) gives that label its logprob
+    (summed over alternatives, in probability); a label no alternative starts gets the
+    least logprob seen minus 1 (less likely than anything in the top k). Labels that share
+    a first token share its mass: an approximation, exact when first tokens differ.
+
+    Returns None when the label's first token cannot be found.
+    """
+
+    def clean(tok: str) -> str:
+        return tok.strip(' "{}:')
+
+    start = next((i for i, t in enumerate(tokens) if ":" in t), -1) + 1
+    for i in range(start, len(tokens)):
+        c = clean(tokens[i])
+        if c and answer.startswith(c):
+            break
+    else:
+        return None
+    alternatives = top[i] if i < len(top) else {}
+    if not alternatives:
+        return None
+    mass: dict[str, list[float]] = {}
+    for tok, lp in alternatives.items():
+        c = clean(tok)
+        if not c:
+            continue
+        for lab in labels:
+            if lab.startswith(c) or c.startswith(lab):
+                mass.setdefault(lab, []).append(lp)
+    if answer in labels and answer not in mass:
+        return None  # the chosen label is not among its own first token's alternatives
+    floor = min(alternatives.values()) - 1.0
+    return {lab: _logsumexp(mass[lab]) if lab in mass else floor for lab in labels}
+
+
+def _logsumexp(xs: Sequence[float]) -> float:
+    m = max(xs)
+    return m + math.log(sum(math.exp(x - m) for x in xs))
 
 
 def unwrap_answer(text: str) -> str:

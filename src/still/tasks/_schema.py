@@ -106,8 +106,9 @@ class GenerationSpec(_Strict):
         ge=0,
         le=20,
         description="Ask the teacher for its k most likely tokens at every generated token "
-        "(endpoints give at most 20), stored with each answer: the soft targets of free-text "
-        "KD from a teacher that is not a local model (train.recipe: kd).",
+        "(endpoints give at most 20), stored with each answer: the soft targets of KD from a "
+        "teacher that is not a local model (train.recipe: kd): top-k KD for free text; for a "
+        "label task, its distribution over the labels, read off the label's first token.",
     )
 
 
