@@ -175,7 +175,11 @@ def _extra(cmp: Comparison, rows: list[dict[str, Any]]) -> dict[str, Any]:
             {"role": "teacher", **summarise("t", fair, "ABCD").as_dict()},
             {"role": "student", **summarise("s", always_a, "ABCD").as_dict()},
         ],
-        "selection": sel.as_dict(),
+        # a selection.json written by another version: an unknown field is ignored
+        "selection": {
+            **sel.as_dict(),
+            "results": [{**r, "written_by_a_newer_still": 1} for r in sel.as_dict()["results"]],
+        },
     }
 
 

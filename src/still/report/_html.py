@@ -10,6 +10,7 @@ HTML-escaped: model references and labels are user input.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import math
@@ -293,8 +294,15 @@ def _plots(
             plots.append(_position_bias(extra["position_bias"]))
         sel = extra.get("selection") or {}
         if sel.get("results"):
+            known = {f.name for f in dataclasses.fields(ModelResult)}  # an older/newer file
             candidates = Comparison(
-                [ModelResult(**{**r, "role": _short_model(r["model"])}) for r in sel["results"]]
+                [
+                    ModelResult(
+                        **{k: v for k, v in r.items() if k in known and k != "role"},
+                        role=_short_model(r["model"]),
+                    )
+                    for r in sel["results"]
+                ]
             )
             plots.append(
                 _accuracy_cost(candidates, name="selection", what="Selection candidates: accuracy")
