@@ -42,14 +42,14 @@ def test_500_prompts_through_429_500_slow_and_dropped_responses(
         assert calls == [64] * 7 + [52]
         assert set(server.injected) == {"429", "500", "slow", "drop"}
         injected = sum(server.injected.values())
-        # every attempt the server saw beyond the first of each prompt is a retry, and the
-        # store says so: each injected fault cost one (an ordinary answer slowed past the
-        # 0.5 s timeout on a busy machine costs one more, counted the same way)
+        # every retry is recorded in the store, and each injected fault cost one; on a busy
+        # machine an ordinary answer slowed past the 0.5 s timeout (or a connection timed
+        # out before the server read it) costs one more, counted the same way
         rows = store.list()
         assert len(rows) == 500 and len({c.request_hash for c in rows}) == 500
-        retries = sum(server.seen.values()) - 500
-        assert sum(c.attempts - 1 for c in rows) == retries == provider.retries  # type: ignore[attr-defined]
-        assert injected <= retries <= injected + 5
+        retries = provider.retries  # type: ignore[attr-defined]
+        assert sum(c.attempts - 1 for c in rows) == retries
+        assert injected <= sum(server.seen.values()) - 500 <= retries <= injected + 25
         assert all(c.text == f"echo: {c.request.messages[-1].content}" for c in rows)
         # each prompt was answered once: a second capture sends nothing
         before = sum(server.seen.values())
