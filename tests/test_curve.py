@@ -57,3 +57,13 @@ def test_curve_refuses_sizes_beyond_the_train_split_and_unknown_recipes(
     assert res.exit_code == 1 and "unknown recipe 'magic'" in res.output
     res = CliRunner().invoke(main, ["curve", str(task), *run, "--sizes", "ten"])
     assert res.exit_code == 2 and "comma-separated whole numbers" in res.output
+
+
+def test_a_curve_with_nothing_to_train_on_fails(tmp_path: Path, tiny_model: Path) -> None:
+    """A teacher that is always wrong leaves no training row: no point, and an error,
+    never an empty table reported as a success."""
+    task = write_task(tmp_path, student=f"local:{tiny_model}", teacher="scripted:const=x",
+                      n=20, heldout=5)  # fmt: skip
+    res = CliRunner().invoke(main, ["curve", str(task), "--run-dir", str(tmp_path / "run"),
+                                    "--sizes", "10", "--recipes", "sft"])  # fmt: skip
+    assert res.exit_code == 1 and "no student was trained" in res.output

@@ -25,9 +25,7 @@ from typing import Any
 from still.bench import ModelResult, evaluate
 from still.bench._paired import gap_closed_interval
 from still.bench._stats import gap_closed
-from still.capture import build_request, capture
 from still.curate import SOFT_FILE, export
-from still.models import get_model
 from still.pipeline import (
     Run,
     StageError,
@@ -95,8 +93,8 @@ def learning_curve(
         results (the ends of the gap).
 
     Raises:
-        StageError: no sizes, a size larger than the train split, or a student that is
-            not a local model.
+        StageError: no sizes, a size larger than the train split, a student that is
+            not a local model, or no point with anything to train on.
     """
     from still.models._local import local_path
     from still.train import train_kd, train_sft
@@ -159,6 +157,11 @@ def learning_curve(
                 )
             )  # fmt: skip
             log.info("n=%d %s: %.1f%%", n, recipe, 100 * result.accuracy)
+    if not points:
+        raise StageError(
+            "no student was trained: no size kept a teacher answer to train on (or no KD "
+            "targets were exported); see the warnings above"
+        )
     return points, ends
 
 
@@ -176,21 +179,10 @@ def model_dir(folder: Path, recipe: str, spec: TrainSpec, data: Path, base: Path
 def _bench(run: Run, role: str, model: str | None) -> tuple[ModelResult, list[bool]]:
     """One model on the held-out split through the run's store (the role's prompt): its
     summary and whether each example was right (for paired intervals)."""
-    ref = model or run.model_for(role)
-    reqs = {
-        e.id: build_request(run.task, role, ref, e, run.split.fewshot) for e in run.split.heldout
-    }
-    stats = capture(
-        lambda: get_model(ref),
-        reqs,
-        run.store,
-        metadata={"run": run.dir.name, "task": run.task.name, "role": role, "split": "heldout"},
-        batch_size=run.task.generation.batch_size,
-        desc=f"{role} on heldout",
-    )
+    stats = capture_role(run, role, "heldout", model=model)
     result, rows, _ = evaluate(
-        role, ref, run.split.heldout, stats.completions, run.graders, run.task.labels,
-        capture=judge_capture(run),
+        role, model or run.model_for(role), run.split.heldout, stats.completions,
+        run.graders, run.task.labels, capture=judge_capture(run),
     )  # fmt: skip
     return result, [bool(r["correct"]) for r in rows]
 

@@ -83,8 +83,12 @@ class Run:
             return self.split.heldout
         raise ValueError(f"unknown split {split!r}: use train or heldout")
 
-    def requests(self, role: str, split: str, limit: int | None = None) -> dict[str, Request]:
-        model = self.model_for(role)
+    def requests(
+        self, role: str, split: str, limit: int | None = None, model: str | None = None
+    ) -> dict[str, Request]:
+        """A split's requests as `role` asks them (its prompt), to the role's model or to
+        `model` (another student in the role's place: a curve point, a GGUF read-back)."""
+        model = model or self.model_for(role)
         exs = self.examples(split)[:limit]
         return {e.id: build_request(self.task, role, model, e, self.split.fewshot) for e in exs}
 
@@ -153,19 +157,26 @@ def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
 
 
 def capture_role(
-    run: Run, role: str, split: str, limit: int | None = None, budget: Budget | None = None
+    run: Run,
+    role: str,
+    split: str,
+    limit: int | None = None,
+    budget: Budget | None = None,
+    model: str | None = None,
 ) -> CaptureStats:
-    """Stage: answer a split's examples with a role's model, storing every completion
-    (with its cost, when the model has a price; within `budget`, when given)."""
-    reqs = run.requests(role, split, limit)
-    ref = run.model_for(role)
+    """Stage: answer a split's examples with a role's model (or `model` in its place),
+    storing every completion (with its cost, when the model has a price; within `budget`,
+    when given)."""
+    reqs = run.requests(role, split, limit, model)
+    ref = model or run.model_for(role)
+    desc = f"{role} on {split}" if model is None else f"{ref.rsplit('/', 1)[-1]} on {split}"
     stats = capture(
         lambda: get_model(ref),
         reqs,
         run.store,
         metadata={"run": run.dir.name, "task": run.task.name, "role": role, "split": split},
         batch_size=run.task.generation.batch_size,
-        desc=f"{role} on {split}",
+        desc=desc,
         cost_model=cost_model_for(ref, run.task.prices, run.task.tokenizers),
         budget=budget,
     )
@@ -376,6 +387,12 @@ def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
             "%d training rows were longer than train.max_length=%d tokens and left out",
             info["skipped_too_long"],
             run.task.train.max_length,
+        )
+    if info.get("skipped_no_targets"):
+        log.warning(
+            "%d training rows had no usable soft targets (no stored top-k logprobs, or "
+            "tokens that do not spell the kept answer) and were left out",
+            info["skipped_no_targets"],
         )
     return info
 
@@ -678,23 +695,14 @@ def export_gguf_stage(
     for q, path in files.items():
         back = gguf.load_gguf(path, out / f".{q}-readback")
         ref = f"local:{back.resolve()}"
-        reqs = {e.id: build_request(run.task, "distilled", ref, e, run.split.fewshot)
-                for e in heldout}  # fmt: skip
-        got = capture(
-            lambda ref=ref: get_model(ref),  # type: ignore[misc]
-            reqs,
-            run.store,
-            metadata={"run": run.dir.name, "role": "gguf", "split": "heldout"},
-            batch_size=run.task.generation.batch_size,
-            desc=f"{q} on heldout",
-        )
+        got = capture_role(run, "distilled", "heldout", limit=verify, model=ref)
         same = sum(
             got.completions[e.id].text == reference[e.id].text
             for e in heldout
             if e.id in got.completions and e.id in reference
         )
         result, _, _ = evaluate("gguf", ref, heldout, got.completions, run.graders,
-                                run.task.labels, capture=_stored_only(run))  # fmt: skip
+                                run.task.labels, capture=judge_capture(run))  # fmt: skip
         report["files"][q] = {
             "file": path.name,
             "megabytes": round(path.stat().st_size / 1e6, 1),

@@ -37,6 +37,7 @@ class TrainResult:
     skipped_too_long: int = 0
     recipe: str = "sft"
     tokens: int = 0  # tokens through the forward pass (prompt + answer), all steps
+    skipped_no_targets: int = 0  # rows without usable soft targets (top-k KD)
 
     @property
     def first_loss(self) -> float:
@@ -57,6 +58,25 @@ class Student:
     device: str
     pad: int
     lora: bool
+
+
+def read_jsonl(path: Path, valid: Callable[[Any], bool], expected: str) -> list[Any]:
+    """The rows of a recipe's JSONL data file, each checked by `valid` (which may raise
+    KeyError, TypeError or IndexError on a malformed row); the first bad row raises
+    ValueError naming file and line and what was `expected` there."""
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            ok = valid(row)
+        except (ValueError, KeyError, TypeError, IndexError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{path}:{n}: expected {expected}")
+        rows.append(row)
+    return rows
 
 
 def load_student(base_model: Path, spec: TrainSpec) -> Student:
@@ -150,16 +170,24 @@ def train_loop(
     student: Student,
     rows: Sequence[T],
     spec: TrainSpec,
-    result: TrainResult,
     loss_of: Callable[[list[T]], tuple[Any, int]],
     out_dir: Path,
     on_step: Callable[[int, int, float], None] | None = None,
+    *,
+    recipe: str,
+    skipped_too_long: int = 0,
+    skipped_no_targets: int = 0,
 ) -> TrainResult:
-    """The loop every recipe shares: `result.steps` batches of `rows`, each batch's loss
-    and token count from the recipe's `loss_of`, an optimizer step, progress through
-    `on_step(step, total, loss)`; then throughput into `result` and the merged model saved
-    to `out_dir`."""
-    total = result.steps
+    """The loop every recipe shares: `spec.epochs` over `rows` in batches, each batch's
+    loss and token count from the recipe's `loss_of`, an optimizer step, progress through
+    `on_step(step, total, loss)`; then the merged model saved to `out_dir` with its
+    TrainResult (recipe name, rows left out and why, losses, throughput)."""
+    total = total_steps(len(rows), spec)
+    result = TrainResult(
+        str(out_dir), spec.method, len(rows), total, spec.epochs, 0.0, 0.0,
+        skipped_too_long=skipped_too_long, recipe=recipe,
+        skipped_no_targets=skipped_no_targets,
+    )  # fmt: skip
     opt, sched, params = optimizer(student, spec, total)
     start = time.perf_counter()
     for n, batch in enumerate(batches(rows, spec, total), 1):

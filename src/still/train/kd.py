@@ -22,7 +22,6 @@ about one forward pass a row, not six.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from still.tasks import TrainSpec
 from still.train._common import (
     TrainResult,
     load_student,
-    total_steps,
+    read_jsonl,
     train_loop,
 )
 from still.types import Message
@@ -53,21 +52,15 @@ def read_soft_jsonl(path: Path) -> list[dict[str, Any]]:
     """Rows of a soft-target file (`train-soft.jsonl`, written by export): `messages`
     (the student prompt), `answer` (the teacher's label), `teacher_logprobs` {label:
     log-score}. A malformed row names file and line."""
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            ok = isinstance(row["messages"], list) and isinstance(row["teacher_logprobs"], dict)
-        except (ValueError, KeyError, TypeError):
-            ok = False
-        if not ok or not row["teacher_logprobs"]:
-            raise ValueError(
-                f"{path}:{n}: expected an object with messages and non-empty teacher_logprobs"
-            )
-        rows.append(row)
-    return rows
+    return read_jsonl(
+        path,
+        lambda row: (
+            isinstance(row["messages"], list)
+            and isinstance(row["teacher_logprobs"], dict)
+            and bool(row["teacher_logprobs"])
+        ),
+        "an object with messages and non-empty teacher_logprobs",
+    )
 
 
 def encode(tokenizer: Any, row: dict[str, Any], max_length: int) -> SoftRow | None:
@@ -193,13 +186,8 @@ def train_kd(
         raise ValueError(f"{data}: no training rows (or none fit max_length={spec.max_length})")
     if len({len(r.labels) for r in rows}) != 1:
         raise ValueError(f"{data}: every row needs the same label set")
-    total = total_steps(len(rows), spec)
 
     # -- train: divergence between label distributions -----------------------------------
-    result = TrainResult(
-        str(out_dir), spec.method, len(rows), total, spec.epochs, 0.0, 0.0,
-        skipped_too_long=len(encoded) - len(rows), recipe=f"kd-{kd.divergence}",
-    )  # fmt: skip
 
     def loss_of(batch: list[SoftRow]) -> tuple[Any, int]:
         s = label_scores(student.model, batch, student.pad, student.device)
@@ -209,4 +197,13 @@ def train_kd(
             loss = loss + kd.hard_weight * torch.nn.functional.cross_entropy(s, t.argmax(-1))
         return loss, sum(len(r.prompt) + sum(len(x) - 1 for x in r.labels) for r in batch)
 
-    return train_loop(student, rows, spec, result, loss_of, out_dir, on_step)
+    return train_loop(
+        student,
+        rows,
+        spec,
+        loss_of,
+        out_dir,
+        on_step,
+        recipe=f"kd-{kd.divergence}",
+        skipped_too_long=len(encoded) - len(rows),
+    )

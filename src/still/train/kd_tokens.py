@@ -21,7 +21,6 @@ vocabulary: use still.train.kd, which distils over the labels).
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from still.tasks import TrainSpec
 from still.train._common import (
     TrainResult,
     load_student,
-    total_steps,
+    read_jsonl,
     train_loop,
 )
 from still.train.kd import divergence
@@ -76,26 +75,15 @@ def check_shared_tokenizer(
 def read_token_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of `train-tokens.jsonl`: `messages` (student prompt + the answer, last) and
     `teacher_messages` (the teacher's prompt). A malformed row names file and line."""
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            ok = (
-                isinstance(row["messages"], list)
-                and row["messages"][-1]["role"] == "assistant"
-                and isinstance(row["teacher_messages"], list)
-            )
-        except (ValueError, KeyError, TypeError, IndexError):
-            ok = False
-        if not ok:
-            raise ValueError(
-                f"{path}:{n}: expected messages ending in the assistant's answer, and "
-                "teacher_messages"
-            )
-        rows.append(row)
-    return rows
+    return read_jsonl(
+        path,
+        lambda row: (
+            isinstance(row["messages"], list)
+            and row["messages"][-1]["role"] == "assistant"
+            and isinstance(row["teacher_messages"], list)
+        ),
+        "messages ending in the assistant's answer, and teacher_messages",
+    )
 
 
 def encode(tokenizer: Any, row: dict[str, Any], max_length: int) -> TokenRow | None:
@@ -200,14 +188,9 @@ def train_kd_tokens(
     rows = [e for e in encoded if e is not None]
     if not rows:
         raise ValueError(f"{data}: no training rows (or none fit max_length={spec.max_length})")
-    total = total_steps(len(rows), spec)
 
     # -- train: divergence at every answer token -----------------------------------------
     name = f"kd-tokens-{kd.divergence}" + (f"-on-policy-{kd.on_policy:g}" if kd.on_policy else "")
-    result = TrainResult(
-        str(out_dir), spec.method, len(rows), total, spec.epochs, 0.0, 0.0,
-        skipped_too_long=len(encoded) - len(rows), recipe=name,
-    )  # fmt: skip
 
     def loss_of(batch: list[TokenRow]) -> tuple[Any, int]:
         answers = [r.answer for r in batch]
@@ -224,7 +207,16 @@ def train_kd_tokens(
         tokens = sum(len(r.student_prompt) + len(a) for r, a in zip(batch, answers, strict=True))
         return loss, tokens
 
-    return train_loop(student, rows, spec, result, loss_of, out_dir, on_step)
+    return train_loop(
+        student,
+        rows,
+        spec,
+        loss_of,
+        out_dir,
+        on_step,
+        recipe=name,
+        skipped_too_long=len(encoded) - len(rows),
+    )
 
 
 def _as_list(x: Any) -> list[Any]:

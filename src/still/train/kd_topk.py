@@ -28,7 +28,6 @@ from still.tasks import TrainSpec
 from still.train._common import (
     TrainResult,
     load_student,
-    total_steps,
     train_loop,
 )
 from still.train.kd import divergence
@@ -57,9 +56,9 @@ def vocabulary_by_text(tokenizer: Any) -> dict[str, int]:
 
 def encode(
     tokenizer: Any, table: dict[str, int], row: dict[str, Any], max_length: int
-) -> tuple[TopKRow | None, int, int]:
+) -> tuple[TopKRow | None, int, int, bool]:
     """A row in student ids: (row or None when too long or without usable targets, teacher
-    tokens seen, teacher tokens with no student id)."""
+    tokens seen, teacher tokens with no student id, whether it was left out as too long)."""
     tokens: list[str] = row.get("teacher_tokens") or []
     tops: list[dict[str, float]] = row.get("teacher_top_logprobs") or []
     answer_text = str(row["messages"][-1]["content"])
@@ -67,14 +66,14 @@ def encode(
     n = next((i for i in range(1, len(tokens) + 1)
               if "".join(tokens[:i]).strip() == answer_text), None)  # fmt: skip
     if n is None:
-        return None, 0, 0
+        return None, 0, 0, False
     seen = missing = 0
     ids, support, teacher = [], [], []
     for tok, alts in zip(tokens[:n], tops[:n], strict=False):
         seen += 1 + len(alts)
         if tok not in table:
             missing += 1 + len(alts)
-            return None, seen, missing
+            return None, seen, missing, False
         ids.append(table[tok])
         cand = {table[t]: lp for t, lp in alts.items() if t in table}
         missing += len(alts) - len(cand)
@@ -86,8 +85,8 @@ def encode(
     end = tokenizer.convert_tokens_to_ids(tokenizer.eos_token) if tokenizer.eos_token else None
     answer = ids + ([end] if end is not None else [])
     if len(p_ids) + len(answer) > max_length:
-        return None, seen, missing
-    return TopKRow(p_ids, answer, support, teacher), seen, missing
+        return None, seen, missing, True
+    return TopKRow(p_ids, answer, support, teacher), seen, missing, False
 
 
 def _loss(student: Any, batch: Sequence[TopKRow], spec: TrainSpec) -> Any:
@@ -135,11 +134,11 @@ def train_kd_topk(
 
     # -- data ----------------------------------------------------------------------------
     raw = read_token_rows(data)
-    seen = missing = 0
+    seen = missing = too_long = 0
     rows: list[TopKRow] = []
     for r in raw:
-        row, s, m = encode(student.tokenizer, table, r, spec.max_length)
-        seen, missing = seen + s, missing + m
+        row, s, m, long = encode(student.tokenizer, table, r, spec.max_length)
+        seen, missing, too_long = seen + s, missing + m, too_long + long
         if row is not None:
             rows.append(row)
     if seen and missing / seen > MAX_UNMAPPED:
@@ -154,15 +153,14 @@ def train_kd_topk(
             f"{data}: no row has the teacher's top-k logprobs: set generation.top_logprobs "
             "(1-20) and capture the teacher again, or use train.recipe: sft"
         )
-    total = total_steps(len(rows), spec)
 
     # -- train: divergence over the teacher's k candidates at every answer token ---------
-    result = TrainResult(
-        str(out_dir), spec.method, len(rows), total, spec.epochs, 0.0, 0.0,
-        skipped_too_long=len(raw) - len(rows), recipe=f"kd-topk-{spec.kd.divergence}",
-    )  # fmt: skip
 
     def loss_of(batch: list[TopKRow]) -> tuple[Any, int]:
         return _loss(student, batch, spec), sum(len(r.prompt) + len(r.answer) for r in batch)
 
-    return train_loop(student, rows, spec, result, loss_of, out_dir, on_step)
+    return train_loop(
+        student, rows, spec, loss_of, out_dir, on_step,
+        recipe=f"kd-topk-{spec.kd.divergence}", skipped_too_long=too_long,
+        skipped_no_targets=len(raw) - len(rows) - too_long,
+    )  # fmt: skip

@@ -20,7 +20,6 @@ from still.tasks import TrainSpec
 from still.train._common import (
     TrainResult,
     load_student,
-    total_steps,
     train_loop,
 )
 from still.types import Message
@@ -77,19 +76,8 @@ def train_sft(
     rows = [e for e in encoded if e is not None]
     if not rows:
         raise ValueError(f"{data}: no training rows fit max_length={spec.max_length}")
-    total = total_steps(len(rows), spec)
 
     # -- train: cross-entropy on the answer tokens ---------------------------------------
-    result = TrainResult(
-        str(out_dir),
-        spec.method,
-        len(rows),
-        total,
-        spec.epochs,
-        0.0,
-        0.0,
-        skipped_too_long=len(encoded) - len(rows),
-    )
 
     def loss_of(batch: list[tuple[list[int], list[int]]]) -> tuple[Any, int]:
         width = max(len(ids) for ids, _ in batch)
@@ -100,4 +88,13 @@ def train_sft(
         )
         return model(input_ids=ids, attention_mask=mask, labels=labels).loss, int(mask.sum())
 
-    return train_loop(student, rows, spec, result, loss_of, out_dir, on_step)
+    return train_loop(
+        student,
+        rows,
+        spec,
+        loss_of,
+        out_dir,
+        on_step,
+        recipe="sft",
+        skipped_too_long=len(encoded) - len(rows),
+    )
