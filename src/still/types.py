@@ -12,7 +12,14 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 HASH_ALGORITHM = "sha256-v1"
 """Tag stored with every request hash, so a future change of canonical form is detectable."""
@@ -48,6 +55,9 @@ class Request(BaseModel):
     answer instead of generating free text: one forward pass, always a valid label.
     `json_schema`, when set, asks for a JSON answer valid against it: sent to endpoints as
     a json_schema response format, enforced by constrained decoding in local models.
+    `unknown_params`, set only on imported traffic, names the sampling parameters the log
+    did not record: `params` holds placeholders for them, which are stored and hashed as
+    null, so such a request is a record of what was asked, never one to send again.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -66,13 +76,58 @@ class Request(BaseModel):
         description="Tags passed to backends that store completions themselves (OpenAI "
         "`store=True`). Not part of the request's identity: excluded from the hash.",
     )
+    unknown_params: tuple[str, ...] = Field(
+        (),
+        description="Names of `params` fields the source of an imported request did not "
+        "record; their values are placeholders, written (and hashed) as null.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_unknown(cls, data: Any) -> Any:
+        """Sort `unknown_params`, and read a stored null for one of them as a placeholder."""
+        if not isinstance(data, dict) or not data.get("unknown_params"):
+            return data
+        raw = data["unknown_params"]
+        if isinstance(raw, str) or not all(isinstance(n, str) for n in raw):
+            return data  # pydantic refuses it with its own message
+        unknown = tuple(sorted(set(raw)))
+        data = {**data, "unknown_params": unknown}
+        params = data.get("params")
+        if isinstance(params, dict):
+            data["params"] = {k: v for k, v in params.items() if not (k in unknown and v is None)}
+        return data
+
+    @model_validator(mode="after")
+    def _check_unknown(self) -> Request:
+        wrong = set(self.unknown_params) - set(SamplingParams.model_fields)
+        if wrong:
+            raise ValueError(
+                f"unknown_params names {sorted(wrong)}, which are not sampling parameters "
+                f"(those are {list(SamplingParams.model_fields)})"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _write_unknown(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Unknown parameters as null; no `unknown_params` key when none is unknown, so an
+        ordinary request is written (and hashed) exactly as before the field existed."""
+        data: dict[str, Any] = handler(self)
+        if not self.unknown_params:
+            data.pop("unknown_params", None)
+        elif isinstance(data.get("params"), dict):
+            data["params"] = {
+                k: None if k in self.unknown_params else v for k, v in data["params"].items()
+            }
+        return data
 
     def canonical(self) -> dict[str, Any]:
         """The request as a plain, key-sorted structure: what the hash is taken over.
 
-        Fields added after the first stores (`json_schema`, `top_logprobs`) enter only when
-        set, so requests without them keep the hashes they had before the fields existed
-        (stores made then stay valid)."""
+        Fields added after the first stores (`json_schema`, `top_logprobs`,
+        `unknown_params`) enter only when set, so requests without them keep the hashes they
+        had before the fields existed (stores made then stay valid). Unknown parameters
+        enter as null, never as their placeholders."""
         exclude = {"metadata"}
         if self.json_schema is None:
             exclude.add("json_schema")

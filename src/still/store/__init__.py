@@ -4,11 +4,18 @@
 repeated request from what is stored (`lookup`), and filters and exports what it holds.
 It is the only code in `still` that knows SQL; the schema evolves through the ordered
 migrations in `_migrations.py`. `read_traffic` turns stored-completion listings and
-chat logs from elsewhere into completions to store (`still store import`). Importing this
+chat logs from elsewhere into completions to store (`still store import`), and
+`traffic_rows` reads those back as (messages, answer, metadata) rows. Importing this
 package loads only the standard library, pydantic and `still.types`/`still.cost`.
 """
 
-from still.store._import import ImportFormatError, ImportResult, read_traffic
+from still.store._import import (
+    ImportFormatError,
+    ImportResult,
+    TrafficRow,
+    read_traffic,
+    traffic_rows,
+)
 from still.store._store import (
     MAX_KEY_CHARS,
     MAX_METADATA_KEYS,
@@ -24,6 +31,8 @@ __all__ = [
     "ImportFormatError",
     "ImportResult",
     "Store",
+    "TrafficRow",
     "check_metadata",
     "read_traffic",
+    "traffic_rows",
 ]

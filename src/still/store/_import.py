@@ -2,7 +2,9 @@
 
 A team that already calls a large model in production has its teacher's answers: OpenAI
 or Azure stored completions (`store=True`), or request logs. Importing them lets `still`
-grade, curate and train on that traffic without calling the teacher again.
+grade, curate and train on that traffic without calling the teacher again:
+`traffic_rows` reads what was imported back as (messages, answer, metadata) rows, the
+shape a task's data or a training set needs, with no export file in between.
 
 Accepted files (the format is recognised per row):
 
@@ -11,10 +13,18 @@ Accepted files (the format is recognised per row):
   That listing has no input messages: they come from the item itself (`input_messages`,
   `messages` or `request.messages`, when the user saved them with it) or from
   `messages_dir/<completion id>.json`, what `GET /v1/chat/completions/<id>/messages`
-  returns;
+  returns (an id that is not a plain file name is refused: it would read outside the
+  folder);
 - chat JSONL (the fine-tuning format): `{"messages": [..., {"role": "assistant", ...}]}`,
   the last message being the answer;
 - request logs: `{"request": {"model", "messages", ...}, "response": <chat.completion>}`.
+
+What the log does not say is not made up. A sampling parameter a row does not name
+(temperature, top_p, max_tokens, seed, stop) is stored as unknown (`Request.unknown_params`,
+null in the stored request and its hash), not as `SamplingParams`' default. The model is
+the one the request asked for when the row has it (a request log's or an item's
+`request.model`, a chat row's `model`), else the response's; the response's model, often
+a dated snapshot, is also kept as the `response_model` tag.
 
 A malformed row is an error naming its file and line (or item); nothing of that file is
 stored unless `skip_bad` is set, in which case bad rows are reported and left out. Imports
@@ -29,10 +39,10 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from still.cost import price_for
-from still.store._store import check_metadata
+from still.store._store import Store, check_metadata
 from still.types import Completion, Message, Request, SamplingParams, Usage
 
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -66,7 +76,7 @@ def read_traffic(
         messages_dir: folder of `<completion id>.json` message listings, for listings
             that do not carry their input messages.
         model: the model reference to store them under (default: `<provider>:<model>`,
-            the model the row names).
+            the model the row's request names, else the response's).
         provider: the scheme for model names that rows give (`openai` or `azure`).
         metadata: tags added to every imported completion (beside the row's own tags and
             `source=import`).
@@ -90,6 +100,61 @@ def read_traffic(
                 raise err from None
             out.bad.append(str(err))
     return out
+
+
+class TrafficRow(NamedTuple):
+    """One imported completion as data: the prompt, the answer and its tags."""
+
+    messages: tuple[Message, ...]
+    """The request's messages (system and user turns, earlier assistant turns)."""
+    answer: str
+    """What the model answered: the assistant message to train on or grade."""
+    metadata: dict[str, str]
+    """The completion's tags: the log's own, `source=import`, `response_model`, and those
+    given at import."""
+    id: str
+    """The stored completion's id, to say where a row came from."""
+
+
+def traffic_rows(
+    store: Store | str | Path,
+    *,
+    metadata: Mapping[str, str] | None = None,
+    model: str | None = None,
+) -> list[TrafficRow]:
+    """Imported traffic, read back from a store as rows to grade, curate or train on.
+
+    Only successful completions that `still store import` stored (tagged `source=import`)
+    are read, oldest first, so a pipeline can take production traffic as its data without
+    an export file in between.
+
+    Args:
+        store: an open store, or the path of a store file (opened and closed here).
+        metadata: only completions carrying every one of these tags, e.g.
+            `{"app": "support-triage", "env": "prod"}`.
+        model: only completions stored under this model reference (as imported: the
+            requested model, e.g. `openai:gpt-4o-mini`).
+
+    Returns:
+        One row per matching completion.
+
+    Raises:
+        FileNotFoundError: `store` is a path with no file (a missing store is not read as
+            an empty one).
+    """
+    tags = {**(metadata or {}), "source": "import"}
+    if isinstance(store, Store):
+        found = store.list(model=model, metadata=tags, errors=False)
+    else:
+        path = Path(store)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no store at {path}: import traffic into it first with "
+                f"`still store import --db {path} <file>`"
+            )
+        with Store(path) as opened:
+            found = opened.list(model=model, metadata=tags, errors=False)
+    return [TrafficRow(c.request.messages, c.text, dict(c.metadata), c.id) for c in found]
 
 
 def _refused(exc: ValueError, where: str) -> ImportFormatError:
@@ -154,7 +219,14 @@ def _completion(
         if not msgs or msgs[-1].role != "assistant":
             raise ImportFormatError(f"{where}: the last message must be the assistant's answer")
         name = model or f"{provider}:{row.get('model', 'unknown')}"
-        req = Request(model=name, messages=tuple(msgs[:-1]), params=_params(row), metadata={})
+        params, unknown = _params(row)
+        req = Request(
+            model=name,
+            messages=tuple(msgs[:-1]),
+            params=params,
+            unknown_params=unknown,
+            metadata={},
+        )
         return _finish(
             req, msgs[-1].content, None, Usage(), row, where, _stable_id(row), extra_tags
         )
@@ -165,14 +237,25 @@ def _completion(
 
 
 def _request_part(row: dict[str, Any], where: str, messages_dir: Path | None) -> dict[str, Any]:
-    """The request side of a stored completion: its own fields plus its input messages."""
+    """The request side of a stored completion: its own fields plus its input messages.
+
+    Its `model` is the one a saved `request` object names; an item without one gives
+    only the response's model, which the caller falls back to."""
+    saved = row.get("request")
+    asked: dict[str, Any] = saved if isinstance(saved, dict) else {}
+    part = {**{k: v for k, v in row.items() if k != "model"}, **asked}
     for key in ("input_messages", "messages"):
         if key in row:
-            return {**row, "messages": row[key]}
-    if isinstance(row.get("request"), dict) and "messages" in row["request"]:
-        return {**row, **row["request"]}
+            return {**part, "messages": row[key]}
+    if "messages" in asked:
+        return part
     cid = row.get("id")
     if messages_dir is not None and isinstance(cid, str):
+        if not _plain_name(cid):
+            raise ImportFormatError(
+                f"{where}: completion id {cid!r} is not a plain file name; refusing to read "
+                f"its messages outside {messages_dir}"
+            )
         f = messages_dir / f"{cid}.json"
         if f.is_file():
             try:
@@ -180,11 +263,20 @@ def _request_part(row: dict[str, Any], where: str, messages_dir: Path | None) ->
             except json.JSONDecodeError as exc:
                 raise ImportFormatError(f"{f}:{exc.lineno}: not JSON ({exc.msg})") from None
             msgs = listing.get("data") if isinstance(listing, dict) else listing
-            return {**row, "messages": msgs}
+            return {**part, "messages": msgs}
     raise ImportFormatError(
         f"{where}: stored completion {cid!r} has no input messages; the list endpoint does "
         "not return them: save GET /v1/chat/completions/<id>/messages as <id>.json in a "
         "folder and pass it with --messages"
+    )
+
+
+def _plain_name(name: str) -> bool:
+    """Whether `name` is one file name: no folder part, not `.` or `..`, no NUL."""
+    return (
+        name not in ("", ".", "..")
+        and not any(c in name for c in ("/", "\\", "\0"))
+        and Path(name).name == name
     )
 
 
@@ -205,11 +297,14 @@ def _from_chat_completion(
     if not isinstance(message, dict):
         raise ImportFormatError(f"{where}: choices[0] has no message")
     text = _content(message.get("content"), where)
-    name = model or f"{provider}:{response.get('model') or request.get('model', 'unknown')}"
+    served = response.get("model") if isinstance(response.get("model"), str) else None
+    asked = request.get("model") if isinstance(request.get("model"), str) else None
+    params, unknown = _params(request)
     req = Request(
-        model=name,
+        model=model or f"{provider}:{asked or served or 'unknown'}",
         messages=tuple(_messages(request.get("messages"), where)),
-        params=_params(request),
+        params=params,
+        unknown_params=unknown,
         metadata={},
     )
     u = response.get("usage") or {}
@@ -226,7 +321,8 @@ def _from_chat_completion(
         {**request, **response},
         where,
         cid or _stable_id(response),
-        extra_tags,
+        {**({"response_model": served} if served else {}), **extra_tags},
+        price_as=f"{provider}:{served}" if served else None,
     )
 
 
@@ -239,7 +335,10 @@ def _finish(
     where: str,
     cid: str,
     extra_tags: Mapping[str, str],
+    price_as: str | None = None,
 ) -> Completion:
+    """The completion of one row; `price_as` prices it when its own model has no price
+    (a deployment name in `--model`, priced by the model the response names)."""
     tags = row.get("metadata") or {}
     if not isinstance(tags, dict):
         raise ImportFormatError(f"{where}: metadata must be an object of strings")
@@ -248,7 +347,7 @@ def _finish(
         check_metadata(tags)
     except ValueError as exc:
         raise ImportFormatError(f"{where}: {exc}") from None
-    price = price_for(req.model)
+    price = price_for(req.model) or (price_for(price_as) if price_as else None)
     created = row.get("created")
     return Completion(
         id=cid,
@@ -295,19 +394,28 @@ def _content(content: Any, where: str) -> str:
     raise ImportFormatError(f"{where}: content must be text, got {type(content).__name__}")
 
 
-def _params(req: Mapping[str, Any]) -> SamplingParams:
-    """The sampling parameters a logged request names (defaults for the rest)."""
+def _params(req: Mapping[str, Any]) -> tuple[SamplingParams, tuple[str, ...]]:
+    """The sampling parameters a logged request names, and the names of those it does not.
+
+    A number given as null (the provider's default, whatever it was) is unknown too; a
+    `seed` or `stop` given as null means none was set. The unknown ones keep
+    `SamplingParams`' placeholders, which `Request` writes and hashes as null."""
     known: dict[str, Any] = {}
-    for key in ("temperature", "top_p", "seed"):
+    for key in ("temperature", "top_p"):
         if req.get(key) is not None:
             known[key] = req[key]
-    limit = req.get("max_completion_tokens") or req.get("max_tokens")
+    limit = req.get("max_completion_tokens")
+    if limit is None:
+        limit = req.get("max_tokens")
     if limit is not None:
         known["max_tokens"] = limit
-    stop = req.get("stop")
-    if stop:
+    if "seed" in req:
+        known["seed"] = req["seed"]
+    if "stop" in req:
+        stop = req["stop"] or ()
         known["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
-    return SamplingParams(**known)
+    unknown = tuple(k for k in SamplingParams.model_fields if k not in known)
+    return SamplingParams(**known), unknown
 
 
 def _stable_id(row: Any) -> str:
