@@ -11,8 +11,7 @@ from click.testing import CliRunner
 from helpers import write_task
 from still.agreement import GraderNotTrusted
 from still.cli import main
-from still.grader_check import check_grader
-from still.pipeline import capture_role, export_stage, open_run
+from still.pipeline import capture_role, check_grader, export_stage, open_run
 
 JUDGE = {
     "type": "label_model",

@@ -10,8 +10,7 @@ from click.testing import CliRunner
 from helpers import write_task
 from still.bench import ModelResult
 from still.cli import main
-from still.pipeline import open_run
-from still.select import apply_policy, select_models
+from still.pipeline import apply_policy, open_run, select_models
 
 
 def _r(model: str, acc: float, cost: float | None = None, lat: float = 0.1) -> ModelResult:

@@ -159,7 +159,7 @@ def _extra(cmp: Comparison, rows: list[dict[str, Any]]) -> dict[str, Any]:
     from still.bench._bias import label_distribution
     from still.bench._paired import compare_pairs
     from still.cost import Price
-    from still.select import apply_policy
+    from still.pipeline import apply_policy
 
     for i, row in enumerate(rows):
         row["input_chars"] = 20 + 7 * (i % N)

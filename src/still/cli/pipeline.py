@@ -291,7 +291,7 @@ def estimate_cmd(task_file: Path, run_dir: Path | None, limit: int | None, as_js
     from rich.table import Table
 
     from still.cost import PRICES_AS_OF
-    from still.estimate import estimate_run, total_cost
+    from still.pipeline import estimate_run, total_cost
 
     run = _open(task_file, run_dir)
     try:
@@ -368,7 +368,7 @@ def check_grader_cmd(
     run folder (grader_checks.json), where `still export` looks when the task sets
     curate.min_kappa. Judge calls go through the store (cached).
     """
-    from still.grader_check import check_grader, load_grader_file
+    from still.pipeline import check_grader, load_grader_file
 
     if (name is None) == (grader_file is None):
         raise click.UsageError("pass --grader NAME or --grader-file FILE")
@@ -458,7 +458,7 @@ def select_cmd(task_file: Path, run_dir: Path | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from still.select import select_models, write_selection
+    from still.pipeline import select_models, write_selection
 
     run = _open(task_file, run_dir)
     try:
@@ -537,7 +537,7 @@ def curve_cmd(
     tokens/s. Writes curve/curve.json, curve.md and curve.png in the run folder; trained
     students and stored answers are reused on a rerun.
     """
-    from still.curve import learning_curve, write_curve
+    from still.pipeline import learning_curve, write_curve
 
     run = _open(task_file, run_dir)
     try:

@@ -26,17 +26,11 @@ from still.bench import ModelResult, evaluate
 from still.bench._paired import gap_closed_interval
 from still.bench._stats import gap_closed
 from still.curate import SOFT_FILE, export
-from still.pipeline import (
-    Run,
-    StageError,
-    _stored,
-    capture_role,
-    judge_capture,
-    training_progress,
-)
+from still.pipeline._run import Run, StageError, capture_role
+from still.pipeline._train import training_progress
 from still.tasks import TrainSpec
 
-log = logging.getLogger("still.curve")
+log = logging.getLogger("still.pipeline")
 
 RECIPES = ("sft", "kd", "kd:forward_kl", "kd:reverse_kl", "kd:jsd")
 
@@ -115,7 +109,7 @@ def learning_curve(
     except ValueError as exc:
         raise StageError(f"can't train student {run.task.models.student!r}: {exc}") from exc
     capture_role(run, "teacher", "train", limit=max(sizes))
-    teacher_train = _stored(run, "teacher", "train", include_failed=True)
+    teacher_train = run.stored("teacher", "train", include_failed=True)
     teacher, teacher_ok = _bench(run, "teacher", None)
     student, student_ok = _bench(run, "student", None)
     ends = {"teacher": teacher, "student": student}
@@ -132,7 +126,7 @@ def learning_curve(
             run.split.fewshot,
             folder / "train.jsonl",
             keep=keep,  # type: ignore[arg-type]
-            capture=judge_capture(run),
+            capture=run.judge(),
         )
         for recipe, method in [(r, m) for r in recipes for m in methods]:
             spec = recipe_spec(run.task.train, recipe).model_copy(update={"method": method})
@@ -182,7 +176,7 @@ def _bench(run: Run, role: str, model: str | None) -> tuple[ModelResult, list[bo
     stats = capture_role(run, role, "heldout", model=model)
     result, rows, _ = evaluate(
         role, model or run.model_for(role), run.split.heldout, stats.completions,
-        run.graders, run.task.labels, capture=judge_capture(run),
+        run.graders, run.task.labels, capture=run.judge(),
     )  # fmt: skip
     return result, [bool(r["correct"]) for r in rows]
 

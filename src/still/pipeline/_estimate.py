@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from still.cost import price_for
-from still.pipeline import Run, StageError
+from still.pipeline._run import Run, StageError
 from still.tokens import counter_for, estimate
 
 PLAN: tuple[tuple[str, str], ...] = (

@@ -20,7 +20,7 @@ from typing import Any
 from still.agreement import Agreement, GraderNotTrusted, agreement
 from still.graders import Grader, ModelGrader, StringCheck, answer_of, grade, walk
 from still.graders import prepare_graders as _prepare
-from still.pipeline import Run, StageError, _stored, judge_capture
+from still.pipeline._run import Run, StageError
 
 CHECKS_FILE = "grader_checks.json"
 
@@ -94,7 +94,7 @@ def check_grader(
         raise StageError(f"no grader {name!r}; the task's graders: {_names(graders)}")
     name = g.name
     examples = run.examples(split)
-    comps = _stored(run, role, split, include_failed=True)
+    comps = run.stored(role, split, include_failed=True)
     if not comps:
         raise StageError(f"no stored {role} answers on {split}: run `still capture` first")
     if gold_file is not None:
@@ -112,7 +112,7 @@ def check_grader(
             if verdict.error is None or verdict.error == "unparseable":
                 gold[ex.id] = "pass" if verdict.passed else "fail"
     pairs = [(ex, comps.get(ex.id)) for ex in examples if ex.id in gold]
-    _prepare([g], pairs, run.task.labels, judge_capture(run))
+    _prepare([g], pairs, run.task.labels, run.judge())
     golds: list[str] = []
     preds: list[str | None] = []
     for ex, comp in pairs:

@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from still.bench import ModelResult, evaluate
-from still.capture import build_request, capture
-from still.cost import cost_model_for, price_for
-from still.models import get_model
-from still.pipeline import Run, StageError, judge_capture
+from still.capture import build_request
+from still.cost import price_for
+from still.pipeline._run import Run, StageError
 
 
 @dataclass
@@ -79,20 +78,8 @@ def select_models(run: Run) -> Selection:
         reqs = {
             e.id: build_request(run.task, spec.prompt, ref, e, run.split.fewshot) for e in examples
         }
-        stats = capture(
-            lambda ref=ref: get_model(ref),  # type: ignore[misc]
-            reqs,
-            run.store,
-            metadata={
-                "run": run.dir.name,
-                "task": run.task.name,
-                "role": "candidate",
-                "split": "train",
-            },
-            batch_size=run.task.generation.batch_size,
-            desc=f"candidate {ref}",
-            cost_model=cost_model_for(ref, run.task.prices, run.task.tokenizers),
-        )
+        tags = {"role": "candidate", "split": "train"}
+        stats = run.capture(ref, reqs, tags, f"candidate {ref}")
         summary, _, _ = evaluate(
             "candidate",
             ref,
@@ -101,7 +88,7 @@ def select_models(run: Run) -> Selection:
             run.graders,
             run.task.labels,
             price_for(ref, run.task.prices),
-            capture=judge_capture(run),
+            capture=run.judge(),
         )
         results.append(summary)
     return apply_policy(results, run.task.selection.student.floor, spec.control)

@@ -1,0 +1,82 @@
+"""Stages on a Run: the pipeline's library API (the CLI calls exactly these).
+
+`Run` and its helpers live in `_run`; each stage, or family of stages, in its own module:
+`_export` (training data), `_train`, `_bench` (grade, bench, report), `_gguf`, `_select`,
+`_curve`, `_estimate`, `_grader_check`, and `_flow` (`still run`: all of them in order).
+"""
+
+from still.pipeline._bench import (
+    RotatedQuestion,
+    bench_stage,
+    compare,
+    grade_stage,
+    position_bias_stage,
+    report_extra,
+    report_stage,
+    rotated_requests,
+)
+from still.pipeline._curve import CurvePoint, learning_curve, recipe_spec, write_curve
+from still.pipeline._estimate import StageEstimate, estimate_run, total_cost
+from still.pipeline._export import export_dpo_stage, export_stage
+from still.pipeline._flow import run_all
+from still.pipeline._gguf import export_gguf_stage
+from still.pipeline._grader_check import (
+    check_grader,
+    judged_names,
+    load_grader_file,
+    read_gold,
+    require_trusted,
+)
+from still.pipeline._run import (
+    ROLES,
+    Run,
+    RunRole,
+    StageError,
+    capture_role,
+    judge_capture,
+    open_run,
+    open_run_dir,
+)
+from still.pipeline._select import Selection, apply_policy, select_models, write_selection
+from still.pipeline._train import train_stage, training_progress
+
+__all__ = [
+    "ROLES",
+    "CurvePoint",
+    "RotatedQuestion",
+    "Run",
+    "RunRole",
+    "Selection",
+    "StageError",
+    "StageEstimate",
+    "apply_policy",
+    "bench_stage",
+    "capture_role",
+    "check_grader",
+    "compare",
+    "estimate_run",
+    "export_dpo_stage",
+    "export_gguf_stage",
+    "export_stage",
+    "grade_stage",
+    "judge_capture",
+    "judged_names",
+    "learning_curve",
+    "load_grader_file",
+    "open_run",
+    "open_run_dir",
+    "position_bias_stage",
+    "read_gold",
+    "recipe_spec",
+    "report_extra",
+    "report_stage",
+    "require_trusted",
+    "rotated_requests",
+    "run_all",
+    "select_models",
+    "total_cost",
+    "train_stage",
+    "training_progress",
+    "write_curve",
+    "write_selection",
+]

@@ -1,0 +1,229 @@
+"""Grading and comparing: `still grade`, `still bench` (models called) and `still report`
+(the same comparison rebuilt from the store alone), with what reports add to it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from still.bench import (
+    Answer,
+    Comparison,
+    ModelResult,
+    PositionBias,
+    evaluate,
+    rotate_example,
+    summarise,
+)
+from still.capture import build_request
+from still.cost import Budget, price_for
+from still.graders import answer_of
+from still.pipeline._run import ROLES, Run, StageError, capture_role
+from still.report import print_table, write_reports
+from still.types import Request
+
+log = logging.getLogger("still.pipeline")
+
+def grade_stage(run: Run, role: str, split: str) -> ModelResult:
+    """Stage: grade a role's stored completions on a split (no model call) and store the
+    grades. Examples without a stored answer count as failed, never skipped."""
+    examples = run.examples(split)
+    comps = run.stored(role, split, include_failed=True)
+    summary, _, grades = evaluate(
+        role,
+        run.model_for(role),
+        examples,
+        comps,
+        run.graders,
+        run.task.labels,
+        capture=run.judge(),
+    )
+    run.store.put_grades(grades)
+    return summary
+
+
+def compare(
+    run: Run,
+    roles: tuple[str, ...] = ROLES,
+    limit: int | None = None,
+    show: bool = True,
+    budget: Budget | None = None,
+    call: bool = True,
+) -> Comparison:
+    """Every role's model on the held-out split, graded, compared and written as reports.
+
+    With `call` (`still bench`) missing answers are asked for (judges included) within
+    `budget`, and grades are stored; without it (`still report`) only the store is read:
+    an answer never captured counts as missing (a failure), never as a fresh call, and a
+    role without a model yet (no distilled student) is left out.
+
+    Raises:
+        StageError: nothing to compare (no role has a model).
+    """
+    results: list[ModelResult] = []
+    rows: list[dict[str, Any]] = []
+    heldout = run.split.heldout[:limit]
+    for role in roles:
+        try:
+            model = run.model_for(role)
+        except StageError:
+            if call:
+                raise
+            continue  # no distilled student yet: nothing of it to report
+        if call:
+            comps = capture_role(run, role, "heldout", limit, budget).completions
+        else:
+            comps = run.stored(role, "heldout", include_failed=True)
+        summary, per_example, grades = evaluate(
+            role,
+            model,
+            heldout,
+            comps,
+            run.graders,
+            run.task.labels,
+            price_for(model, run.task.prices),
+            capture=run.judge(budget, call=call),
+        )
+        if call:
+            run.store.put_grades(grades)
+            position_bias_stage(run, role, budget)
+        summary.prompt = run.task.prompt_role(role)
+        results.append(summary)
+        rows += per_example
+    if not results:
+        raise StageError("nothing stored to report on")
+    cmp = Comparison(results)
+    title = f"{run.task.name}: held-out comparison ({len(heldout)} examples)"
+    write_reports(cmp, rows, run.dir, title=title, extra=report_extra(run, cmp, rows))
+    if show:
+        print_table(cmp, title=f"{run.task.name} — {len(heldout)} held-out examples")
+    return cmp
+
+
+def bench_stage(
+    run: Run,
+    roles: tuple[str, ...] = ROLES,
+    limit: int | None = None,
+    show: bool = True,
+    budget: Budget | None = None,
+) -> Comparison:
+    """Stage (`still bench`): every role's model on the held-out split; writes reports."""
+    return compare(run, roles, limit, show, budget, call=True)
+
+
+def report_stage(run: Run, roles: tuple[str, ...] = ROLES, show: bool = True) -> Comparison:
+    """Stage (`still report`): the held-out comparison and every report file rebuilt from
+    the store alone; no model is called, judges included."""
+    return compare(run, roles, show=show, call=False)
+
+
+def report_extra(run: Run, cmp: Comparison, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What reports add to the comparison: prompt compression and break-even
+    (still.bench.economics) and accuracy by input length."""
+    from still.bench import accuracy_by_length, economics
+    from still.bench._bias import label_distribution
+    from still.bench._paired import compare_pairs, gap_closed_interval
+
+    seconds = None
+    try:
+        info = run.distilled_dir() / "train.json"
+        if info.is_file():
+            seconds = float(json.loads(info.read_text()).get("seconds") or 0) or None
+    except (OSError, ValueError):
+        seconds = None
+    teacher_price = price_for(run.task.models.teacher, run.task.prices)
+    by_role: dict[str, dict[str, bool]] = {}
+    for r in rows:
+        by_role.setdefault(r["role"], {})[r["example_id"]] = bool(r["correct"])
+    gap: dict[str, Any] = {}
+    if {"teacher", "student", "distilled"} <= set(by_role):
+        ids = [
+            i for i in by_role["teacher"] if i in by_role["student"] and i in by_role["distilled"]
+        ]
+        point, low, high = gap_closed_interval(
+            *([by_role[role][i] for i in ids] for role in ("teacher", "student", "distilled"))
+        )
+        gap = {"gap_closed": point, "ci_low": low, "ci_high": high}
+    return {
+        "paired": compare_pairs(rows),
+        "gap_closed_interval": gap,
+        "economics": economics(cmp, teacher_price, seconds, run.task.train.cost_per_hour),
+        "accuracy_by_length": accuracy_by_length(rows),
+        "label_distribution": label_distribution(rows, run.task.labels) if run.task.labels else [],
+        "position_bias": [
+            {"role": r.role, **b.as_dict()}
+            for r in cmp.results
+            if (b := position_bias_stage(run, r.role, call=False)) is not None
+        ],
+        "selection": _selection(run),
+    }
+
+
+def _selection(run: Run) -> dict[str, Any] | None:
+    """What `still select` decided for this run (selection.json), for the report."""
+    path = run.dir / "selection.json"
+    if not path.is_file():
+        return None
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except ValueError:
+        log.warning("%s is not valid JSON: left out of the report", path)
+        return None
+    return data
+
+
+@dataclass(frozen=True)
+class RotatedQuestion:
+    """One rotation of a multiple-choice question as a role is asked it."""
+
+    question: str  # the held-out example's id
+    correct_at: int  # where the correct option landed
+    request: Request
+    options: tuple[str, ...]  # option text by position: what each letter stood for
+
+
+def rotated_requests(run: Run, role: str) -> list[RotatedQuestion]:
+    """For a multiple-choice task: every rotation of the first `multiple_choice.questions`
+    held-out questions as `role` would be asked it (none for other tasks)."""
+    spec = run.task.multiple_choice
+    if spec is None:
+        return []
+    model = run.model_for(role)
+    labels = run.task.labels or []
+    out = []
+    for ex in run.split.heldout[: spec.questions]:
+        for rex, ans in rotate_example(ex, spec.options, labels):
+            req = build_request(run.task, role, model, rex, run.split.fewshot)
+            out.append(RotatedQuestion(ex.id, ans, req, tuple(rex.fields[f] for f in spec.options)))
+    return out
+
+
+def position_bias_stage(
+    run: Run, role: str, budget: Budget | None = None, call: bool = True
+) -> PositionBias | None:
+    """Stage (multiple-choice tasks): a role's position bias over rotated held-out
+    questions, or None for other tasks. The rotations are captured through the store
+    (resumable, priced) when `call`; otherwise only stored answers are used and a missing
+    one counts as failed (`still report`)."""
+    jobs = rotated_requests(run, role)
+    if not jobs:
+        return None
+    ref = run.model_for(role)
+    if call:
+        reqs = {f"{j.question}#{i}": j.request for i, j in enumerate(jobs)}
+        tags = {"role": role, "split": "heldout-rotated"}
+        run.capture(ref, reqs, tags, f"{role} position bias", budget)
+    labels = run.task.labels or []
+    answers = []
+    for j in jobs:
+        hit = run.store.lookup(j.request.key(), include_failed=True)
+        picked, _ = answer_of(hit, labels)
+        pos = labels.index(picked) if picked in labels else None
+        option = None if pos is None else j.options[pos]
+        answers.append(Answer(j.question, j.correct_at, pos, option))
+    bias = summarise(role, answers, labels)
+    bias.model = ref
+    return bias

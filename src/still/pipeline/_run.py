@@ -1,0 +1,256 @@
+"""The Run: one pipeline execution in its own folder, every stage resumable.
+
+    runs/<task>/
+      task.yaml          snapshot of the task file (run.json: where the original lives)
+      split.json         train / held-out / few-shot ids (checked again at export)
+      still.db           the completion store
+      train.jsonl        curated training data (student prompt, teacher answer)
+      distilled-<hash>/  the merged student; the hash covers data, recipe and base model
+      report.md|json, results.jsonl|parquet
+
+Each stage looks up what is already stored: a second `still run` calls no model for a
+request it has answered, and retrains nothing whose inputs did not change. Every stage
+reaches models through `Run.capture` (the store, the run's tags, its price and budget)
+and reads stored answers through `Run.stored`, so how a stage tags or finds completions
+is decided once, here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from still.capture import CaptureStats, build_request, capture
+from still.cost import Budget, cost_model_for
+from still.errors import StillError
+from still.graders import Capture, Grader, answer_of, build_grader
+from still.models import get_model
+from still.store import Store
+from still.tasks import Example, LoadReport, Split, Task, load_examples, load_task, split_examples
+from still.types import Completion, Request
+
+log = logging.getLogger("still.pipeline")
+
+RunRole = Literal["teacher", "student", "distilled", "control"]
+"""Who a model is in a run (not the chat role of a message: `still.types.Role`)."""
+
+ROLES: tuple[RunRole, ...] = ("teacher", "student", "distilled", "control")
+
+
+class StageError(StillError, RuntimeError):
+    """A stage could not do its work (and says so rather than reporting success)."""
+
+
+@dataclass
+class Run:
+    """A task, its data split and its folder: what every stage works on."""
+
+    task: Task
+    dir: Path
+    store: Store
+    split: Split
+    load_report: LoadReport
+    graders: list[Grader] = field(default_factory=list)
+
+    @property
+    def heldout_ids(self) -> set[str]:
+        return {e.id for e in self.split.heldout}
+
+    def model_for(self, role: str) -> str:
+        """The model reference playing `role` (`distilled` needs a trained student)."""
+        m = self.task.models
+        if role == "teacher":
+            return m.teacher
+        if role == "student":
+            return m.student
+        if role == "control":
+            return m.control or m.student
+        if role == "distilled":
+            path = self.distilled_dir()
+            if not (path / "config.json").is_file():
+                raise StageError(f"no distilled student at {path}: run `still train` first")
+            return "local:" + str(path.resolve())
+        raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+
+    def examples(self, split: str) -> list[Example]:
+        if split == "train":
+            return self.split.train
+        if split == "heldout":
+            return self.split.heldout
+        raise ValueError(f"unknown split {split!r}: use train or heldout")
+
+    def requests(
+        self, role: str, split: str, limit: int | None = None, model: str | None = None
+    ) -> dict[str, Request]:
+        """A split's requests as `role` asks them (its prompt), to the role's model or to
+        `model` (another student in the role's place: a curve point, a GGUF read-back)."""
+        model = model or self.model_for(role)
+        exs = self.examples(split)[:limit]
+        return {e.id: build_request(self.task, role, model, e, self.split.fewshot) for e in exs}
+
+    def capture(
+        self,
+        ref: str,
+        requests: dict[str, Request],
+        tags: dict[str, str],
+        desc: str,
+        budget: Budget | None = None,
+    ) -> CaptureStats:
+        """Ask `ref` every request through the run's store: stored answers are reused,
+        new ones stored with the run's tags (`run`, `task` plus `tags`) and their cost,
+        within `budget` when given."""
+        return capture(
+            lambda: get_model(ref),
+            requests,
+            self.store,
+            metadata={"run": self.dir.name, "task": self.task.name, **tags},
+            batch_size=self.task.generation.batch_size,
+            desc=desc,
+            cost_model=cost_model_for(ref, self.task.prices, self.task.tokenizers),
+            budget=budget,
+        )
+
+    def stored(self, role: str, split: str, include_failed: bool = False) -> dict[str, Completion]:
+        """Completions already in the store for a role on a split (by request hash); failed
+        attempts too if asked, so they are counted as failures rather than as missing."""
+        out = {}
+        for ex_id, req in self.requests(role, split).items():
+            hit = self.store.lookup(req.key(), include_failed=include_failed)
+            if hit is not None:
+                out[ex_id] = hit
+        return out
+
+    def judge(self, budget: Budget | None = None, call: bool = True) -> Capture:
+        """How the run's judge graders are asked: through the store (cached and resumable,
+        tagged role=judge and grader=<name>), priced and within `budget`; with `call`
+        False, from the store alone (a judge verdict never captured counts as missing)."""
+
+        def ask(requests: dict[str, Request], grader: str) -> dict[str, Completion]:
+            if not call:
+                found = {}
+                for key, req in requests.items():
+                    hit = self.store.lookup(req.key(), include_failed=True)
+                    if hit is not None:
+                        found[key] = hit
+                return found
+            model = next(iter(requests.values())).model
+            if model == self.task.models.teacher:
+                log.warning(
+                    "grader %r: the judge %s is also the teacher: it grades its own answers",
+                    grader,
+                    model,
+                )
+            tags = {"role": "judge", "grader": grader}
+            return self.capture(model, requests, tags, f"judge {grader}", budget).completions
+
+        return ask
+
+    @property
+    def train_file(self) -> Path:
+        return self.dir / "train.jsonl"
+
+    @property
+    def dpo_file(self) -> Path:
+        """Preference pairs in TRL's format, as `still export-dpo` writes them."""
+        return self.dir / "dpo-trl.jsonl"
+
+    @property
+    def soft_file(self) -> Path:
+        from still.curate import SOFT_FILE
+
+        return self.dir / SOFT_FILE
+
+    def distilled_dir(self) -> Path:
+        """Content-addressed: new data, recipe or base model means a new model (and new
+        store keys), so stale answers of an older student are never reused."""
+        h = hashlib.sha256()
+        h.update(self.train_file.read_bytes() if self.train_file.exists() else b"")
+        train = self.task.train
+        if train.recipe == "sft":  # hashed as before recipes existed: SFT models keep theirs
+            h.update(train.model_dump_json(exclude={"recipe", "kd", "dpo"}).encode())
+        else:  # KD learns from the teacher's scores (label KD) or the teacher itself
+            from still.curate import TOKENS_FILE
+
+            soft = {"kd": self.soft_file if self.task.labels else self.dir / TOKENS_FILE,
+                    "dpo": self.dpo_file}[train.recipe]  # fmt: skip
+            h.update(soft.read_bytes() if soft.exists() else b"")
+            h.update(train.model_dump_json().encode())
+            h.update(self.task.models.teacher.encode())
+        h.update(self.task.models.student.encode())
+        return self.dir / f"distilled-{h.hexdigest()[:10]}"
+
+
+def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
+    """Load a task, split its data and open (or create) its run folder."""
+    task = load_task(task_path)
+    examples, report = load_examples(task)
+    if not examples:
+        raise StageError(f"{task_path}: no usable examples ({report.summary()})")
+    fewshot = max((p.fewshot for p in task.prompts.values()), default=0)
+    split = split_examples(examples, task.split, fewshot)
+    d = Path(run_dir) if run_dir else Path("runs") / task.name
+    d.mkdir(parents=True, exist_ok=True)
+    snapshot = d / "task.yaml"
+    if not snapshot.exists() or not snapshot.samefile(task_path):
+        shutil.copyfile(task_path, snapshot)
+        # where the task came from: its relative data paths resolve against that folder
+        (d / "run.json").write_text(json.dumps({"task_file": str(Path(task_path).resolve())}))
+    (d / "split.json").write_text(
+        json.dumps(
+            {
+                "train": [e.id for e in split.train],
+                "heldout": [e.id for e in split.heldout],
+                "fewshot": [e.id for e in split.fewshot],
+            }
+        )
+    )
+    return Run(
+        task, d, Store(d / "still.db"), split, report, [build_grader(g) for g in task.graders]
+    )
+
+
+def open_run_dir(run_dir: Path) -> Run:
+    """Reopen an existing run folder from its task snapshot (`still report RUN_DIR`): the
+    original task file when run.json names one that still exists (its relative data paths
+    resolve there), else the snapshot."""
+    info = run_dir / "run.json"
+    task_file = run_dir / "task.yaml"
+    if info.is_file():
+        original = Path(json.loads(info.read_text()).get("task_file", ""))
+        if original.is_file():
+            task_file = original
+    if not task_file.is_file():
+        raise StageError(f"{run_dir} is not a run folder (no task.yaml)")
+    return open_run(task_file, run_dir)
+
+
+def capture_role(
+    run: Run,
+    role: str,
+    split: str,
+    limit: int | None = None,
+    budget: Budget | None = None,
+    model: str | None = None,
+) -> CaptureStats:
+    """Stage: answer a split's examples with a role's model (or `model` in its place),
+    storing every completion (with its cost, when the model has a price; within `budget`,
+    when given)."""
+    reqs = run.requests(role, split, limit, model)
+    ref = model or run.model_for(role)
+    desc = f"{role} on {split}" if model is None else f"{ref.rsplit('/', 1)[-1]} on {split}"
+    stats = run.capture(ref, reqs, {"role": role, "split": split}, desc, budget)
+    if run.task.labels:
+        stats.unparseable = sum(
+            answer_of(c, run.task.labels)[1] == "unparseable" for c in stats.completions.values()
+        )
+    return stats
+
+
+def judge_capture(run: Run, budget: Budget | None = None) -> Capture:
+    """The run's judges, called through its store (see `Run.judge`)."""
+    return run.judge(budget)

@@ -1,0 +1,115 @@
+"""The train stage: the task's recipe on the exported data, into a content-addressed
+model folder (skipped when that exact model exists).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from still.pipeline._run import Run, StageError
+
+log = logging.getLogger("still.pipeline")
+
+@contextmanager
+def training_progress(desc: str) -> Iterator[Callable[[int, int, float], None]]:
+    """A progress bar for a training run, as the trainers' `on_step(step, total, loss)`."""
+    from tqdm import tqdm
+
+    with tqdm(desc=desc, unit="step", leave=False) as bar:
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            bar.total = total
+            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.update(1)
+
+        yield on_step
+
+
+def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
+    """Stage: fine-tune the student on train.jsonl (skipped if this exact model exists)."""
+    from still.models._local import local_path
+    from still.train import train_kd, train_sft
+
+    if not run.train_file.exists():
+        raise StageError(f"{run.train_file} does not exist: run `still export` first")
+    recipe = run.task.train.recipe
+    data = run.train_file
+    trainer: Callable[..., Any] = train_sft
+    if recipe == "kd" and not run.task.labels:
+        from functools import partial
+
+        from still.curate import TOKENS_FILE
+        from still.train.kd_tokens import train_kd_tokens
+
+        data = run.dir / TOKENS_FILE
+        try:  # a local teacher gives its whole distribution, live
+            trainer = partial(train_kd_tokens, teacher_model=local_path(run.task.models.teacher))
+        except ValueError:  # an endpoint's: the top-k logprobs stored with its answers
+            from still.train.kd_topk import train_kd_topk
+
+            trainer = train_kd_topk
+        if not data.exists():
+            raise StageError(f"{data} does not exist: run `still export` first")
+    elif recipe == "dpo":
+        from still.train.dpo import train_dpo_spec
+
+        data, trainer = run.dpo_file, train_dpo_spec
+        if not data.exists():
+            raise StageError(
+                f"{data} does not exist: run `still export-dpo` first (preference pairs: the "
+                "teacher's passing answer against the base student's failing one)"
+            )
+    elif recipe == "kd":
+        data, trainer = run.soft_file, train_kd
+        if not data.exists():
+            raise StageError(
+                f"{data} does not exist: the teacher's answers carry no label scores. Local "
+                "teachers give them in score mode (generation.mode: score); re-run "
+                "`still export` after capturing with one, or use train.recipe: sft"
+            )
+    out = run.distilled_dir()
+    if (out / "train.json").is_file() and not force:
+        info: dict[str, Any] = json.loads((out / "train.json").read_text())
+        info["skipped"] = True
+        return info
+    ref = run.task.models.student
+    try:
+        base = local_path(ref)
+    except ValueError as exc:
+        raise StageError(f"can't train student {ref!r}: {exc}") from exc
+    with training_progress(f"train ({recipe}, {run.task.train.method})") as on_step:
+        try:
+            trainer(base, data=data, out_dir=out, spec=run.task.train, on_step=on_step)
+        except ValueError as exc:  # a tokenizer mismatch, no usable rows: say so plainly
+            raise StageError(str(exc)) from exc
+    info = json.loads((out / "train.json").read_text())
+    info["skipped"] = False
+    losses = info.get("losses") or [math.nan]
+    log.info(
+        "%s: %d steps on %d examples in %.0f s, %.0f tok/s, loss %.3f -> %.3f",
+        info.get("recipe", recipe),
+        info["steps"],
+        info["examples"],
+        info["seconds"],
+        info.get("tokens_per_s", 0.0),
+        losses[0],
+        losses[-1],
+    )
+    if info.get("skipped_too_long"):
+        log.warning(
+            "%d training rows were longer than train.max_length=%d tokens and left out",
+            info["skipped_too_long"],
+            run.task.train.max_length,
+        )
+    if info.get("skipped_no_targets"):
+        log.warning(
+            "%d training rows had no usable soft targets (no stored top-k logprobs, or "
+            "tokens that do not spell the kept answer) and were left out",
+            info["skipped_no_targets"],
+        )
+    return info
