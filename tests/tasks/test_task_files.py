@@ -16,7 +16,9 @@ from still.tasks import (
     load_examples,
     load_task,
     read_rows,
+    render,
     resolve_source,
+    role_context,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,3 +149,28 @@ def test_every_shipped_example_task_loads() -> None:
         assert path.read_text().startswith(f"# still run examples/{path.parent.name}/task.yaml")
         examples, report = load_examples(task)
         assert len(examples) > 100, report.summary()
+
+
+def test_every_shipped_example_prompt_renders_in_the_sandbox() -> None:
+    for path in sorted((ROOT / "examples").glob("*/task.yaml")):
+        task = load_task(path)
+        examples, _ = load_examples(task)
+        for role, spec in task.prompts.items():
+            shots = examples[1 : 1 + spec.fewshot]
+            ctx = role_context(examples[0], task.labels, shots)
+            where = f"{path.parent.name}: prompts.{role}"
+            assert render(spec.template, ctx, name=f"{where}.template").strip(), where
+            if spec.system:
+                assert render(spec.system, ctx, name=f"{where}.system").strip(), where
+
+
+@pytest.mark.parametrize("name", ["../escape", "/tmp/abs", "a/b", "a\\b", "..", ".hidden", ""])
+def test_task_name_is_a_plain_folder_name(tmp_path: Path, name: str) -> None:
+    path = _task(tmp_path, "d.jsonl", name=name)
+    with pytest.raises(TaskError, match=r"task.yaml: name.*letters, digits, '\.', '_' and '-'"):
+        load_task(path)
+
+
+def test_ordinary_task_names_load(tmp_path: Path) -> None:
+    for name in ("trec", "sms-spam", "judge_correct", "v1.2", "2024-run"):
+        assert load_task(_task(tmp_path, "d.jsonl", name=name)).name == name

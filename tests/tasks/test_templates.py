@@ -94,3 +94,30 @@ def test_compiled_templates_are_cached() -> None:
     for text in ("a", "b", "a"):
         render("{{ text }}", role_context(ex(text, "x"), None, []), name="t")
     assert _compile.cache_info().hits == 2 and _compile.cache_info().misses == 1
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ cycler.__init__.__globals__.os.getcwd() }}",
+        "{{ ''.__class__.__mro__ }}",
+        "{{ text.__class__ }}",
+        "{% for s in fewshot %}{{ s.__class__.__init__ }}{% endfor %}",
+        "{{ lipsum.__globals__['os'].getcwd() }}",
+    ],
+)
+def test_templates_cannot_reach_python_internals(template: str) -> None:
+    with pytest.raises(TemplateError) as info:
+        render(template, role_context(ASKED, None, SHOTS), name="prompts.teacher.template")
+    msg = str(info.value)
+    assert msg.startswith("prompts.teacher.template: refused by the template sandbox: ")
+    assert "unsafe" in msg and "\n" not in msg and "/" not in msg  # no cwd leaked
+
+
+def test_sandbox_keeps_ordinary_template_features() -> None:
+    template = (
+        "{{ text | upper }} {{ text.lower().split()[0] }} {{ labels | length }} "
+        "{{ '%s-%s' | format(*labels) }} {{ fewshot | map(attribute='answer') | join('/') }}"
+    )
+    out = render(template, role_context(ASKED, ["a", "b"], SHOTS), name="t")
+    assert out == "WHERE IS PARIS ? where 2 a-b human/number"

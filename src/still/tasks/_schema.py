@@ -2,16 +2,33 @@
 
 Each field documents itself once here; `still` validates a task file against this model
 before any model is loaded, so a typo fails in a second, not after a 10-minute capture.
+
+Trust: a task file is configuration, not code. The only code it can run in this process is
+a `data.reader` (a Python file the task names, next to it: declared and visible, like a
+Makefile's commands); python graders run sandboxed, templates render sandboxed, and `name`
+is a plain folder name, so it can never place a run outside `runs/` (README, "Trust model").
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from still.cost import Price
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+"""A task name: one plain folder name (no separators, nothing starting with `.`)."""
 
 
 class _Strict(BaseModel):
@@ -357,7 +374,10 @@ class TrainSpec(_Strict):
 class Task(_Strict):
     """A complete task: data, prompts per role, models, graders and training recipe."""
 
-    name: str
+    name: str = Field(
+        description="The task's name, also its run folder (`runs/<name>`): letters, digits, "
+        "`.`, `_` and `-`, starting with a letter or digit."
+    )
     description: str = ""
     data: DataSpec
     answer: str = Field(description="The field holding the reference answer.")
@@ -398,6 +418,18 @@ class Task(_Strict):
         "o200k_base (approximate).",
     )
     base_dir: Path = Field(Path("."), exclude=True, description="Folder of the task file.")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        # The name becomes a folder under runs/: a `/`, `..` or absolute path would put
+        # (or overwrite) a run anywhere on disk.
+        if not _NAME.fullmatch(name):
+            raise ValueError(
+                f"name {name!r}: use letters, digits, '.', '_' and '-', starting with a "
+                "letter or digit (it is the run folder's name: no '/', '\\' or '..')"
+            )
+        return name
 
     @model_validator(mode="after")
     def _check(self) -> Task:

@@ -7,6 +7,12 @@ line, and the fields that are available.
 
 What a template sees is built by `role_context`: the example's fields, `labels` and
 `fewshot`, but never the example's own reference answer.
+
+Templates render in Jinja2's `SandboxedEnvironment`: a task file is configuration, and a
+template is data in it, not code. Plain Jinja2 lets `{{ cycler.__init__.__globals__.os }}`
+reach the `os` module and run anything in this process; the sandbox refuses any attribute
+starting with `_` and any unsafe callable, so such a template fails with `TemplateError`
+naming itself. Ordinary field access, filters, loops and string methods still work.
 """
 
 from __future__ import annotations
@@ -17,10 +23,11 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
+import jinja2.sandbox
 
 from still.tasks._example import Example
 
-_ENV = jinja2.Environment(
+_ENV = jinja2.sandbox.SandboxedEnvironment(
     undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False
 )
 _NO_ATTRIBUTE = re.compile(r"has no attribute '(?P<name>[^']+)'$")
@@ -50,8 +57,9 @@ def render(template: str, context: dict[str, Any], *, name: str) -> str:
         The rendered text.
 
     Raises:
-        TemplateError: A syntax error (with its line), or an undefined variable or
-            attribute (naming it, the line, and the available fields).
+        TemplateError: A syntax error (with its line), an undefined variable or
+            attribute (naming it, the line, and the available fields), or an access the
+            sandbox refuses (an attribute starting with `_`, an unsafe call).
     """
     try:
         tmpl = _compile(template)
@@ -59,6 +67,11 @@ def render(template: str, context: dict[str, Any], *, name: str) -> str:
         raise TemplateError(f"{name}: syntax error (line {exc.lineno}): {exc.message}") from exc
     try:
         return tmpl.render(context).strip("\r\n")
+    except jinja2.exceptions.SecurityError as exc:
+        raise TemplateError(
+            f"{name}: refused by the template sandbox: {exc}{_line(exc)}; templates may "
+            "use fields, filters and loops, not Python internals"
+        ) from exc
     except jinja2.UndefinedError as exc:
         raise TemplateError(_undefined_message(exc, context, name)) from exc
     except jinja2.TemplateError as exc:
