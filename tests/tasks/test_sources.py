@@ -246,3 +246,49 @@ def test_gzipped_csv_with_a_huge_field_reads(tmp_path: Path) -> None:
     bad.write_bytes(b"not gzip")
     with pytest.raises(DataError, match="not a readable gzip file"):
         read_rows(bad, DataSpec(source=str(bad)))
+
+
+@pytest.fixture
+def fake_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An installed package `still_fake_pkg` with data/ok.csv, and a secret file beside
+    the folder it is installed in."""
+    site = tmp_path / "site"
+    write(tmp_path / "secret.txt", "key=hunter2\n")
+    (site / "still_fake_pkg" / "data").mkdir(parents=True)
+    write(site / "still_fake_pkg" / "__init__.py", "")
+    write(site / "still_fake_pkg" / "data" / "ok.csv", "a\n1\n")
+    monkeypatch.syspath_prepend(str(site))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "rest",
+    ["../../secret.txt", "data/../../../secret.txt", "{root}/secret.txt"],
+)
+def test_package_source_cannot_leave_its_package(fake_package: Path, rest: str) -> None:
+    source = "package:still_fake_pkg/" + rest.format(root=fake_package)
+    with pytest.raises(DataError, match=r"leaves the package folder .*still_fake_pkg; name a file"):
+        resolve_source(source, fake_package)
+
+
+def test_package_folder_cannot_leave_its_package(fake_package: Path) -> None:
+    from still.tasks._sources import package_folder
+
+    assert package_folder("package:still_fake_pkg/data").name == "data"
+    with pytest.raises(DataError, match="leaves the package folder"):
+        package_folder("package:still_fake_pkg/..")
+
+
+def test_package_source_may_use_dotdot_that_stays_inside(fake_package: Path) -> None:
+    path = resolve_source("package:still_fake_pkg/data/../data/ok.csv", fake_package)
+    assert path.read_text() == "a\n1\n"
+
+
+def test_reader_runs_the_tasks_own_python_file(tmp_path: Path) -> None:
+    """`data.reader` is trusted code by design (README, Trust model): it runs in-process."""
+    write(tmp_path / "rd.py", "def rows(path):\n    return [{'text': path.name, 'n': 1}]\n")
+    data = write(tmp_path / "d.bin", "")
+    rows = read_rows(data, spec(reader="rd.py:rows"), tmp_path)
+    assert rows == [(f"{data} (row 1)", {"text": "d.bin", "n": "1"})]
+    with pytest.raises(DataError, match=r"data.reader 'nope.py:rows': no file at"):
+        read_rows(data, spec(reader="nope.py:rows"), tmp_path)

@@ -12,6 +12,11 @@ the `csv` module, not pandas, to know each row's line.
 
 A source may also be `package:<pkg>/<path>`: a data file shipped inside an installed
 Python package, found without importing the package (some data packages fail to import).
+The path must stay inside that package's folder: `package:x/../../etc/passwd` is refused.
+
+`data.reader: file.py:function` is the one way a task file runs code in this process: it
+imports the task's own Python file. That is deliberate (task files are trusted for
+`reader`, which is declared in the task and visible next to it; README, "Trust model").
 """
 
 from __future__ import annotations
@@ -63,8 +68,8 @@ def resolve_source(source: str, base_dir: Path) -> Path:
         The path of an existing file.
 
     Raises:
-        DataError: The package is not installed (with a `pip install` hint) or the file
-            does not exist (naming the path tried).
+        DataError: The package is not installed (with a `pip install` hint), the path
+            leaves the package's folder, or the file does not exist (naming the path tried).
     """
     if source.startswith("package:"):
         path = _package_file(source)
@@ -102,6 +107,13 @@ def _package_file(source: str, folder: bool = False) -> Path:
             f"({spec.origin}); it holds no data files"
         )
     candidates = [Path(loc, *subpackages, rest) for loc in locations]
+    for loc, path in zip(locations, candidates, strict=True):
+        # `..` or an absolute path after the package name would read any file on disk.
+        if not path.resolve().is_relative_to(Path(loc).resolve()):
+            raise DataError(
+                f"data source {source!r}: {rest!r} leaves the package folder {loc}; "
+                f"name a {'folder' if folder else 'file'} inside it (no '..', not absolute)"
+            )
     for path in candidates:
         if path.is_dir() if folder else path.is_file():
             return path
@@ -166,7 +178,10 @@ def read_rows(path: Path, spec: DataSpec, base_dir: Path = Path(".")) -> list[Ro
 
 def _read_with(path: Path, reader: str, base_dir: Path) -> list[Row]:
     """Rows from a task's own reader function (`data.reader: file.py:function`): for
-    formats no built-in reader knows, without converting the data to a file first."""
+    formats no built-in reader knows, without converting the data to a file first.
+
+    This imports and runs the named file in this process, unsandboxed: the task file is
+    trusted for its `reader`, as a project's own code is (README, "Trust model")."""
     import importlib.util
 
     file, sep, func = reader.rpartition(":")
