@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml Makefile
 	# llama.cpp's GGUF converter, unpacked from the llama-cpp-python source distribution
 	# (`still export-gguf`; `make gguf-tools` also builds llama-quantize for Q4_K_M).
 	sh scripts/llama_cpp.sh $(VENV)
+	# bubblewrap, the sandbox python graders run in (Debian's package; as root, as CI runs).
+	# Without it they refuse to run unless STILL_UNSAFE_PYTHON_GRADERS=1 is set.
+	command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) ; } \
+	  || echo "no bubblewrap: python graders will refuse to run (apt-get install bubblewrap)"
 	# Headless Chromium for the HTML report's browser test (Debian's package; as root, as CI
 	# runs). Without it that one test skips and says why.
 	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \

@@ -13,23 +13,25 @@ and the items as JSON on stdin and streams one JSON line per item back. Its limi
   whole process group: that item fails with the timeout, and the items after it in the
   batch fail saying the batch's process was killed.
 - Memory: RLIMIT_AS (address space) of `memory_mb`, set in the child before the source
-  is compiled. An allocation past it raises MemoryError, reported as a memory failure; a
-  child killed by a signal is reported with the limit too, since that is the usual cause.
+  is compiled (the sandbox's /tmp holds at most `memory_mb` too). An allocation past it
+  raises MemoryError, reported as a memory failure; a child killed by a signal is
+  reported with the limit too, since that is the usual cause.
   RLIMIT_AS counts reserved address space, so libraries that reserve large arenas up
   front (OpenBLAS threads, some JITs) need a larger `memory_mb` than they use.
-- Network: two layers. (1) Where `unshare -r -n -p -f --kill-child` works (an
-  unprivileged user namespace; on by default on most Linux hosts, and as root), the
-  child runs in a new network namespace whose only interface is a loopback that is down,
-  so no connection can be made by any means (sockets, subprocesses, ctypes); the new PID
-  namespace also ensures that anything the grader forks dies with it. (2) Always, before
-  the source runs, the child replaces `socket.socket`, `socket.create_connection`,
-  `socket.getaddrinfo` and friends (in `socket` and `_socket`) with functions raising
-  PermissionError. Layer (2) alone stops ordinary library use of the network but not a
-  determined escape (a subprocess running curl, ctypes); it is the only layer where
-  `unshare` is unavailable: `sandbox()` says which applies.
-- Environment: the child gets only PATH, LANG and HOME (no API keys), an empty temporary
-  working directory, no core dumps, and its prints go to stderr (kept for diagnostics,
-  bounded) so they cannot corrupt the result stream.
+- Isolation: the child runs in bubblewrap (`_sandbox.py`): new user, network and PID
+  namespaces, a read-only view of only the system and the interpreter (no home, project,
+  store or run folder), a fresh /proc, a private size-limited /tmp as its working
+  directory, and an environment of only PATH, LANG and HOME. Where bwrap cannot run,
+  python graders refuse to, unless `STILL_UNSAFE_PYTHON_GRADERS=1` is set; the child then
+  runs directly, with only the guards below.
+- Always, before the source runs, the child replaces `socket.socket`,
+  `socket.create_connection`, `socket.getaddrinfo` and friends (in `socket` and `_socket`)
+  with functions raising PermissionError: a clear error for ordinary library use, and the
+  only network guard in the unsafe mode (where a subprocess running curl, or ctypes,
+  escapes it). The child gets no core dumps, and its prints go to stderr (kept for
+  diagnostics, bounded) so they cannot corrupt the result stream.
+- Error text leaving this module is scrubbed of secret-looking environment values
+  (`_sandbox.scrub`), since it is stored in the grades table and curation.jsonl.
 
 A non-numeric return (a string, None, NaN, infinity) is a failed grade; so is an
 exception, whose error is the exception's last line ("ZeroDivisionError: division by
@@ -45,7 +47,6 @@ import json
 import math
 import os
 import selectors
-import shutil
 import signal
 import subprocess
 import sys
@@ -53,9 +54,10 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
+from still.graders import _sandbox
+from still.graders._sandbox import Mode
 from still.types import Grade
 
 KILL_GRACE_S = 2.0
@@ -70,9 +72,6 @@ MAX_LINE_BYTES = 1 << 20
 
 STDERR_TAIL_BYTES = 4096
 """How much of a child's stderr is kept to explain a crash."""
-
-UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child"]
-"""Run the child in new user, network and PID namespaces (see the module docstring)."""
 
 # The child's program. It is trusted code run with `-I -c`; it reads {"source", "items",
 # "timeout_s", "memory_mb"} from stdin and writes one JSON line per item to the original
@@ -178,27 +177,13 @@ out.close()
 """
 
 
-@cache
-def _unshare_works() -> bool:
-    """Whether this host lets us create the namespaces (checked once per process)."""
-    if sys.platform != "linux" or shutil.which("unshare") is None:
-        return False
-    try:
-        done = subprocess.run(
-            [*UNSHARE, sys.executable, "-I", "-c", "pass"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return done.returncode == 0
+def sandbox() -> Mode:
+    """How python graders run here: "bwrap" or, where the user opted out, "unsafe".
 
-
-def sandbox() -> str:
-    """How the network is cut off here: "namespace" (and socket patch) or "socket-patch"."""
-    return "namespace" if _unshare_works() else "socket-patch"
+    Raises:
+        SandboxUnavailable: bwrap cannot run here and the user did not opt out.
+    """
+    return _sandbox.mode()
 
 
 def _job_key(sample: Mapping[str, Any], item: Mapping[str, Any]) -> str:
@@ -297,19 +282,23 @@ class PythonGrader:
                         completion_id=completion_id,
                         score=score,
                         passed=outcome.error is None and score >= self.pass_threshold,
-                        error=outcome.error,
+                        error=None if outcome.error is None else _sandbox.scrub(outcome.error),
                     )
                 )
         return grades
 
-    def _command(self) -> list[str]:
+    def _command(self, mode: Mode) -> list[str]:
         child = [sys.executable, "-I", "-c", _BOOTSTRAP]
-        return [*UNSHARE, *child] if _unshare_works() else child
+        if mode == "unsafe":
+            return child
+        size = self.memory_mb << 20 if _sandbox.tmp_size_supported() else None
+        return _sandbox.bwrap_command(child, size)
 
     def _run(self, pairs: list[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> list[_Outcome]:
         """One child process for `pairs`; always one outcome per pair."""
         if not pairs:
             return []
+        mode = sandbox()  # refuses before anything runs where there is no sandbox
         payload = json.dumps(
             {
                 "source": self.source,
@@ -319,20 +308,20 @@ class PythonGrader:
             },
             default=str,  # values JSON cannot carry (dates, sets) arrive as their text
         ).encode()
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+        # In bwrap the child works in the sandbox's own /tmp; this folder is then only
+        # bwrap's cwd (and its environment, which its PID-1 reaper keeps, is this one too).
         with tempfile.TemporaryDirectory(prefix="still-grader-") as workdir:
-            env["HOME"] = workdir
             proc = subprocess.Popen(
-                self._command(),
+                self._command(mode),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 cwd=workdir,
-                env=env,
+                env=_sandbox.child_env(workdir),
                 start_new_session=True,  # its own process group, killed as one
             )
             try:
-                return self._talk(proc, payload, len(pairs))
+                return self._talk(proc, payload, len(pairs), mode)
             finally:
                 if proc.poll() is None:
                     _kill_group(proc)
@@ -342,7 +331,9 @@ class PythonGrader:
                         with contextlib.suppress(OSError):  # stdin of a child that died
                             stream.close()
 
-    def _talk(self, proc: subprocess.Popen[bytes], payload: bytes, n: int) -> list[_Outcome]:
+    def _talk(
+        self, proc: subprocess.Popen[bytes], payload: bytes, n: int, mode: Mode
+    ) -> list[_Outcome]:
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         try:
             # The child reads all of stdin before it does anything else, so this cannot
@@ -390,6 +381,8 @@ class PythonGrader:
         if proc.poll() is None:
             _kill_group(proc)
         code = proc.wait()
+        if mode == "bwrap" and 128 < code < 128 + signal.NSIG:
+            code = 128 - code  # bwrap exits 128+N for a child killed by signal N
         at = len(outcomes)
         if killed_for == "timeout":
             first = (
