@@ -17,12 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from still.bench._stats import wilson
+from still.errors import StillError
 
 FAILED = "(failed)"
 """The predicted label of an item the grader failed on."""
 
 
-class GraderNotTrusted(RuntimeError):
+class GraderNotTrusted(StillError, RuntimeError):
     """A grader agrees too little with gold labels to decide training data."""
 
 

@@ -25,6 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from still.errors import StillError
+
 QUANTS = ("f16", "q8_0", "q4_k_m")
 """What can be asked for: the converter writes f16 and q8_0, llama-quantize q4_k_m."""
 
@@ -34,7 +36,7 @@ CHATML_TEMPLATE = """{{- range .Messages }}<|im_start|>{{ .Role }}
 """
 
 
-class ToolMissing(RuntimeError):
+class ToolMissing(StillError, RuntimeError):
     """A llama.cpp tool is not installed; the message says how to get it."""
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from still.errors import StillError
 from still.types import Grade
 
 MAX_DEPTH = 64
@@ -39,7 +40,7 @@ MAX_LENGTH = 10_000
 """Longest formula accepted, in characters."""
 
 
-class FormulaError(ValueError):
+class FormulaError(StillError, ValueError):
     """A formula that cannot be parsed or evaluated; the message names the offending part."""
 
 

@@ -39,6 +39,8 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Literal
 
+from still.errors import StillError
+
 UNSAFE_ENV = "STILL_UNSAFE_PYTHON_GRADERS"
 """Set to 1 to run python graders without bubblewrap (see the module docstring)."""
 
@@ -62,7 +64,7 @@ log = logging.getLogger(__name__)
 Mode = Literal["bwrap", "unsafe"]
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(StillError, RuntimeError):
     """Python graders cannot be sandboxed here and the user did not opt out."""
 
 

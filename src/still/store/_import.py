@@ -42,13 +42,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from still.cost import price_for
+from still.errors import StillError
 from still.store._store import Store, check_metadata
 from still.types import Completion, Message, Request, SamplingParams, Usage
 
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
-class ImportFormatError(ValueError):
+class ImportFormatError(StillError, ValueError):
     """A row of an imported file that is not a completion; the message names file and row."""
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from still.errors import StillError
 from still.tasks._example import Example, dedupe, example_id
 from still.tasks._schema import Task
 from still.tasks._sources import DataError, read_rows, resolve_source
@@ -28,7 +29,7 @@ RESERVED = ("labels", "fewshot", "answer")
 """Names templates see besides the example's fields; no data field may take them."""
 
 
-class TaskError(ValueError):
+class TaskError(StillError, ValueError):
     """A task file is unreadable or invalid; the message names the file, line and field."""
 
 

@@ -30,6 +30,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from still.errors import StillError
 from still.tasks._schema import DataSpec
 
 Row = tuple[str, dict[str, str]]
@@ -46,7 +47,7 @@ _EXTENSIONS = {
 }
 
 
-class DataError(ValueError):
+class DataError(StillError, ValueError):
     """A data file is missing or malformed; the message names the file and line."""
 
 

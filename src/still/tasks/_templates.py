@@ -25,6 +25,7 @@ from typing import Any
 import jinja2
 import jinja2.sandbox
 
+from still.errors import StillError
 from still.tasks._example import Example
 
 _ENV = jinja2.sandbox.SandboxedEnvironment(
@@ -33,7 +34,7 @@ _ENV = jinja2.sandbox.SandboxedEnvironment(
 _NO_ATTRIBUTE = re.compile(r"has no attribute '(?P<name>[^']+)'$")
 
 
-class TemplateError(ValueError):
+class TemplateError(StillError, ValueError):
     """A template cannot be compiled or rendered; the message names template and variable."""
 
 
