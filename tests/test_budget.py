@@ -9,17 +9,29 @@ import pytest
 from click.testing import CliRunner
 
 from helpers import write_task
+from still.capture import capture
 from still.cli import main
-from still.cost import Budget, BudgetExceeded, cost_model_for
-from still.estimate import estimate_run, total_cost
-from still.pipeline import capture_role, open_run
+from still.cost import (
+    Budget,
+    BudgetExceeded,
+    Price,
+    UnpricedModel,
+    cost_model_for,
+    is_free,
+    require_prices,
+)
+from still.models import Provider
+from still.pipeline import capture_role, estimate_run, open_run, total_cost
+from still.store import Store
+from still.types import Message, Request
 
 PRICE = {"input": 1000.0, "output": 2000.0}  # dollars per million tokens: big enough to count
+ZERO = Price(input=0.0, output=0.0)
 
 
-def _task(tmp: Path, **kw: object) -> Path:
+def _task(tmp: Path, teacher: str = "scripted:echo") -> Path:
     return write_task(
-        tmp, student="scripted:first-label", n=60, prices={"scripted:echo": PRICE}, **kw
+        tmp, student="scripted:first-label", teacher=teacher, n=60, prices={"scripted:echo": PRICE}
     )
 
 
@@ -100,3 +112,48 @@ def test_cli_estimate_and_max_cost(tmp_path: Path) -> None:
     assert "--max-cost" in res.output and "rerun with a larger --max-cost" in res.output
     table = runner.invoke(main, ["estimate", str(task), "--run-dir", str(tmp_path / "r")])
     assert table.exit_code == 0 and "at most $" in table.output
+
+
+@pytest.mark.parametrize("model", ["http://127.0.0.1:1/v1#m", "openai:gpt-4.1"])
+def test_budget_refuses_an_unpriced_paid_model_before_any_request(
+    tmp_path: Path, model: str
+) -> None:
+    store = Store(tmp_path / "still.db")
+    reqs = {
+        str(i): Request(model=model, messages=(Message(role="user", content=f"q{i}"),))
+        for i in range(3)
+    }
+    loaded: list[str] = []
+
+    def load() -> Provider:
+        loaded.append(model)
+        raise AssertionError("the model was loaded")
+
+    cm = cost_model_for(model, {})
+    assert cm is None  # no built-in price for either
+    with pytest.raises(UnpricedModel) as info:
+        capture(load, reqs, store, cost_model=cm, budget=Budget(5.0))
+    msg = str(info.value)
+    assert model in msg and "prices:" in msg and f'"{model}": {{input: ' in msg
+    assert "\n" not in msg
+    assert not loaded and store.list() == []  # nothing was sent or stored
+    assert capture(load, {}, store, budget=Budget(5.0)).total == 0  # nothing to ask: no refusal
+
+
+def test_budget_refusal_names_the_model_through_the_pipeline(tmp_path: Path) -> None:
+    run = open_run(_task(tmp_path, teacher="http://127.0.0.1:1/v1#teacher"), tmp_path / "run")
+    with pytest.raises(UnpricedModel, match=r"http://127\.0\.0\.1:1/v1#teacher.*prices:"):
+        capture_role(run, "teacher", "train", budget=Budget(1.0))
+    assert run.store.list() == []
+    # a price, even 0 (a free server), makes the budget countable
+    require_prices(["http://127.0.0.1:1/v1#teacher"], {"http://127.0.0.1:1/v1#teacher": ZERO})
+
+
+def test_local_and_scripted_models_are_free_under_a_budget() -> None:
+    assert is_free("local:smollm2-135m-instruct") and is_free("scripted:echo")
+    assert is_free("runs/toy/distilled-0123456789")  # a model folder
+    assert not is_free("openai:gpt-4.1") and not is_free("azure:my-deployment")
+    assert not is_free("https://api.example.com/v1#m")
+    require_prices(["local:smollm2-135m-instruct", "scripted:echo", "openai:gpt-4o"])
+    with pytest.raises(UnpricedModel, match="azure:my-deployment"):
+        require_prices(["scripted:echo", "azure:my-deployment"])

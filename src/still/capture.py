@@ -8,12 +8,12 @@ Completions are written batch by batch, never held until the end.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from still.cost import Budget, BudgetExceeded, CostModel
+from still.cost import Budget, BudgetExceeded, CostModel, UnpricedModel, is_free
 from still.models import Provider
 from still.store import Store
 from still.tasks import Example, Task, render, role_context
@@ -111,11 +111,15 @@ def capture(
         budget: a spending limit shared across captures. Requests go out only while the
             spent dollars plus the next request's upper-bound cost fit in it; then the
             capture stops with BudgetExceeded, after storing every answer it got. Needs a
-            cost_model (a model without a price spends nothing).
+            cost_model, unless the model is local (`still.cost.is_free`: it spends nothing).
 
     Raises:
+        UnpricedModel: a budget is given, there is no cost_model and the model may cost
+            money (an endpoint without a price): raised before the store is read or any
+            request sent, naming the model and the task's `prices:` fix.
         BudgetExceeded: the budget ran out before every request was sent.
     """
+    _refuse_unpriced(requests.values(), cost_model, budget)  # before the store or the model
     stats = CaptureStats(total=len(requests))
     todo: list[tuple[str, Request]] = []
     for ex_id, req in requests.items():
@@ -172,8 +176,12 @@ def capture(
 def _affordable(
     chunk: Sequence[tuple[str, Request]], cost_model: CostModel | None, budget: Budget | None
 ) -> int:
-    """How many requests of a batch, in order, fit in what is left of the budget."""
-    if budget is None or cost_model is None:
+    """How many requests of a batch, in order, fit in what is left of the budget (all of
+    them without a budget, or for a free model without a price)."""
+    if budget is None:
+        return len(chunk)
+    if cost_model is None:
+        _refuse_unpriced((r for _, r in chunk), cost_model, budget)
         return len(chunk)
     left = budget.remaining
     for n, (_, req) in enumerate(chunk):
@@ -181,6 +189,18 @@ def _affordable(
         if left < 0:
             return n
     return len(chunk)
+
+
+def _refuse_unpriced(
+    requests: Iterable[Request], cost_model: CostModel | None, budget: Budget | None
+) -> None:
+    """Raise UnpricedModel if a budget must hold but a request's model has no cost model
+    and may cost money: its spending could not be counted, so the limit would not apply."""
+    if budget is None or cost_model is not None:
+        return
+    paid = sorted({r.model for r in requests if not is_free(r.model)})
+    if paid:
+        raise UnpricedModel(paid[0])
 
 
 def _priced(c: Completion, cost_model: CostModel | None) -> Completion:

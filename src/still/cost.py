@@ -3,12 +3,17 @@
 The built-in table is dated and small on purpose: prices change, so a task overrides or
 extends it in YAML (`prices: {openai:gpt-4o: {input: 2.5, output: 10}}`). A model without a
 price (every local model, unless the task gives one) has no cost, shown as n/a, never $0.
+
+`--max-cost` must hold for every model, so a budget refuses to start with a model that may
+cost money but has no price (`UnpricedModel`): an endpoint (`openai:`, `azure:`, `http(s)://`
+...) without a price would otherwise run unlimited. Local models (`local:`, `scripted:`, a
+model folder) run on this machine and are free under a budget.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -63,6 +68,48 @@ def price_for(model: str, overrides: Mapping[str, Price] | None = None) -> Price
 
 
 _DATED = re.compile(r"-\d{4}-\d{2}-\d{2}$")
+
+
+FREE_SCHEMES = frozenset({"local", "scripted"})
+"""Model reference schemes that run on this machine: free under `--max-cost`."""
+
+
+def is_free(model: str) -> bool:
+    """Whether a model reference runs on this machine and so costs no dollars: `local:`,
+    `scripted:`, or a model folder's path (no scheme). Every other scheme may cost money.
+
+    >>> is_free("local:smollm2-135m-instruct"), is_free("runs/t/distilled-1a2b")
+    (True, True)
+    >>> is_free("openai:gpt-4.1"), is_free("http://127.0.0.1:8000/v1#m")
+    (False, False)
+    """
+    scheme, sep, _ = model.partition(":")
+    return not sep or scheme in FREE_SCHEMES
+
+
+class UnpricedModel(ValueError):
+    """`--max-cost` was given for a model that may cost money but has no price."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(
+            f"--max-cost cannot limit {model}: it has no price, so its spending could not "
+            f"be counted. Add its price to the task (dollars per million tokens; 0 for a free "
+            f'server), e.g. prices: {{"{model}": {{input: 2.0, output: 8.0}}}}, or drop --max-cost'
+        )
+
+
+def require_prices(models: Iterable[str], prices: Mapping[str, Price] | None = None) -> None:
+    """Refuse a budget before anything is sent if any of `models` cannot be counted
+    against it: call at the start of a command given `--max-cost`, with every model
+    reference it may call (teacher, student, control, judges).
+
+    Raises:
+        UnpricedModel: The first model that is not free (`is_free`) and has no price.
+    """
+    for model in models:
+        if not is_free(model) and price_for(model, prices) is None:
+            raise UnpricedModel(model)
 
 
 class BudgetExceeded(RuntimeError):
