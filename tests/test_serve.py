@@ -6,14 +6,15 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from still.models import get_model
 from still.serve import create_app
-from still.types import Message, Request, SamplingParams
+from still.types import Completion, Message, Request, SamplingParams
 
 KEY = "sk-still-test-0123456789"
 LABELS = ("human", "location", "number")
@@ -130,27 +131,61 @@ def test_an_unknown_model_name_is_refused(server: Server) -> None:
     assert not c.ok and (c.error or "").startswith("NotFoundError")
 
 
-def test_a_run_through_the_endpoint_keeps_the_key_out_of_every_file(
-    server: Server, tmp_path: Path, tiny_model: Path, caplog: pytest.LogCaptureFixture
+def test_a_run_through_the_endpoint_keeps_every_key_out_of_every_file(
+    server: Server,
+    tmp_path: Path,
+    tiny_model: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """No key variable's value reaches a run's files or the logs: not on success, not when
+    the server refuses a wrong key, not when the server fails the request."""
     from helpers import write_task
     from still.pipeline import bench_stage, capture_role, open_run
 
+    secrets = {
+        "STILL_API_KEY": KEY,
+        "OPENAI_API_KEY": "sk-openai-secret-7a7a7a7a7a",
+        "AZURE_OPENAI_API_KEY": "azure-secret-5b5b5b5b5b",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
     caplog.set_level("DEBUG")
     task = write_task(tmp_path, student=f"local:{tiny_model}", teacher=server.ref)
+
+    # a wrong key (OPENAI_API_KEY is the http key when STILL_API_KEY is unset): refused
+    with monkeypatch.context() as m:
+        m.delenv("STILL_API_KEY")
+        stats = capture_role(open_run(task, tmp_path / "refused"), "teacher", "train", limit=4)
+    assert stats.failed == stats.called == 4
+    # the server fails every request: 500s that carry the server's error message
+    with monkeypatch.context() as m:
+        m.setattr(server.local, "complete", _failing_complete)
+        stats = capture_role(open_run(task, tmp_path / "failed"), "teacher", "train", limit=4)
+    assert stats.failed == stats.called == 4
+    # and a run that works
     run = open_run(task, tmp_path / "run")
     stats = capture_role(run, "teacher", "train")
     assert stats.called == stats.total and stats.failed == 0
     bench_stage(run, roles=("teacher",), show=False)
-    files = [p for p in run.dir.rglob("*") if p.is_file()]
-    assert any(p.name == "still.db" for p in files) and any(p.name == "report.md" for p in files)
+
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert sum(p.name == "still.db" for p in files) == 3
+    assert any(p.name == "report.md" for p in files)
     for path in files:
-        assert KEY.encode() not in path.read_bytes(), path
-    assert KEY not in caplog.text
+        data = path.read_bytes()
+        for name, value in secrets.items():
+            assert value.encode() not in data, (name, path)
+    for name, value in secrets.items():
+        assert value not in caplog.text, name
+
+
+def _failing_complete(requests: list[Request]) -> list[Completion]:
+    """A provider call whose every request fails."""
+    return [Completion(request=r, error="RuntimeError: the model broke") for r in requests]
 
 
 def test_bad_bodies_are_400s_with_a_reason(server: Server) -> None:
-    import json
     import urllib.error
     import urllib.request
 
@@ -162,12 +197,38 @@ def test_bad_bodies_are_400s_with_a_reason(server: Server) -> None:
         ({"model": "tiny", "messages": [{"content": "x"}]}, "invalid messages"),
         ({"model": "tiny", "messages": msgs, "temperature": "hot"}, "invalid sampling"),
         ({"model": "tiny", "messages": msgs, "n": 99}, "n must be between 1 and 16"),
+        ({"model": "tiny", "messages": msgs, "n": 0}, "n must be between 1 and 16"),
+        ({"model": "tiny", "messages": msgs, "max_tokens": 0}, "max_tokens must be at least 1"),
+        ({"model": "tiny", "messages": msgs, "max_completion_tokens": 0}, "at least 1"),
+        ({"model": "tiny", "messages": msgs, "top_p": 1.5}, "top_p must be between 0 and 1"),
+        (b'{"model": "tiny", "messages": [', "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        (b'["tiny"]', "must be a JSON object"),
     ]:
-        req = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        req = urllib.request.Request(url, data, headers, method="POST")
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(req, timeout=30)
         assert err.value.code == 400, body
-        assert reason in err.value.read().decode()
+        error = json.loads(err.value.read())["error"]
+        assert reason in error["message"] and error["type"] == "invalid_request_error", body
+
+
+def test_top_p_zero_is_greedy_as_openai_has_it(server: Server) -> None:
+    """top_p 0 keeps only the most likely token (it is not replaced by the default 1): any
+    seed at temperature 1 gives the greedy answer."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key=KEY)
+    msgs = [{"role": "user", "content": "tell me about the river"}]
+    greedy = client.chat.completions.create(
+        model="tiny", messages=msgs, max_tokens=12, temperature=0
+    )
+    for seed in (1, 2, 3):
+        r = client.chat.completions.create(
+            model="tiny", messages=msgs, max_tokens=12, temperature=1, top_p=0, seed=seed
+        )
+        assert r.choices[0].message.content == greedy.choices[0].message.content, seed
 
 
 def test_streaming_sends_the_same_answer_in_pieces(server: Server) -> None:
@@ -175,17 +236,22 @@ def test_streaming_sends_the_same_answer_in_pieces(server: Server) -> None:
 
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key=KEY)
     msgs = [{"role": "user", "content": "Who wrote it?"}]
-    whole = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=8, temperature=0)
+    whole = client.chat.completions.create(
+        model="tiny", messages=msgs, max_tokens=16, temperature=0
+    )
     pieces, finish = [], None
     for event in client.chat.completions.create(
-        model="tiny", messages=msgs, max_tokens=8, temperature=0, stream=True
+        model="tiny", messages=msgs, max_tokens=16, temperature=0, stream=True
     ):
         delta = event.choices[0].delta.content
         if delta:
             pieces.append(delta)
         finish = event.choices[0].finish_reason or finish
-    assert "".join(pieces).strip() == whole.choices[0].message.content
-    assert pieces and finish == "stop"  # word by word; the tiny model may emit one "word"
+    answer = whole.choices[0].message.content or ""
+    assert "".join(pieces).strip() == answer
+    assert len(answer.split()) > 1, answer  # the tiny model babbles several words
+    assert len(pieces) > 1, pieces  # sent word by word, not as one chunk at the end
+    assert finish == whole.choices[0].finish_reason
     # an enum answer streams as one JSON chunk
     fmt = {
         "type": "json_schema",
@@ -269,8 +335,8 @@ def test_json_schema_and_json_object_by_constrained_decoding(server: Server) -> 
     text = r.choices[0].message.content or ""
     if r.choices[0].finish_reason == "stop":
         assert isinstance(json.loads(text), dict)
-    else:  # cut by max_tokens: still a valid JSON prefix of an object
-        assert text.startswith("{")
+    else:  # cut by max_tokens, and the client is told so
+        assert r.choices[0].finish_reason == "length" and text.startswith("{")
     bad = {"type": "json_schema", "json_schema": {"name": "d", "schema": {"type": 7}}}
     with pytest.raises(openai.BadRequestError, match="invalid JSON schema"):
         client.chat.completions.create(model="tiny", messages=msgs, response_format=bad)  # type: ignore[call-overload]
@@ -345,3 +411,173 @@ def test_local_completions_record_time_to_first_token(server: Server) -> None:
     )
     assert gen.ttft_s is not None and 0 < gen.ttft_s <= gen.latency_s
     assert scored.ttft_s == scored.latency_s  # one pass gives the whole answer
+
+
+def _stream(client: object, **kw: object) -> tuple[str, str | None]:
+    """A streamed answer's text and its last finish_reason."""
+    text, finish = "", None
+    for event in client.chat.completions.create(stream=True, **kw):  # type: ignore[attr-defined]
+        if event.choices:
+            text += event.choices[0].delta.content or ""
+            finish = event.choices[0].finish_reason or finish
+    return text, finish
+
+
+def test_finish_reason_is_length_when_max_tokens_cut_the_answer(server: Server) -> None:
+    """Streamed or not, free text or constrained JSON: an answer cut by max_tokens says
+    "length" (a cut JSON answer does not parse: the client must know); a whole one "stop"."""
+    pytest.importorskip("llguidance")
+    import openai
+
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key=KEY)
+    msgs = [{"role": "user", "content": "tell me about the river"}]
+    cut = {"model": "tiny", "messages": msgs, "max_tokens": 3, "temperature": 0}
+    r = client.chat.completions.create(**cut)  # type: ignore[call-overload]
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 3
+    assert _stream(client, **cut) == (r.choices[0].message.content, "length")
+
+    long = {
+        "type": "object",
+        "properties": {"topic": {"type": "string", "minLength": 20}},
+        "required": ["topic"],
+    }
+    cut_json = {
+        **cut,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "t", "schema": long}},
+    }
+    r = client.chat.completions.create(**cut_json)  # type: ignore[call-overload]
+    text = r.choices[0].message.content or ""
+    assert r.choices[0].finish_reason == "length" and text.startswith("{")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)
+    assert _stream(client, **cut_json) == (text, "length")
+
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}},
+        "required": ["ok"],
+        "additionalProperties": False,
+    }
+    whole = {
+        **cut,
+        "max_tokens": 40,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "o", "schema": schema}},
+    }
+    r = client.chat.completions.create(**whole)  # type: ignore[call-overload]
+    assert r.choices[0].finish_reason == "stop"
+    assert isinstance(json.loads(r.choices[0].message.content or ""), dict)
+    assert _stream(client, **whole) == (r.choices[0].message.content, "stop")
+
+
+def test_a_failing_generation_ends_the_stream_with_an_error_and_frees_the_model(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """generate() raising in the worker thread: the stream ends with an OpenAI-style error
+    event (the SDK raises it, with the reason) instead of hanging, and the next request is
+    answered."""
+    import openai
+    import torch
+
+    def broken(**kw: Any) -> None:
+        if "streamer" in kw:  # streamed: the prompt, one token, then the failure
+            kw["streamer"].put(torch.tensor([[1, 2, 3]]))
+            kw["streamer"].put(torch.tensor([7]))
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{server.port}/v1", api_key=KEY, timeout=15, max_retries=0
+    )
+    msgs = [{"role": "user", "content": "tell me about the river"}]
+    kw = {"model": "tiny", "messages": msgs, "max_tokens": 8, "temperature": 0}
+    with monkeypatch.context() as m:
+        m.setattr(server.local.model, "generate", broken)  # type: ignore[attr-defined]
+        with pytest.raises(openai.APIError, match="CUDA out of memory"):
+            _stream(client, **kw)
+        # unstreamed, the failure is a 500 with the reason
+        with pytest.raises(openai.InternalServerError, match="CUDA out of memory"):
+            client.chat.completions.create(**kw)  # type: ignore[call-overload]
+    text, finish = _stream(client, **kw)
+    assert text and finish in ("stop", "length")
+
+
+def test_a_client_that_goes_away_does_not_stop_the_batcher(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A streamed client disconnects while its batch is in the model (its waiter is
+    cancelled); the batch's answer finds nobody waiting, and the next request is answered."""
+    import openai
+
+    slow_done = threading.Event()
+    real = server.local.complete
+
+    def slow(requests: list[Request]) -> list[Completion]:
+        time.sleep(1.0)
+        try:
+            return real(requests)
+        finally:
+            slow_done.set()
+
+    monkeypatch.setattr(server.local, "complete", slow)
+    body = json.dumps(
+        {
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "Who?"}],
+            "stream": True,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "a",
+                    "schema": {
+                        "type": "object",
+                        "properties": {"label": {"type": "string", "enum": list(LABELS)}},
+                    },
+                },
+            },
+        }
+    ).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {KEY}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head + body)
+        got = b""
+        while b"data:" not in got:  # the role chunk: the request is in the batcher
+            more = sock.recv(65536)
+            assert more, got
+            got += more
+    assert slow_done.wait(10)  # the batch ends after its client left
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{server.port}/v1", api_key=KEY, timeout=15, max_retries=0
+    )
+    r = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Who?"}], max_tokens=4
+    )
+    assert r.choices[0].message.content
+
+
+def test_the_batcher_outlives_a_cancelled_waiter() -> None:
+    """Batcher alone: a waiter cancelled while its batch runs is skipped, not answered (which
+    raised InvalidStateError and killed the loop); the next submission is answered."""
+    import asyncio
+
+    from still.serve import Batcher
+
+    class Slow:
+        name = "slow"
+
+        def complete(self, requests: Sequence[Request]) -> list[Completion]:
+            time.sleep(0.3)
+            return [Completion(request=r, text="ok") for r in requests]
+
+    async def main() -> str:
+        batcher = Batcher(Slow())
+        first = asyncio.create_task(batcher.submit(_req("slow", "a")))
+        await asyncio.sleep(0.1)  # in the model now
+        first.cancel()
+        await asyncio.sleep(0.4)  # the batch ends with nobody waiting
+        done = await asyncio.wait_for(batcher.submit(_req("slow", "b")), 5)
+        return done.text
+
+    assert asyncio.run(main()) == "ok"

@@ -5,11 +5,14 @@ max_tokens / max_completion_tokens, seed, stop, n, logprobs, stream, and `respon
 json_object or json_schema). A json_schema whose one property is a string enum (the usual "pick
 a label" schema) is answered by *label scoring*: always valid JSON with one of the labels, in
 one forward pass. Any other schema is enforced by constrained decoding
-(`still.models._constrained`): the answer parses and validates by construction.
+(`still.models._constrained`): the answer parses and validates by construction, unless
+max_tokens cuts it, which finish_reason "length" says.
 
 Concurrent requests are gathered for a few milliseconds and answered in one provider call,
 so they share forward passes. Binds 127.0.0.1 by default; `--api-key` requires
-`Authorization: Bearer <key>` (compared in constant time, never logged).
+`Authorization: Bearer <key>` (compared in constant time, never logged). A body that is not
+a JSON object, or asks what OpenAI refuses (max_tokens < 1, top_p outside [0, 1]), is a 400; a
+failure while streaming ends the stream with an OpenAI-style error event.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
-from still.errors import StillError
 from still.models import Provider
 from still.types import Completion, Message, Request, SamplingParams, Usage
 
@@ -91,7 +93,7 @@ def output_schema(response_format: Any) -> dict[str, Any] | None:
     raise RequestError(f"response_format type {kind!r}: use text, json_object or json_schema")
 
 
-class RequestError(StillError, ValueError):
+class RequestError(ValueError):
     """A chat completion body this server cannot answer (HTTP 400)."""
 
 
@@ -107,16 +109,20 @@ def to_requests(body: dict[str, Any], model: str) -> tuple[list[Request], str | 
     if not messages:
         raise RequestError("messages must not be empty")
     stop = body.get("stop") or ()
-    temperature = body.get("temperature")
     try:
+        # OpenAI's defaults apply to absent (or null) fields only: 0 is a value, not a default
         params = SamplingParams(
-            temperature=1.0 if temperature is None else float(temperature),  # OpenAI's default
-            top_p=float(body.get("top_p") or 1.0),
-            max_tokens=int(body.get("max_completion_tokens") or body.get("max_tokens") or 256),
+            temperature=float(_given(body, "temperature", default=1.0)),
+            top_p=float(_given(body, "top_p", default=1.0)),
+            max_tokens=int(_given(body, "max_completion_tokens", "max_tokens", default=256)),
             seed=body.get("seed"),
             stop=(stop,) if isinstance(stop, str) else tuple(stop),
         )
-        n = int(body.get("n") or 1)
+        if not 0 <= params.top_p <= 1:
+            raise ValueError("top_p must be between 0 and 1")
+        if params.max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        n = int(_given(body, "n", default=1))
         top_k = int(body.get("top_logprobs") or 0)
         if not 0 <= top_k <= 20:
             raise ValueError("top_logprobs must be between 0 and 20")
@@ -151,6 +157,15 @@ def to_requests(body: dict[str, Any], model: str) -> tuple[list[Request], str | 
             )
         )
     return reqs, enum[0] if enum else None
+
+
+def _given(body: dict[str, Any], *names: str, default: Any) -> Any:
+    """The first of `names` the body sets to a non-null value, else `default`.
+
+    >>> _given({"top_p": 0}, "top_p", default=1.0), _given({"n": None}, "n", default=1)
+    (0, 1)
+    """
+    return next((body[k] for k in names if body.get(k) is not None), default)
 
 
 def _text(content: Any) -> str:
@@ -256,10 +271,13 @@ class Batcher:
                 outs = await asyncio.to_thread(self.provider.complete, reqs)
             except Exception as exc:  # noqa: BLE001 - every waiter gets the failure
                 for _, fut in items:
-                    fut.set_exception(exc)
+                    if not fut.done():
+                        fut.set_exception(exc)
                 continue
             for (_, fut), out in zip(items, outs, strict=True):
-                fut.set_result(out)
+                # a waiter whose client went away was cancelled: nobody wants its answer
+                if not fut.done():
+                    fut.set_result(out)
 
 
 def create_app(provider: Provider, model_name: str, api_key: str | None = None) -> Any:
@@ -297,7 +315,24 @@ def create_app(provider: Provider, model_name: str, api_key: str | None = None) 
     @app.post("/v1/chat/completions")
     async def chat(request: HTTPRequest) -> Any:
         check_key(request)
-        body = await request.json()
+        try:
+            body = json.loads(await request.body())
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise HTTPException(
+                status_code=400,
+                detail={
+                    "message": f"the request body is not valid JSON: {exc}",
+                    "type": "invalid_request_error",
+                },
+            ) from exc
+        if not isinstance(body, dict):
+            raise HTTPException(
+                status_code=400,
+                detail={
+                    "message": "the request body must be a JSON object",
+                    "type": "invalid_request_error",
+                },
+            )
         if body.get("model") not in (model_name, None):
             raise HTTPException(
                 status_code=404,
@@ -325,7 +360,10 @@ def create_app(provider: Provider, model_name: str, api_key: str | None = None) 
                 ),
                 media_type="text/event-stream",
             )
-        outs = await asyncio.gather(*(batcher.submit(r) for r in reqs))
+        try:
+            outs = await asyncio.gather(*(batcher.submit(r) for r in reqs))
+        except Exception as exc:  # noqa: BLE001 - the provider itself failed: say why
+            outs = [Completion(request=reqs[0], error=f"{type(exc).__name__}: {exc}")]
         failed = next((c for c in outs if c.error), None)
         if failed is not None:
             raise HTTPException(
@@ -347,9 +385,11 @@ async def _sse(
     """Server-sent events in the chat.completion.chunk format, ending with [DONE].
 
     Free text from a provider that can stream is sent token by token; a scored (enum)
-    answer, or a provider that cannot stream, is sent as one chunk once it is known. With
+    answer, or a provider that cannot stream, is sent as one chunk once it is known. The
+    last choice chunk's finish_reason is "length" when max_tokens cut the answer. With
     `stream_options.include_usage`, a last chunk with no choices carries the token counts,
-    as OpenAI sends it.
+    as OpenAI sends it. A failure ends the stream with one OpenAI-style error event
+    (`data: {"error": {...}}`) and no [DONE], which the openai SDK raises as an APIError.
     """
     cid = "chatcmpl-" + uuid.uuid4().hex[:24]
 
@@ -369,21 +409,29 @@ async def _sse(
             body["usage"] = None if usage is None else _usage(usage)
         return f"data: {json.dumps(body)}\n\n"
 
+    def error(message: str) -> str:
+        return f"data: {json.dumps({'error': {'message': message, 'type': 'server_error'}})}\n\n"
+
     yield chunk({"role": "assistant", "content": ""})
-    stream = getattr(provider, "stream", None)
+    stream = getattr(provider, "stream", None)  # OpenAIProvider.stream is a flag, not this
     usage: list[Usage] = []
-    if stream is not None and req.labels is None:
-        async for piece in iterate_in_threadpool(stream(req, usage)):
-            yield chunk({"content": piece})
-        yield chunk({}, "stop")
-    else:
-        c = await batcher.submit(req)
-        if c.error:
-            yield f"data: {json.dumps({'error': {'message': c.error, 'type': 'server_error'}})}\n\n"
+    finish: list[str] = []
+    try:
+        if callable(stream) and req.labels is None:
+            async for piece in iterate_in_threadpool(stream(req, usage, finish)):
+                yield chunk({"content": piece})
+            yield chunk({}, finish[0] if finish else "stop")
         else:
+            c = await batcher.submit(req)
+            if c.error:
+                yield error(c.error)
+                return
             usage.append(c.usage)
             yield chunk({"content": json.dumps({prop: c.text}) if prop else c.text})
             yield chunk({}, c.finish_reason or "stop")
+    except Exception as exc:  # noqa: BLE001 - the client gets the reason, the server goes on
+        yield error(f"{type(exc).__name__}: {exc}")
+        return
     if include_usage and usage:
         yield chunk(None, usage=usage[0])
     yield "data: [DONE]\n\n"

@@ -234,13 +234,20 @@ class LocalProvider:
         return n, out.past_key_values
 
     # -- generation ----------------------------------------------------------------------
-    def stream(self, req: Request, usage: list[Usage] | None = None) -> Iterator[str]:
+    def stream(
+        self, req: Request, usage: list[Usage] | None = None, finish: list[str] | None = None
+    ) -> Iterator[str]:
         """Yield one request's answer as it is generated (for streaming servers).
 
         Decoding runs in a worker thread; text arrives as the tokenizer can decode it. A stop
         sequence ends the stream at its first occurrence, and decoding with it (so a stopped
         or abandoned stream frees the model at once). When the stream ends, its token
-        counts are appended to `usage`, if given (for `stream_options.include_usage`).
+        counts are appended to `usage` and its finish reason ("stop", or "length" when
+        max_tokens cut the answer) to `finish`, if given.
+
+        Raises:
+            Exception: whatever decoding raised, once the text before it is yielded; the
+                stream always ends (the worker thread ends the streamer however it stops).
         """
         import threading
 
@@ -251,11 +258,13 @@ class LocalProvider:
         prompt = self.prompt_ids(req.messages)
         ids = torch.tensor([prompt], device=self.device)
         generated = [0]
+        last: list[int] = []  # the last generated token id
 
         class Counting(TextIteratorStreamer):
             def put(self, value: Any) -> None:
                 if not self.next_tokens_are_prompt:
                     generated[0] += int(value.numel())
+                    last[:] = value.reshape(-1)[-1:].tolist()
                 super().put(value)  # type: ignore[no-untyped-call]
 
         done = threading.Event()
@@ -276,15 +285,22 @@ class LocalProvider:
         }
         if req.json_schema is not None:
             kwargs["logits_processor"] = self._constrain(req.json_schema, 1)
+        failed: list[BaseException] = []
 
         def run() -> None:
-            with torch.inference_mode():
-                self.model.generate(**kwargs)
+            try:
+                with torch.inference_mode():
+                    self.model.generate(**kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+                failed.append(exc)
+                # generate() ends the streamer only when it returns
+                streamer.end()  # type: ignore[no-untyped-call]
 
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
         text = ""
         ended = False  # the streamer delivered its end signal
+        cut = -1
         try:
             for piece in streamer:
                 text += piece
@@ -304,6 +320,16 @@ class LocalProvider:
             worker.join()
             if usage is not None:
                 usage.append(Usage(prompt_tokens=len(prompt), completion_tokens=generated[0]))
+            if finish is not None:
+                cut_short = cut < 0 and generated[0] >= params.max_tokens
+                finish.append("length" if cut_short and last[0] not in self._eos() else "stop")
+        if failed and cut < 0:
+            raise failed[0]
+
+    def _eos(self) -> set[int]:
+        """Token ids that end an answer."""
+        eos = set(_as_list(self.model.generation_config.eos_token_id))
+        return eos | {self.tokenizer.eos_token_id}
 
     def _constrain(self, schema: dict[str, Any], rows: int) -> Any:
         """generate()'s logits_processor that keeps `rows` answers valid JSON for `schema`."""
@@ -355,9 +381,7 @@ class LocalProvider:
         elapsed = (time.perf_counter() - start) / len(batch)
         # the batch's prefill gives every row its first token; shared like latency_s is
         ttft = ((first_token.at or time.perf_counter()) - start) / len(batch)
-        eos = set(_as_list(self.model.generation_config.eos_token_id)) | {
-            self.tokenizer.eos_token_id
-        }
+        eos = self._eos()
         outs = []
         for b, r in enumerate(batch):
             toks = new[b].tolist()
@@ -425,12 +449,13 @@ class _FirstToken:
 
 def _sampling(params: SamplingParams) -> dict[str, Any]:
     """generate() arguments for greedy or sampled decoding; seeds torch when asked, so the
-    same request samples the same answer."""
+    same request samples the same answer. top_p 0 is greedy too, as OpenAI has it: its
+    nucleus is the most likely token alone."""
     import torch
 
     if params.seed is not None:
         torch.manual_seed(params.seed)
-    if params.temperature <= 0:
+    if params.temperature <= 0 or params.top_p <= 0:
         return {"do_sample": False}
     return {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
 
