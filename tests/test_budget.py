@@ -157,3 +157,13 @@ def test_local_and_scripted_models_are_free_under_a_budget() -> None:
     require_prices(["local:smollm2-135m-instruct", "scripted:echo", "openai:gpt-4o"])
     with pytest.raises(UnpricedModel, match="azure:my-deployment"):
         require_prices(["scripted:echo", "azure:my-deployment"])
+
+
+def test_cli_max_cost_with_an_unpriced_endpoint_is_one_line(tmp_path: Path) -> None:
+    task = _task(tmp_path, teacher="openai:gpt-4.1")
+    res = CliRunner().invoke(
+        main, ["capture", str(task), "--run-dir", str(tmp_path / "r"), "--max-cost", "1"]
+    )
+    assert res.exit_code == 1 and not isinstance(res.exception, UnpricedModel), res.output
+    assert "--max-cost cannot limit openai:gpt-4.1" in res.output
+    assert 'prices: {"openai:gpt-4.1": {input: ' in res.output

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from still.errors import StillError
 from still.tokens import estimate
 from still.types import Completion, Request
 
@@ -87,7 +88,7 @@ def is_free(model: str) -> bool:
     return not sep or scheme in FREE_SCHEMES
 
 
-class UnpricedModel(ValueError):
+class UnpricedModel(StillError, ValueError):
     """`--max-cost` was given for a model that may cost money but has no price."""
 
     def __init__(self, model: str) -> None:
@@ -112,7 +113,7 @@ def require_prices(models: Iterable[str], prices: Mapping[str, Price] | None = N
             raise UnpricedModel(model)
 
 
-class BudgetExceeded(RuntimeError):
+class BudgetExceeded(StillError, RuntimeError):
     """The next requests would take a run past its `--max-cost`; what was answered is stored."""
 
 
