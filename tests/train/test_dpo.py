@@ -1,5 +1,5 @@
-"""Preference pairs and DPO: the right rows, no held-out leak, both file formats, and one
-real DPOTrainer run on the tiny model that moves the weights the right way."""
+"""Preference pairs and DPO: the right rows, no held-out leak, both file formats, and real
+DPO runs on the tiny model (LoRA and full) that move the weights the right way."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from still.curate import LeakageError
 from still.preference import PreferencePair, dpo_row, pairs_from, write_dpo
+from still.tasks import TrainSpec
 from still.train.dpo import read_pairs, train_dpo
 
 
@@ -134,46 +135,89 @@ def _margin(model: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> float:
     return sum(diffs) / len(diffs)
 
 
+def _spec(**overrides: Any) -> TrainSpec:
+    base = {"recipe": "dpo", "epochs": 1, "batch_size": 2, "lora_r": 4, "lora_alpha": 8,
+            "dpo": {"learning_rate": 1e-3}}  # fmt: skip
+    return TrainSpec.model_validate({**base, **overrides})
+
+
 def test_dpo_trains_and_saves_a_loadable_model(tiny_model: Path, tmp_path: Path) -> None:
-    pytest.importorskip("trl")
-    pytest.importorskip("datasets")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    auto: Any = AutoModelForCausalLM  # its stubs mistype from_pretrained and eval
     data = tmp_path / "pairs.jsonl"
     write_dpo(_pairs(), data, "trl")
     out = tmp_path / "student-dpo"
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    base = auto.from_pretrained(tiny_model, dtype=torch.float32).eval()
     rows = read_pairs(data)
 
-    result = train_dpo(tiny_model, data, out, max_steps=2, learning_rate=1e-3, lora_r=4)
+    result = train_dpo(tiny_model, data, out, _spec(epochs=2, batch_size=4))  # 2 full batches
 
-    assert result["steps"] == 2
-    assert len(result["losses"]) == 2 and all(math.isfinite(x) for x in result["losses"])
+    assert result.steps == 2 and result.recipe == "dpo" and result.method == "lora"
+    assert len(result.losses) == 2 and all(math.isfinite(x) for x in result.losses)
     # step 1: policy == reference (LoRA starts as a no-op), so the loss is -log sigmoid(0)
-    assert result["losses"][0] == pytest.approx(math.log(2), abs=1e-4)
-    assert result["losses"][1] < result["losses"][0]
-    assert result["seconds"] > 0
+    assert result.losses[0] == pytest.approx(math.log(2), abs=1e-4)
+    assert result.losses[1] < result.losses[0]
+    assert result.seconds > 0 and result.tokens > 0
     assert json.loads((out / "train.json").read_text())["steps"] == 2
     assert not out.with_name(out.name + ".tmp").exists()
 
-    trained = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    trained = auto.from_pretrained(out, dtype=torch.float32).eval()
     assert type(trained).__name__ == "LlamaForCausalLM"  # merged: a plain model, no adapter
     name = "model.layers.0.self_attn.q_proj.weight"
     before, after = base.state_dict()[name], trained.state_dict()[name]
     assert not torch.equal(before, after)  # the LoRA update was merged in
     assert (after - before).abs().max() < 0.05  # ...and it is a small one
+    # LoRA adapts the linear layers only: the norms are untouched
+    assert torch.equal(
+        base.state_dict()["model.norm.weight"], trained.state_dict()["model.norm.weight"]
+    )
     # the point of DPO: the chosen answers gained on the rejected ones
     assert _margin(trained, tokenizer, rows) > _margin(base, tokenizer, rows)
     assert AutoTokenizer.from_pretrained(out).chat_template == tokenizer.chat_template
+
+
+def test_full_dpo_trains_every_weight_reports_progress_and_skips_long_pairs(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """train.method: full is honoured (weights LoRA cannot reach move, no adapter is
+    saved), progress goes through on_step, and a pair longer than max_length is left out
+    and counted, as in the other recipes."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    long_pair = PreferencePair("long", _prompt("spam ham " * 60), "human", "location")
+    data = tmp_path / "pairs.jsonl"
+    write_dpo([*_pairs(), long_pair], data, "trl")
+    out = tmp_path / "full"
+    steps: list[tuple[int, int, float]] = []
+
+    result = train_dpo(
+        tiny_model, data, out, _spec(method="full", max_length=64),
+        on_step=lambda n, total, loss: steps.append((n, total, loss)),
+    )  # fmt: skip
+
+    assert result.method == "full" and result.examples == 4 and result.skipped_too_long == 1
+    assert [(n, total) for n, total, _ in steps] == [(1, 2), (2, 2)]
+    assert [loss for *_, loss in steps] == result.losses
+    assert result.losses[0] == pytest.approx(math.log(2), abs=1e-4)  # policy == reference
+    assert not list(out.glob("adapter_*")), "a full fine-tune saves no adapter"
+    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).state_dict()
+    for name in ("model.norm.weight", "model.embed_tokens.weight"):  # out of LoRA's reach
+        assert not torch.equal(base[name], after[name]), name
 
 
 def test_dpo_refuses_empty_data(tiny_model: Path, tmp_path: Path) -> None:
     data = tmp_path / "empty.jsonl"
     write_dpo([], data, "trl")
     with pytest.raises(ValueError, match="no preference pairs"):
-        train_dpo(tiny_model, data, tmp_path / "out")
+        train_dpo(tiny_model, data, tmp_path / "out", _spec())
+    write_dpo(_pairs(), data, "trl")
+    with pytest.raises(ValueError, match="no preference pair fits max_length=8"):
+        train_dpo(tiny_model, data, tmp_path / "out", _spec(max_length=8))
     assert not (tmp_path / "out").exists()
 
 
@@ -206,7 +250,7 @@ def test_dpo_is_a_recipe_of_the_train_stage(tmp_path: Path, tiny_model: Path) ->
     train = {"recipe": "dpo", "epochs": 1, "batch_size": 4, "lora_r": 4}
     task = write_task(tmp_path, student=f"local:{tiny_model}", train=train)
     run = open_run(task, tmp_path / "run")
-    run.train_file.write_text("{}\n")
+    run.train_file().write_text("{}\n")
     with pytest.raises(StageError, match="run `still export-dpo` first"):
         train_stage(run)
     capture_role(run, "teacher", "train")

@@ -79,6 +79,20 @@ def read_jsonl(path: Path, valid: Callable[[Any], bool], expected: str) -> list[
     return rows
 
 
+def read_token_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of `train-tokens.jsonl`: `messages` (student prompt + the answer, last) and
+    `teacher_messages` (the teacher's prompt). A malformed row names file and line."""
+    return read_jsonl(
+        path,
+        lambda row: (
+            isinstance(row["messages"], list)
+            and row["messages"][-1]["role"] == "assistant"
+            and isinstance(row["teacher_messages"], list)
+        ),
+        "messages ending in the assistant's answer, and teacher_messages",
+    )
+
+
 def load_student(base_model: Path, spec: TrainSpec) -> Student:
     """The base model in float32, wrapped in LoRA adapters on every linear layer when
     `spec.method == "lora"`, in training mode, seeded."""
@@ -181,7 +195,11 @@ def train_loop(
     """The loop every recipe shares: `spec.epochs` over `rows` in batches, each batch's
     loss and token count from the recipe's `loss_of`, an optimizer step, progress through
     `on_step(step, total, loss)`; then the merged model saved to `out_dir` with its
-    TrainResult (recipe name, rows left out and why, losses, throughput)."""
+    TrainResult (recipe name, rows left out and why, losses, throughput).
+
+    Raises:
+        ValueError: the loss became NaN or infinite (nothing is saved).
+    """
     total = total_steps(len(rows), spec)
     result = TrainResult(
         str(out_dir), spec.method, len(rows), total, spec.epochs, 0.0, 0.0,
@@ -193,6 +211,11 @@ def train_loop(
     for n, batch in enumerate(batches(rows, spec, total), 1):
         loss, tokens = loss_of(batch)
         value = step(opt, sched, params, loss)
+        if not math.isfinite(value):  # a broken model must not replace a good one
+            raise ValueError(
+                f"{recipe}: the loss became {value} at step {n} of {total}, so nothing was "
+                "saved; lower the learning rate (train.learning_rate, train.dpo.learning_rate)"
+            )
         result.tokens += tokens
         result.losses.append(value)
         if on_step:

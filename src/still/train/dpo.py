@@ -1,29 +1,50 @@
 """Direct preference optimisation (DPO) of the student, as one recipe readable top to bottom.
 
-setup -> read pairs -> train (TRL's DPOTrainer, LoRA) -> merge -> save.
+setup (LoRA or full) -> read pairs -> reference log-probabilities -> train -> merge -> save.
 
-DPO raises the likelihood of the chosen answer over the rejected one, relative to the
-model it starts from (the reference), with `beta` limiting how far it may drift. With
-LoRA, the reference is the same model with its adapter switched off, so no second copy of
-the weights is held in memory. The saved directory is a plain transformers model (LoRA
-merged in), loaded by every provider like any other model.
+DPO (Rafailov et al. 2023) raises the likelihood of the chosen answer over the rejected
+one, relative to the model it starts from (the reference), with `beta` limiting how far
+it may drift:
 
-The pairs come from `still.preference` in TRL's conversational format; the tokenizer's
-chat template renders them, as it renders the student's prompts at inference.
+    loss = -log sigmoid(beta * ((log p(chosen) - log ref(chosen))
+                                - (log p(rejected) - log ref(rejected))))
+
+with each log-probability summed over the answer's tokens. The reference's are computed
+once, before the first step, from the model as loaded: no second copy of the weights is
+held in memory, whether LoRA or full fine-tuning trains it.
+
+Setup, schedule, progress, `max_length` and the atomic save are the ones every recipe
+shares (still.train._common), and prompts are rendered with the functions the local
+provider uses at inference; only the learning rate differs (`train.dpo.learning_rate`:
+DPO wants far smaller steps than SFT). The pairs come from `still.preference` in TRL's
+conversational format.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import shutil
-import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from still.models._chat import answer_token_ids, prompt_token_ids, render_prompt
 from still.tasks import TrainSpec
+from still.train._common import Student, TrainResult, load_student, train_loop
+from still.train._losses import answer_logprobs
+from still.types import Message
+
+
+@dataclass(frozen=True)
+class PairRow:
+    """One preference pair in token ids, with the reference model's log-probabilities of
+    both answers (filled in before training)."""
+
+    prompt: list[int]
+    chosen: list[int]  # the answer's tokens, end of turn included
+    rejected: list[int]
+    ref_chosen: float = 0.0
+    ref_rejected: float = 0.0
 
 
 def read_pairs(path: Path) -> list[dict[str, Any]]:
@@ -39,27 +60,69 @@ def read_pairs(path: Path) -> list[dict[str, Any]]:
                 if not isinstance(row[key], list) or not row[key]:
                     raise ValueError(f"{key!r} must be a non-empty list of messages")
             for key in ("chosen", "rejected"):
-                if row[key][-1]["role"] != "assistant":
-                    raise ValueError(f"{key!r} must end with the assistant's answer")
+                if len(row[key]) != 1 or row[key][0]["role"] != "assistant":
+                    raise ValueError(f"{key!r} must be one message, the assistant's answer")
+                if not isinstance(row[key][0]["content"], str):
+                    raise ValueError(f"{key!r} must hold the answer's text")
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}:{n}: not a TRL preference row ({exc})") from exc
         rows.append({k: row[k] for k in ("prompt", "chosen", "rejected")})
     return rows
 
 
+def encode(tokenizer: Any, row: dict[str, Any], max_length: int) -> PairRow | None:
+    """A pair in token ids (both answers tokenized after the rendered prompt); None when
+    the prompt plus its longer answer does not fit `max_length`."""
+    prompt = render_prompt(tokenizer, [Message.model_validate(m) for m in row["prompt"]])
+    p_ids = prompt_token_ids(tokenizer, prompt)
+    chosen, rejected = (
+        answer_token_ids(tokenizer, prompt, row[key][0]["content"], end_of_turn=True)
+        for key in ("chosen", "rejected")
+    )
+    if len(p_ids) + max(len(chosen), len(rejected)) > max_length:
+        return None
+    return PairRow(p_ids, chosen, rejected)
+
+
+def _logprobs(student: Student, batch: Sequence[PairRow]) -> Any:
+    """The model's summed log-probabilities of the chosen answers, then the rejected ones
+    (shape (2 * rows,)), in one forward pass."""
+    return answer_logprobs(
+        student.model,
+        [r.prompt for r in batch] * 2,
+        [r.chosen for r in batch] + [r.rejected for r in batch],
+        student.pad,
+        student.device,
+        len(student.tokenizer),
+    )
+
+
+def with_reference(student: Student, rows: Sequence[PairRow], batch_size: int) -> list[PairRow]:
+    """`rows` with the log-probabilities the model gives their answers now, before any
+    step: DPO's reference (computed in eval mode, without gradients)."""
+    import torch
+
+    out: list[PairRow] = []
+    student.model.eval()
+    with torch.no_grad():
+        for i in range(0, len(rows), batch_size):
+            batch = rows[i : i + batch_size]
+            lp = _logprobs(student, batch).tolist()
+            out += [
+                PairRow(r.prompt, r.chosen, r.rejected, lp[j], lp[len(batch) + j])
+                for j, r in enumerate(batch)
+            ]
+    student.model.train()
+    return out
+
+
 def train_dpo(
     base_model: Path,
     data: Path,
     out_dir: Path,
-    *,
-    beta: float = 0.1,
-    learning_rate: float = 5e-6,
-    max_steps: int | None = None,
-    lora_r: int = 8,
-    epochs: float = 1.0,
-    batch_size: int = 4,
-    seed: int = 0,
-) -> dict[str, Any]:
+    spec: TrainSpec,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> TrainResult:
     """DPO-train `base_model` on the preference pairs in `data`; save the merged model.
 
     Args:
@@ -67,131 +130,53 @@ def train_dpo(
             refines a model that already answers in the right format).
         data: JSONL in TRL's conversational preference format (`still.preference`).
         out_dir: where the merged model, its tokenizer and `train.json` go (atomically).
-        beta: strength of the pull back toward the reference model (higher: stay closer).
-        learning_rate: DPO wants far smaller steps than SFT; 5e-6 is TRL's usual scale.
-        max_steps: stop after this many optimizer steps (default: `epochs` over the data).
-        lora_r: LoRA rank (alpha is twice the rank, as in the SFT recipe's defaults).
-        epochs, batch_size, seed: the usual.
-
-    Returns:
-        {"steps", "losses" (one per step), "seconds", "examples", "out_dir"}.
+        spec: method (LoRA or full), epochs, batch size, LoRA rank, max_length and seed,
+            as for every recipe; `spec.dpo` gives beta and the learning rate.
+        on_step: called with (step, total steps, loss) after each optimizer step.
 
     Raises:
-        ValueError: no pairs in `data` (a run that trains on nothing must not succeed).
-        FloatingPointError: the loss became NaN or infinite (nothing is saved: a broken
-            model must not replace a good one).
+        ValueError: no pairs in `data`, or none fits `max_length` (a run that trains on
+            nothing must not succeed); the loss became NaN or infinite (nothing is saved).
     """
     import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    # from the submodules: `trl` itself is a lazy module whose names mypy cannot see
-    from trl.trainer.dpo_config import DPOConfig
-    from trl.trainer.dpo_trainer import DPOTrainer
 
     # -- setup ---------------------------------------------------------------------------
-    rows = read_pairs(data)
-    if not rows:
+    raw = read_pairs(data)
+    if not raw:
         raise ValueError(f"{data}: no preference pairs to train on")
-    tokenizer: Any = AutoTokenizer.from_pretrained(base_model)
-    auto: Any = AutoModelForCausalLM  # its stubs mistype from_pretrained's first argument
-    model: Any = auto.from_pretrained(base_model, dtype=torch.float32)
-    on_gpu = torch.cuda.is_available()
+    student = load_student(base_model, spec)
+    beta = spec.dpo.beta
 
-    # -- train ---------------------------------------------------------------------------
-    # TRL's defaults are for GPUs: bf16 and activation (gradient) checkpointing both slow
-    # (or break) a CPU run, and a small student fits without them. transformers 5 renamed
-    # gradient_checkpointing to activation_checkpointing and warns on the old name, which
-    # TRL's own default (True) would otherwise set.
-    no_checkpointing: dict[str, Any]
-    if hasattr(DPOConfig, "activation_checkpointing"):
-        no_checkpointing = {"activation_checkpointing": False}
-    else:
-        no_checkpointing = {"gradient_checkpointing": False}
-    with tempfile.TemporaryDirectory(prefix="still-dpo-") as scratch:
-        config = DPOConfig(
-            output_dir=scratch,  # nothing is saved there (save_strategy "no")
-            beta=beta,
-            learning_rate=learning_rate,
-            max_steps=max_steps if max_steps is not None else -1,
-            num_train_epochs=epochs,
-            per_device_train_batch_size=batch_size,
-            seed=seed,
-            bf16=False,
-            use_cpu=not on_gpu,
-            logging_steps=1,  # a loss per step, read back from the log history
-            save_strategy="no",
-            report_to="none",
-            disable_tqdm=True,
-            **no_checkpointing,
+    # -- data: token ids, then the reference's log-probabilities -------------------------
+    encoded = [encode(student.tokenizer, r, spec.max_length) for r in raw]
+    fitting = [e for e in encoded if e is not None]
+    if not fitting:
+        raise ValueError(f"{data}: no preference pair fits max_length={spec.max_length}")
+    rows = with_reference(student, fitting, spec.batch_size)
+
+    # -- train: the chosen answer's gain over the rejected one's, relative to the start --
+
+    def loss_of(batch: list[PairRow]) -> tuple[Any, int]:
+        lp = _logprobs(student, batch)
+        ref = torch.tensor(
+            [r.ref_chosen for r in batch] + [r.ref_rejected for r in batch], device=lp.device
         )
-        lora = LoraConfig(
-            r=lora_r,
-            lora_alpha=2 * lora_r,
-            lora_dropout=0.0,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
-        )
-        trainer = DPOTrainer(
-            model=model,
-            args=config,
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tokenizer,
-            peft_config=lora,  # no ref_model: the reference is the adapter switched off
-        )
-        start = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - start
-    losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
-    result: dict[str, Any] = {
-        "out_dir": str(out_dir),
-        "method": "lora",
-        "recipe": "dpo",
-        "examples": len(rows),
-        "steps": int(trainer.state.global_step),
-        "losses": losses,
-        "seconds": seconds,
-        "beta": beta,
-        "learning_rate": learning_rate,
-    }
-    if not all(math.isfinite(x) for x in losses):
-        raise FloatingPointError(f"DPO loss diverged: {losses}")
+        gain = lp - ref
+        margin = gain[: len(batch)] - gain[len(batch) :]
+        loss = -torch.nn.functional.logsigmoid(beta * margin).mean()
+        return loss, sum(2 * len(r.prompt) + len(r.chosen) + len(r.rejected) for r in batch)
 
-    # -- save ----------------------------------------------------------------------------
-    peft_model: Any = trainer.model  # a PeftModel: peft_config was given
-    merged: Any = peft_model.merge_and_unload()
-    merged.eval()
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    merged.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "train.json").write_text(json.dumps(result, indent=1))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
-    return result
-
-
-def train_dpo_spec(
-    base_model: Path,
-    data: Path,
-    out_dir: Path,
-    spec: TrainSpec,
-    on_step: Callable[[int, int, float], None] | None = None,
-) -> dict[str, Any]:
-    """`train_dpo` driven by the task's training config (train.recipe: dpo), as the other
-    recipes are: epochs, batch size, LoRA rank and seed from `spec`, beta and the (much
-    smaller) learning rate from `spec.dpo`. Progress is TRL's own; `on_step` is unused."""
-    return train_dpo(
-        base_model,
-        data,
+    return train_loop(
+        student,
+        rows,
+        spec.model_copy(update={"learning_rate": spec.dpo.learning_rate}),
+        loss_of,
         out_dir,
-        beta=spec.dpo.beta,
-        learning_rate=spec.dpo.learning_rate,
-        lora_r=spec.lora_r,
-        epochs=spec.epochs,
-        batch_size=spec.batch_size,
-        seed=spec.seed,
+        on_step,
+        recipe="dpo",
+        skipped_too_long=len(encoded) - len(rows),
     )
+
+
+train_dpo_spec = train_dpo
+"""The name the pipeline's train stage imports (the recipe took keyword arguments once)."""

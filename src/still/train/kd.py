@@ -35,6 +35,7 @@ from still.train._common import (
     read_jsonl,
     train_loop,
 )
+from still.train._losses import divergence
 from still.types import Message
 
 
@@ -122,39 +123,6 @@ def label_scores(model: Any, batch: Sequence[SoftRow], pad: int, device: str) ->
     keep = torch.tensor([[1.0] * len(t) + [0.0] * (rest - len(t)) for t in targets], device=device)
     extra = (logp.gather(2, tgt.unsqueeze(-1)).squeeze(-1) * keep).sum(-1)
     return scores + extra.view(len(batch), k)
-
-
-def divergence(
-    student: Any, teacher: Any, kind: str, temperature: float = 1.0, beta: float = 0.5
-) -> Any:
-    """Mean divergence between label distributions given as log-scores (rows, labels),
-    both softened by `temperature`, times temperature² (so gradients keep their size).
-
-    kind: `forward_kl` KL(t||s), `reverse_kl` KL(s||t), or `jsd`: beta KL(t||m) +
-    (1 - beta) KL(s||m) with m = beta t + (1 - beta) s.
-    """
-    import math
-
-    import torch
-
-    log_s = torch.log_softmax(student / temperature, dim=-1)
-    log_t = torch.log_softmax(teacher / temperature, dim=-1)
-    if kind == "forward_kl":
-        d = (log_t.exp() * (log_t - log_s)).sum(-1)
-    elif kind == "reverse_kl":
-        d = (log_s.exp() * (log_s - log_t)).sum(-1)
-    elif kind == "jsd":
-        if beta <= 0 or beta >= 1:
-            raise ValueError("jsd needs 0 < beta < 1")
-        log_m = torch.logsumexp(
-            torch.stack([log_t + math.log(beta), log_s + math.log(1 - beta)]), dim=0
-        )
-        d = beta * (log_t.exp() * (log_t - log_m)).sum(-1) + (1 - beta) * (
-            log_s.exp() * (log_s - log_m)
-        ).sum(-1)
-    else:
-        raise ValueError(f"unknown divergence {kind!r}: forward_kl, reverse_kl or jsd")
-    return d.mean() * temperature**2
 
 
 def train_kd(
