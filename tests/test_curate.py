@@ -95,3 +95,23 @@ def test_read_chat_jsonl_names_file_and_line(tmp_path: Path) -> None:
     bad.write_text(json.dumps(ok) + "\n" + json.dumps({"messages": [{"role": "user"}]}) + "\n")
     with pytest.raises(ValueError, match=rf"{bad}:2: not a chat row"):
         read_chat_jsonl(bad)
+
+
+def test_token_rows_carry_the_teachers_chosen_token_logprobs(tmp_path: Path) -> None:
+    """Top-k KD needs each chosen token's own logprob when it is not among the stored
+    top-k alternatives: export keeps it beside the tokens and their alternatives."""
+    free = TASK.model_copy(update={"labels": None})
+    req = Request(model="teacher", messages=(Message(role="user", content="?"),))
+    comp = Completion(
+        request=req,
+        text="a cat",
+        tokens=("a", " cat"),
+        token_logprobs=(-0.5, -3.25),
+        top_logprobs=({"a": -0.5, "the": -1.5}, {" dog": -0.1}),
+    )
+    out = tmp_path / "train.jsonl"
+    export(free, [_ex(1, "What is it?", "a cat")], {"e1": comp}, [StringCheck()], set(), [], out)
+    (row,) = [json.loads(x) for x in (tmp_path / "train-tokens.jsonl").read_text().splitlines()]
+    assert row["teacher_tokens"] == ["a", " cat"]
+    assert row["teacher_top_logprobs"] == [{"a": -0.5, "the": -1.5}, {" dog": -0.1}]
+    assert row["teacher_token_logprobs"] == [-0.5, -3.25]

@@ -132,6 +132,8 @@ def export(
             # no live teacher (an endpoint's), for a student sharing its tokenizer
             token_row["teacher_tokens"] = list(comp.tokens)
             token_row["teacher_top_logprobs"] = list(comp.top_logprobs)
+            if comp.token_logprobs is not None:  # each chosen token's own logprob
+                token_row["teacher_token_logprobs"] = list(comp.token_logprobs)
         tokens.append(token_row)
         if task.labels and comp is not None and comp.label_logprobs:
             soft.append(

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -16,15 +18,10 @@ from conftest import build_tiny_model
 from helpers import write_task
 from still.pipeline import StageError, capture_role, export_stage, open_run, train_stage
 from still.tasks import TrainSpec
-from still.train._common import load_student
-from still.train.kd import divergence
-from still.train.kd_tokens import (
-    TokenizerMismatch,
-    _answer_logits,
-    encode,
-    read_token_rows,
-    train_kd_tokens,
-)
+from still.train import kd_tokens
+from still.train._common import load_student, read_token_rows
+from still.train._losses import TokenizerMismatch, answer_logits, divergence
+from still.train.kd_tokens import TokenRow, encode, train_kd_tokens
 
 QA = [("Who wrote the play?", "human"), ("Where is the river?", "location"),
       ("How many days?", "number"), ("What does NASA stand for?", "abbreviation")]  # fmt: skip
@@ -52,26 +49,18 @@ def _gap(student_dir: Path, teacher_dir: Path, data: Path) -> float:
     """Mean forward KL teacher -> student over the answer tokens of every row."""
     spec = TrainSpec(method="full")
     s, t = load_student(student_dir, spec), load_student(teacher_dir, spec)
-    rows = [encode(s.tokenizer, r, 256) for r in read_token_rows(data)]
+    rows = [encode(s.tokenizer, t.tokenizer, r, 256) for r in read_token_rows(data)]
+    kept = [r for r in rows if r is not None]
     vocab = len(s.tokenizer)
+    answers = [r.answer for r in kept]
     with torch.no_grad():
-        sl, _ = _answer_logits(
-            s.model.eval(),
-            [r.student_prompt for r in rows],  # type: ignore[union-attr]
-            [r.answer for r in rows],
-            s.pad,
-            "cpu",
-            vocab,
-        )  # type: ignore[union-attr]
-        tl, _ = _answer_logits(
-            t.model.eval(),
-            [r.teacher_prompt for r in rows],  # type: ignore[union-attr]
-            [r.answer for r in rows],
-            s.pad,
-            "cpu",
-            vocab,
-        )  # type: ignore[union-attr]
-    return float(divergence(sl, tl, "forward_kl"))  # fmt: skip
+        sl, _ = answer_logits(
+            s.model.eval(), [r.student_prompt for r in kept], answers, s.pad, "cpu", vocab
+        )
+        tl, _ = answer_logits(
+            t.model.eval(), [r.teacher_prompt for r in kept], answers, s.pad, "cpu", vocab
+        )
+    return float(divergence(sl, tl, "forward_kl"))
 
 
 def test_token_kd_pulls_the_student_onto_the_teacher(
@@ -94,15 +83,109 @@ def test_token_kd_pulls_the_student_onto_the_teacher(
 
 
 def test_on_policy_batches_train_on_the_students_own_samples(
-    tiny_model: Path, other_student: Path, tmp_path: Path
+    tiny_model: Path, other_student: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = TrainSpec.model_validate({"recipe": "kd", "epochs": 1, "batch_size": 4,
-                                     "learning_rate": 5e-3, "lora_r": 4,
-                                     "kd": {"divergence": "jsd", "on_policy": 1.0,
-                                            "max_new_tokens": 8}})  # fmt: skip
-    result = train_kd_tokens(other_student, tiny_model, _rows(tmp_path), tmp_path / "o", spec)
+    """With kd.on_policy 1 every batch's answers are the student's own samples, and the
+    teacher scores those; with 0 the student never samples."""
+    sampled: list[list[list[int]]] = []
+    scored: list[list[list[int]]] = []
+    real_sample = kd_tokens._sample
+
+    def spy_sample(student: Any, *args: Any) -> list[list[int]]:
+        out = real_sample(student, *args)
+        sampled.append(out)
+        return out
+
+    def spy_logits(model: Any, prompts: Any, answers: Any, *args: Any) -> Any:
+        if not model.training:  # the frozen teacher
+            scored.append(answers)
+        return answer_logits(model, prompts, answers, *args)
+
+    monkeypatch.setattr(kd_tokens, "_sample", spy_sample)
+    monkeypatch.setattr("still.train.kd_tokens.answer_logits", spy_logits)
+    data = _rows(tmp_path)
+
+    def spec(on_policy: float) -> TrainSpec:
+        return TrainSpec.model_validate({"recipe": "kd", "epochs": 1, "batch_size": 4,
+                                         "learning_rate": 5e-3, "lora_r": 4,
+                                         "kd": {"divergence": "jsd", "on_policy": on_policy,
+                                                "max_new_tokens": 8}})  # fmt: skip
+
+    result = train_kd_tokens(other_student, tiny_model, data, tmp_path / "o", spec(1.0))
     assert result.recipe == "kd-tokens-jsd-on-policy-1"
     assert result.steps == 3 and all(math.isfinite(x) for x in result.losses)
+    assert len(sampled) == 3 and scored == sampled  # the teacher scored the samples
+    teacher_answers = {tuple(r.answer) for r in _encoded(tiny_model, data)}
+    assert any(tuple(a) not in teacher_answers for batch in sampled for a in batch)
+
+    sampled.clear()
+    scored.clear()
+    train_kd_tokens(other_student, tiny_model, data, tmp_path / "off", spec(0.0))
+    assert sampled == [] and len(scored) == 3
+    assert all(tuple(a) in teacher_answers for batch in scored for a in batch)
+
+
+def _encoded(model_dir: Path, data: Path) -> list[TokenRow]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    rows = [encode(tok, tok, r, 256) for r in read_token_rows(data)]
+    return [r for r in rows if r is not None]
+
+
+OTHER_TEMPLATE = (
+    "{% for m in messages %}### {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}### assistant:{% endif %}"
+)
+
+
+def test_the_teacher_reads_its_prompt_in_its_own_chat_template(
+    tiny_model: Path, other_student: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A teacher whose chat template differs from the student's (same vocabulary) is shown
+    its prompt in its own template, in training as in encode."""
+    from transformers import AutoTokenizer
+
+    teacher_dir = tmp_path / "teacher"
+    shutil.copytree(tiny_model, teacher_dir)
+    t_tok = AutoTokenizer.from_pretrained(teacher_dir)
+    t_tok.chat_template = OTHER_TEMPLATE
+    t_tok.save_pretrained(teacher_dir)
+    t_tok = AutoTokenizer.from_pretrained(teacher_dir)
+    s_tok = AutoTokenizer.from_pretrained(other_student)
+    data = _rows(tmp_path)
+    row = encode(s_tok, t_tok, read_token_rows(data)[0], 256)
+    assert row is not None
+    assert t_tok.decode(row.teacher_prompt) == (
+        "### system: Classify the question.\n### user: Who wrote the play?\n### assistant:"
+    )
+    assert str(s_tok.decode(row.student_prompt)).startswith("<|im_start|>user\nWho wrote the play?")
+
+    seen: list[str] = []
+
+    def spy_logits(model: Any, prompts: Any, *args: Any) -> Any:
+        if not model.training:  # the frozen teacher
+            seen.extend(str(t_tok.decode(p)) for p in prompts)
+        return answer_logits(model, prompts, *args)
+
+    monkeypatch.setattr("still.train.kd_tokens.answer_logits", spy_logits)
+    spec = TrainSpec.model_validate({"recipe": "kd", "epochs": 1, "batch_size": 12, "lora_r": 4})
+    train_kd_tokens(other_student, teacher_dir, data, tmp_path / "o", spec)
+    assert len(seen) == 12 and all(p.startswith("### system: Classify") for p in seen)
+
+
+def test_a_base_teacher_reads_the_plain_text_prompt(
+    tiny_model: Path, tiny_base_model: Path, tmp_path: Path
+) -> None:
+    """A teacher without a chat template (a base model) gets the plain-text prompt the
+    local provider gives base models, not the student's template."""
+    from transformers import AutoTokenizer
+
+    s_tok, t_tok = (AutoTokenizer.from_pretrained(p) for p in (tiny_model, tiny_base_model))
+    row = encode(s_tok, t_tok, read_token_rows(_rows(tmp_path))[0], 256)
+    assert row is not None
+    text = t_tok.decode(row.teacher_prompt, skip_special_tokens=True)
+    assert text == "Classify the question.\n\nWho wrote the play?"
 
 
 def test_a_teacher_with_another_tokenizer_is_refused(

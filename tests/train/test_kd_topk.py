@@ -79,6 +79,38 @@ def test_an_endpoint_teacher_without_stored_logprobs_says_what_to_set(
         train_stage(run)  # type: ignore[arg-type]
 
 
+def test_a_chosen_token_outside_the_top_k_gets_its_stored_logprob(tiny_model: Path) -> None:
+    """When the teacher's chosen token is not among its stored alternatives (sampled, or
+    an alternative without a student id), the target is the logprob stored for that
+    token, not one made up; a row that needs it and lacks it has no usable targets."""
+    from transformers import AutoTokenizer
+
+    from still.train.kd_topk import encode, vocabulary_by_text
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    table = vocabulary_by_text(tok)
+    pieces = [str(tok.decode([i])) for i in tok("human", add_special_tokens=False).input_ids]
+    alts = [t for t in table if t.strip() and t not in pieces][:2]
+    row = {
+        "messages": [{"role": "user", "content": "Who?"},
+                     {"role": "assistant", "content": "human"}],
+        "teacher_messages": [{"role": "user", "content": "Who?"}],
+        "teacher_tokens": pieces,
+        "teacher_top_logprobs": [{alts[0]: -0.5, alts[1]: -1.0}] * len(pieces),
+        "teacher_token_logprobs": [-2.75] * len(pieces),
+    }  # fmt: skip
+    got, seen, missing, too_long = encode(tok, table, row, 256)
+    assert got is not None and (seen, missing, too_long) == (3 * len(pieces), 0, False)
+    for piece, ids, lps in zip(pieces, got.support, got.teacher, strict=True):
+        assert dict(zip(ids, lps, strict=True)) == {
+            table[alts[0]]: -0.5,
+            table[alts[1]]: -1.0,
+            table[piece]: -2.75,
+        }
+    del row["teacher_token_logprobs"]  # an export from before it was kept
+    assert encode(tok, table, row, 256)[0] is None
+
+
 def test_label_scores_are_read_off_an_endpoints_top_logprobs() -> None:
     from still.models._openai import label_scores_from_top
 
@@ -124,7 +156,7 @@ def test_label_kd_from_an_endpoint_teacher(
         q = torch.softmax(torch.tensor([want.label_logprobs[x] for x in LABELS3]), -1)  # type: ignore[index]
         assert p.tolist() == pytest.approx(q.tolist(), abs=1e-4)
     export_stage(run, keep="parsed")
-    assert run.soft_file.is_file()
+    assert run.soft_file().is_file()
     assert train_stage(run)["recipe"] == "kd-forward_kl"
 
 

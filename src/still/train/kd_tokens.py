@@ -2,12 +2,13 @@
 
 setup (student + frozen teacher, same tokenizer) -> read rows -> train -> merge -> save.
 
-For each training row the teacher reads ITS prompt followed by the answer, the student
-reads ITS prompt followed by the same answer tokens, and at every answer position the
-student's next-token distribution is pulled towards the teacher's over the whole
-vocabulary (forward KL, reverse KL or generalized JSD, with a temperature; still.train.kd
-`divergence`). Prompts may differ (a long few-shot teacher prompt, a short student one):
-that is prompt distillation on top of knowledge distillation.
+For each training row the teacher reads ITS prompt in ITS format (its own chat template,
+or plain text for a base model) followed by the answer, the student reads ITS prompt
+followed by the same answer tokens, and at every answer position the student's
+next-token distribution is pulled towards the teacher's over the whole vocabulary
+(forward KL, reverse KL or generalized JSD, with a temperature; `divergence` in
+still.train._losses). Prompts may differ (a long few-shot teacher prompt, a short student
+one): that is prompt distillation on top of knowledge distillation.
 
 On-policy (GKD, Agarwal et al. 2024; TRL's GKDTrainer `lmbda`): with probability
 `kd.on_policy` a batch's answers are sampled from the student itself and the teacher
@@ -32,15 +33,11 @@ from still.tasks import TrainSpec
 from still.train._common import (
     TrainResult,
     load_student,
-    read_jsonl,
+    read_token_rows,
     train_loop,
 )
-from still.train.kd import divergence
+from still.train._losses import TokenizerMismatch, answer_logits, divergence
 from still.types import Message
-
-
-class TokenizerMismatch(ValueError):
-    """Teacher and student tokenize differently: token-level KD is impossible."""
 
 
 @dataclass(frozen=True)
@@ -72,52 +69,30 @@ def check_shared_tokenizer(
     )
 
 
-def read_token_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of `train-tokens.jsonl`: `messages` (student prompt + the answer, last) and
-    `teacher_messages` (the teacher's prompt). A malformed row names file and line."""
-    return read_jsonl(
-        path,
-        lambda row: (
-            isinstance(row["messages"], list)
-            and row["messages"][-1]["role"] == "assistant"
-            and isinstance(row["teacher_messages"], list)
-        ),
-        "messages ending in the assistant's answer, and teacher_messages",
-    )
+def encode(
+    student_tok: Any, teacher_tok: Any, row: dict[str, Any], max_length: int
+) -> TokenRow | None:
+    """Token ids of both prompts and of the answer; None when the longer prompt plus the
+    answer does not fit `max_length`.
 
-
-def encode(tokenizer: Any, row: dict[str, Any], max_length: int) -> TokenRow | None:
-    """Token ids of both prompts and of the answer (tokenized after the student prompt,
-    then appended to both, so the positions compared hold the same tokens)."""
-    s_prompt = render_prompt(tokenizer, [Message.model_validate(m) for m in row["messages"][:-1]])
+    Each prompt is rendered the way its own model is prompted at inference: with its own
+    chat template, or, for a model without one (a base model), as the plain-text prompt
+    the local provider gives base models (still.models._chat.render_prompt). The answer is
+    tokenized after the student prompt and appended to both, so the positions compared
+    hold the same tokens (the vocabularies are the same: check_shared_tokenizer).
+    """
+    s_prompt = render_prompt(student_tok, [Message.model_validate(m) for m in row["messages"][:-1]])
     t_prompt = render_prompt(
-        tokenizer, [Message.model_validate(m) for m in row["teacher_messages"]]
+        teacher_tok, [Message.model_validate(m) for m in row["teacher_messages"]]
     )
-    s_ids, t_ids = prompt_token_ids(tokenizer, s_prompt), prompt_token_ids(tokenizer, t_prompt)
-    answer = answer_token_ids(tokenizer, s_prompt, row["messages"][-1]["content"], end_of_turn=True)
+    s_ids = prompt_token_ids(student_tok, s_prompt)
+    t_ids = prompt_token_ids(teacher_tok, t_prompt)
+    answer = answer_token_ids(
+        student_tok, s_prompt, row["messages"][-1]["content"], end_of_turn=True
+    )
     if not answer or max(len(s_ids), len(t_ids)) + len(answer) > max_length:
         return None
     return TokenRow(s_ids, t_ids, answer)
-
-
-def _answer_logits(model: Any, prompts: list[list[int]], answers: list[list[int]], pad: int,
-                   device: str, vocab: int) -> tuple[Any, Any]:  # fmt: skip
-    """Logits predicting each answer token (rows flattened: (answer tokens, vocab)) and the
-    target ids, from one right-padded forward pass."""
-    import torch
-
-    seqs = [p + a for p, a in zip(prompts, answers, strict=True)]
-    width = max(len(s) for s in seqs)
-    ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=device)
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
-    logits = model(input_ids=ids, attention_mask=mask).logits[..., :vocab].float()
-    rows, cols, targets = [], [], []
-    for b, (p, a) in enumerate(zip(prompts, answers, strict=True)):
-        for j, tok in enumerate(a):
-            rows.append(b)
-            cols.append(len(p) + j - 1)  # the logits at position i predict token i + 1
-            targets.append(tok)
-    return logits[rows, cols], torch.tensor(targets, device=device)
 
 
 def _sample(student: Any, prompts: list[list[int]], max_new: int, eos: set[int]) -> list[list[int]]:
@@ -180,11 +155,14 @@ def train_kd_tokens(
     vocab = len(student.tokenizer)
     kd = spec.kd
     rng = random.Random(spec.seed)
-    eos = {student.tokenizer.eos_token_id, *_as_list(student.model.generation_config.eos_token_id)}
+    ends = student.model.generation_config.eos_token_id  # an id, a list of ids or None
+    eos = {student.tokenizer.eos_token_id, *(ends if isinstance(ends, list) else [ends])}
     eos.discard(None)
 
     # -- data ----------------------------------------------------------------------------
-    encoded = [encode(student.tokenizer, r, spec.max_length) for r in read_token_rows(data)]
+    encoded = [
+        encode(student.tokenizer, teacher_tok, r, spec.max_length) for r in read_token_rows(data)
+    ]
     rows = [e for e in encoded if e is not None]
     if not rows:
         raise ValueError(f"{data}: no training rows (or none fit max_length={spec.max_length})")
@@ -197,10 +175,10 @@ def train_kd_tokens(
         if kd.on_policy and rng.random() < kd.on_policy:
             answers = _sample(student, [r.student_prompt for r in batch], kd.max_new_tokens, eos)
         with torch.no_grad():
-            t_logits, _ = _answer_logits(teacher, [r.teacher_prompt for r in batch], answers,
-                                         student.pad, student.device, vocab)  # fmt: skip
-        s_logits, targets = _answer_logits(student.model, [r.student_prompt for r in batch],
-                                           answers, student.pad, student.device, vocab)  # fmt: skip
+            t_logits, _ = answer_logits(teacher, [r.teacher_prompt for r in batch], answers,
+                                        student.pad, student.device, vocab)  # fmt: skip
+        s_logits, targets = answer_logits(student.model, [r.student_prompt for r in batch],
+                                          answers, student.pad, student.device, vocab)  # fmt: skip
         loss = divergence(s_logits, t_logits, kd.divergence, kd.temperature, kd.beta)
         if kd.hard_weight:
             loss = loss + kd.hard_weight * torch.nn.functional.cross_entropy(s_logits, targets)
@@ -217,7 +195,3 @@ def train_kd_tokens(
         recipe=name,
         skipped_too_long=len(encoded) - len(rows),
     )
-
-
-def _as_list(x: Any) -> list[Any]:
-    return list(x) if isinstance(x, list | tuple) else [x]

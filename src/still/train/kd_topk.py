@@ -7,9 +7,10 @@ generated, its k most likely tokens with their logprobs (k <= 20): `generation.
 top_logprobs` stores them with each answer. That is a sparse view of the teacher's
 next-token distribution, and it is enough for distillation when the student shares the
 teacher's tokenizer: at each answer position the student's distribution restricted to
-the teacher's k candidates is pulled towards the teacher's (both renormalised over those k
-tokens: "top-k KD"), with the divergences and temperature of still.train.kd, plus
-`kd.hard_weight` times the cross-entropy on the teacher's own token.
+the teacher's k candidates (and the token it chose, with the logprob stored for it, when
+that token is not among them) is pulled towards the teacher's (both renormalised over
+those tokens: "top-k KD"), with the divergences and temperature of still.train._losses,
+plus `kd.hard_weight` times the cross-entropy on the teacher's own token.
 
 Tokens come back from endpoints as text. They are mapped to the student's ids through its
 vocabulary (each id's decoded text); when too many of the teacher's tokens have no such id
@@ -28,10 +29,10 @@ from still.tasks import TrainSpec
 from still.train._common import (
     TrainResult,
     load_student,
+    read_token_rows,
     train_loop,
 )
-from still.train.kd import divergence
-from still.train.kd_tokens import TokenizerMismatch, read_token_rows
+from still.train._losses import TokenizerMismatch, answer_logits, divergence
 from still.types import Message
 
 MAX_UNMAPPED = 0.02
@@ -58,9 +59,16 @@ def encode(
     tokenizer: Any, table: dict[str, int], row: dict[str, Any], max_length: int
 ) -> tuple[TopKRow | None, int, int, bool]:
     """A row in student ids: (row or None when too long or without usable targets, teacher
-    tokens seen, teacher tokens with no student id, whether it was left out as too long)."""
+    tokens seen, teacher tokens with no student id, whether it was left out as too long).
+
+    Each answer position's candidates are the teacher's top-k alternatives plus the token
+    it chose, with the logprob stored for that token (`teacher_token_logprobs`) when it is
+    not among them; a row that needs that logprob and lacks it (exported before it was
+    kept) has no usable targets.
+    """
     tokens: list[str] = row.get("teacher_tokens") or []
     tops: list[dict[str, float]] = row.get("teacher_top_logprobs") or []
+    chosen: list[float] | None = row.get("teacher_token_logprobs")
     answer_text = str(row["messages"][-1]["content"])
     # keep the tokens that spell the kept answer (the provider may have cut a stop string)
     n = next((i for i in range(1, len(tokens) + 1)
@@ -69,7 +77,7 @@ def encode(
         return None, 0, 0, False
     seen = missing = 0
     ids, support, teacher = [], [], []
-    for tok, alts in zip(tokens[:n], tops[:n], strict=False):
+    for i, (tok, alts) in enumerate(zip(tokens[:n], tops[:n], strict=False)):
         seen += 1 + len(alts)
         if tok not in table:
             missing += 1 + len(alts)
@@ -77,7 +85,10 @@ def encode(
         ids.append(table[tok])
         cand = {table[t]: lp for t, lp in alts.items() if t in table}
         missing += len(alts) - len(cand)
-        cand.setdefault(table[tok], min(cand.values(), default=0.0))
+        if table[tok] not in cand:
+            if chosen is None or i >= len(chosen):
+                return None, seen, missing, False
+            cand[table[tok]] = float(chosen[i])
         support.append(list(cand))
         teacher.append(list(cand.values()))
     prompt = render_prompt(tokenizer, [Message.model_validate(m) for m in row["messages"][:-1]])
@@ -92,10 +103,8 @@ def encode(
 def _loss(student: Any, batch: Sequence[TopKRow], spec: TrainSpec) -> Any:
     import torch
 
-    from still.train.kd_tokens import _answer_logits
-
     vocab = len(student.tokenizer)
-    logits, targets = _answer_logits(student.model, [r.prompt for r in batch],
+    logits, targets = answer_logits(student.model, [r.prompt for r in batch],
                                      [r.answer for r in batch], student.pad,
                                      student.device, vocab)  # fmt: skip
     kd = spec.kd
@@ -151,7 +160,8 @@ def train_kd_topk(
     if not rows:
         raise ValueError(
             f"{data}: no row has the teacher's top-k logprobs: set generation.top_logprobs "
-            "(1-20) and capture the teacher again, or use train.recipe: sft"
+            "(1-20) and capture the teacher again (or, if it was, run `still export` again: "
+            "older exports lack teacher_token_logprobs), or use train.recipe: sft"
         )
 
     # -- train: divergence over the teacher's k candidates at every answer token ---------
