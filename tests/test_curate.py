@@ -97,6 +97,25 @@ def test_read_chat_jsonl_names_file_and_line(tmp_path: Path) -> None:
         read_chat_jsonl(bad)
 
 
+def test_a_training_question_with_held_out_text_is_dropped(tmp_path: Path) -> None:
+    """The same question under two ids (TREC files some questions under two fine labels):
+    the training copy is dropped as "held-out text", whatever its id or label."""
+    heldout = [_ex(9, "Where  is IT?", "location")]
+    train = [_ex(1, "Who wrote it?", "human"), _ex(2, "where is it?", "human")]
+    teacher = {"e1": _answer("human"), "e2": _answer("human")}
+    out = tmp_path / "train.jsonl"
+    stats = export(TASK, train, teacher, [StringCheck()], {"e9"}, [], out, heldout=heldout)
+    assert stats.kept == 1 and stats.dropped == {"held-out text": 1}
+    assert [r[1]["content"] for r in read_chat_jsonl(out)] == ["Who wrote it?"]
+    report = [json.loads(x) for x in (tmp_path / "curation.jsonl").read_text().splitlines()]
+    assert [(r["example_id"], r["reason"]) for r in report] == [
+        ("e1", None),
+        ("e2", "held-out text"),
+    ]
+    tokens = (tmp_path / "train-tokens.jsonl").read_text()
+    assert "where is it" not in tokens.lower()
+
+
 def test_token_rows_carry_the_teachers_chosen_token_logprobs(tmp_path: Path) -> None:
     """Top-k KD needs each chosen token's own logprob when it is not among the stored
     top-k alternatives: export keeps it beside the tokens and their alternatives."""

@@ -5,7 +5,10 @@ that answer to its own short prompt. So each kept row is rebuilt with the STUDEN
 the teacher's answer, and written as chat JSONL in the OpenAI fine-tuning format.
 
 Held-out examples never reach training data: every id is checked against the held-out set
-again here, at the last moment, whatever the caller did before.
+again here, at the last moment, whatever the caller did before; and a training example
+whose student prompt reads like a held-out one's (up to case and spacing) is dropped too,
+since a dataset can hold one question twice under two ids (TREC has questions under two
+fine labels).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def export(
     keep: Keep = "correct",
     capture: Capture | None = None,
     keep_if: str | None = None,
+    heldout: Sequence[Example] = (),
 ) -> ExportStats:
     """Write the teacher completions that pass as student-prompt chat JSONL.
 
@@ -70,6 +74,9 @@ def export(
         keep_if: a filter over grade scores (`correct == 1 and sarcasm >= 6`, see
             `still.graders.parse_filter`) deciding which rows are kept, instead of `keep`'s
             "every grader passes". A row whose grader failed is dropped with the reason.
+        heldout: the held-out examples: a training row whose student prompt has the same
+            text as one of theirs (lowercased, whitespace collapsed) is dropped, counted
+            as "held-out text".
 
     Besides `out`, writes `train-soft.jsonl` (SOFT_FILE: the teacher's label scores of
     the same rows, when it gave them), `train-tokens.jsonl` (TOKENS_FILE: with the
@@ -82,8 +89,15 @@ def export(
     """
     stats = ExportStats(path=out)
     flt = parse_filter(keep_if, {g.name for g in graders}) if keep_if else None
+    prompts = {ex.id: build_messages(task, "student", ex, fewshot) for ex in train}
+    heldout_text = {_normalised(build_messages(task, "student", h, fewshot)) for h in heldout}
     if keep == "correct" or flt is not None:
-        prepare_graders(graders, [(ex, teacher.get(ex.id)) for ex in train], task.labels, capture)
+        gradable = [
+            (ex, teacher.get(ex.id))
+            for ex in train
+            if ex.id not in heldout_ids and _normalised(prompts[ex.id]) not in heldout_text
+        ]
+        prepare_graders(graders, gradable, task.labels, capture)
     seen: set[str] = set()
     rows = []
     soft: list[dict[str, object]] = []  # the same rows with the teacher's label scores
@@ -97,9 +111,11 @@ def export(
         comp = teacher.get(ex.id)
         answer, why = answer_of(comp, task.labels)
         scores: dict[str, float] = {}
-        reason = _drop_reason(answer, why, keep, flt, graders, ex, comp, task, scores)
-        messages = build_messages(task, "student", ex, fewshot)
+        messages = prompts[ex.id]
         key = _normalised(messages)
+        reason: str | None = "held-out text"  # the same question under another id
+        if key not in heldout_text:
+            reason = _drop_reason(answer, why, keep, flt, graders, ex, comp, task, scores)
         if reason is None and key in seen:
             reason = "duplicate prompt"
         report.append(
