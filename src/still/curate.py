@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from still.capture import build_messages
+from still.errors import StillError
 from still.graders import Capture, Filter, Grader, answer_of, grade, parse_filter, prepare_graders
 from still.tasks import Example, Task
 from still.types import Completion, Message
@@ -28,7 +29,7 @@ from still.types import Completion, Message
 Keep = Literal["correct", "parsed"]
 
 
-class LeakageError(ValueError):
+class LeakageError(StillError, ValueError):
     """A held-out example was about to enter training data."""
 
 

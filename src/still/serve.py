@@ -32,6 +32,7 @@ from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
+from still.errors import StillError
 from still.models import Provider
 from still.types import Completion, Message, Request, SamplingParams, Usage
 
@@ -93,7 +94,7 @@ def output_schema(response_format: Any) -> dict[str, Any] | None:
     raise RequestError(f"response_format type {kind!r}: use text, json_object or json_schema")
 
 
-class RequestError(ValueError):
+class RequestError(StillError, ValueError):
     """A chat completion body this server cannot answer (HTTP 400)."""
 
 

@@ -12,8 +12,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from still.errors import StillError
 
-class TokenizerMismatch(ValueError):
+
+class TokenizerMismatch(StillError, ValueError):
     """Teacher and student tokenize differently: token-level KD is impossible."""
 
 
