@@ -147,3 +147,18 @@ def test_batched_generation_stops_decoding_at_a_stop_string(tiny_model: Path) ->
     assert cut.text == full.text[: full.text.index(stop)].strip()
     assert cut.finish_reason == "stop"
     assert cut.usage.completion_tokens < full.usage.completion_tokens  # decoding stopped early
+
+
+def test_different_seeds_sample_different_answers(tiny_model: Path) -> None:
+    """At temperature 1 the same seed samples the same answers and another seed different
+    ones (under greedy decoding every seed would give the same answers)."""
+    p = get_model(f"local:{tiny_model}")
+    qs = ["Who?", "Where is the river?", "How many days?", "What is a cat?"]
+
+    def answers(seed: int) -> list[str]:
+        params = SamplingParams(max_tokens=8, temperature=1.0, seed=seed)
+        return [c.text for c in p.complete([_req(p.name, q, None, params=params) for q in qs])]
+
+    first = answers(1)
+    assert answers(1) == first
+    assert answers(2) != first
