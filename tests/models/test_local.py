@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -147,6 +149,63 @@ def test_batched_generation_stops_decoding_at_a_stop_string(tiny_model: Path) ->
     assert cut.text == full.text[: full.text.index(stop)].strip()
     assert cut.finish_reason == "stop"
     assert cut.usage.completion_tokens < full.usage.completion_tokens  # decoding stopped early
+
+
+STEP_S = 0.25
+"""Sleep added to every forward pass of the timing tests: the passes dominate the clock."""
+
+
+def _slow_passes(p: LocalProvider, monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, float]]:
+    """Make every forward pass of `p` take STEP_S longer; returns when each pass began and
+    ended."""
+    passes: list[tuple[float, float]] = []
+    real = p.model.forward
+
+    def slow(*args: Any, **kw: Any) -> Any:
+        began = time.perf_counter()
+        time.sleep(STEP_S)
+        out = real(*args, **kw)
+        passes.append((began, time.perf_counter()))
+        return out
+
+    monkeypatch.setattr(p.model, "forward", slow)
+    return passes
+
+
+def test_generated_ttft_is_each_requests_wait_for_the_batch_prefill(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of 4 generations: every request waited for the whole prefill before its first
+    token (not a quarter of it), and got it before the second pass ended (its first token,
+    not its whole answer). latency_s stays the batch's cost shared per example."""
+    p = LocalProvider("tiny", tiny_model)
+    passes = _slow_passes(p, monkeypatch)
+    params = SamplingParams(max_tokens=4)
+    qs = ["Who?", "Where is it?", "How many rivers?", "What is the longest river?"]
+    start = time.perf_counter()
+    outs = p.complete([_req(p.name, q, labels=None, params=params) for q in qs])
+    wall = time.perf_counter() - start
+    assert len(passes) >= 2, "a prefill, then at least one decoding step"
+    prefill = passes[0][1] - passes[0][0]
+    for c in outs:
+        assert c.ok and c.ttft_s is not None, c.error
+        assert prefill <= c.ttft_s < passes[1][1] - start
+        assert c.latency_s == pytest.approx(wall / len(qs), rel=0.2)
+
+
+def test_scored_ttft_is_the_batch_wall_time(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scored answer exists only when the batch's scoring passes end: each of 4 requests
+    has that whole wall time as its ttft_s (latency_s is a quarter of it)."""
+    p = LocalProvider("tiny", tiny_model)
+    passes = _slow_passes(p, monkeypatch)
+    qs = ["Who wrote the play?", "Where is the river?", "How many days?", "What is NASA?"]
+    outs = p.complete([_req(p.name, q) for q in qs])
+    for c in outs:
+        assert c.ok and c.ttft_s is not None, c.error
+        assert c.ttft_s >= passes[-1][1] - passes[0][0]  # from the first pass to the last
+        assert c.ttft_s == pytest.approx(len(qs) * c.latency_s)
 
 
 def test_different_seeds_sample_different_answers(tiny_model: Path) -> None:

@@ -6,6 +6,13 @@ Two ways to answer:
 - **score** (the request carries `labels`): rank each label by the log-likelihood of the
   label tokens after the prompt. It is always a valid label and costs one forward pass.
 
+Timing: a batch's wall time divided by its size is each completion's `latency_s` (seconds
+per example: what the batch costs, shared). `ttft_s` is per request, what a client of that
+batch waits for its first token: from the start of the batch's pass until that token
+exists. Every row's first token comes out of the same prefill, so each row gets the whole
+prefill time, not a share of it; a scored answer exists whole only once the batch's scoring
+passes end, so its ttft_s is that wall time.
+
 Scoring reuses the KV cache of the prompt prefix shared by a batch (a few-shot teacher
 prompt is mostly the same 300+ tokens for every question), and computes the output layer
 only at the label positions: Gemma's 262k-token vocabulary makes full logits the slowest
@@ -190,7 +197,7 @@ class LocalProvider:
                 # the logits at tail position j predict label token j + 1
                 extra = sum(float(logp[row, j, tok_ids[j + 1]]) for j in range(len(tok_ids) - 1))
                 scores[b][labels[b][k]] += extra
-        elapsed = (time.perf_counter() - start) / len(batch)
+        wall = time.perf_counter() - start
         outs = []
         for b, r in enumerate(batch):
             best = max(scores[b], key=lambda lab: scores[b][lab])
@@ -204,8 +211,9 @@ class LocalProvider:
                         prompt_tokens=len(ids[b]),
                         completion_tokens=len(label_ids[b][labels[b].index(best)]),
                     ),
-                    latency_s=elapsed,
-                    ttft_s=elapsed,  # one pass gives the whole answer: its first token
+                    latency_s=wall / len(batch),
+                    # the answer, first token included, exists when the batch's passes end
+                    ttft_s=wall,
                     label_logprobs=scores[b],
                 )
             )
@@ -340,6 +348,8 @@ class LocalProvider:
         return LogitsProcessorList([json_schema_processor(self.tokenizer, schema, rows)])
 
     def _generate(self, batch: list[Request]) -> list[Completion]:
+        """Decode a batch that shares its parameters and output schema in one generate()
+        call; each completion's ttft_s is the batch's prefill wall time (module docstring)."""
         import torch
         from transformers import StoppingCriteriaList
 
@@ -379,8 +389,9 @@ class LocalProvider:
                 out.sequences, out.scores, normalize_logits=True
             ).cpu()
         elapsed = (time.perf_counter() - start) / len(batch)
-        # the batch's prefill gives every row its first token; shared like latency_s is
-        ttft = ((first_token.at or time.perf_counter()) - start) / len(batch)
+        # the batch's prefill gives every row its first token at once: each row waited for
+        # all of it (a per-request time, not a share like latency_s)
+        ttft = (first_token.at or time.perf_counter()) - start
         eos = self._eos()
         outs = []
         for b, r in enumerate(batch):
