@@ -7,31 +7,65 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import click
 
+from still.cli.analysis import check_grader_cmd, curve_cmd, estimate_cmd, select_cmd
+from still.cli.export import export_dpo_cmd, export_gguf_cmd
 from still.cli.models import models_cmd
-from still.cli.pipeline import (
+from still.cli.serve import serve_cmd
+from still.cli.stages import (
     bench_cmd,
     capture_cmd,
-    check_grader_cmd,
-    curve_cmd,
-    estimate_cmd,
     export_cmd,
-    export_dpo_cmd,
-    export_gguf_cmd,
     grade_cmd,
     report_cmd,
     run_cmd,
-    select_cmd,
     train_cmd,
 )
-from still.cli.serve import serve_cmd
 from still.cli.store import store
+from still.errors import StillError
+
+USER_ERRORS: tuple[type[Exception], ...] = (StillError, ValueError)
+"""What the CLI shows as one line. `StillError` is the contract; `ValueError` stays only
+until the library's remaining `raise ValueError(...)` for user mistakes (an unknown model,
+a missing API key, training data that does not fit) derive from `StillError`. Every other
+exception (KeyError, TypeError, AttributeError, ...) is a bug and keeps its traceback."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Show debug logging.")
+class _Still(click.Group):
+    """The root group: the one place where an error becomes what the user sees.
+
+    A user error (`USER_ERRORS`: a bad task file, a stage run out of order, a budget
+    reached) has a message that says what to do, so it is printed as one line,
+    `Error: <message>`, with exit status 1; `still -v` shows its traceback too. Any other
+    exception is a bug in still and keeps its traceback.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as exc:
+            if ctx.params.get("verbose"):
+                raise
+            raise click.ClickException(str(exc)) from exc
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    """Log still's progress at INFO and other libraries' only from WARNING, so a capture
+    through an endpoint does not print a line per HTTP request; with -v, still logs at
+    DEBUG and the libraries at INFO (their requests, not their internals)."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("still").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+@click.group(cls=_Still, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Show debug logging and error tracebacks.")
 @click.version_option(package_name="still")
 def main(verbose: bool) -> None:
     """still: distil one task from a large model into a small, cheap one.
@@ -53,13 +87,7 @@ def main(verbose: bool) -> None:
     from still.settings import load_dotenv
 
     load_dotenv()
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("httpx", "urllib3", "transformers", "huggingface_hub", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _quiet_libraries(verbose)
 
 
 main.add_command(models_cmd)

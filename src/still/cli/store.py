@@ -253,7 +253,7 @@ def import_cmd(
     file is written (or is listed and left out with --skip-bad). Importing a file twice
     stores its rows once.
     """
-    from still.store import ImportFormatError, read_traffic
+    from still.store import read_traffic
 
     added = seen = 0
     with Store(db) as s:
@@ -267,7 +267,7 @@ def import_cmd(
                     metadata=meta,
                     skip_bad=skip_bad,
                 )
-            except (ImportFormatError, OSError) as exc:
+            except OSError as exc:  # a malformed row is an ImportFormatError, a StillError
                 raise click.ClickException(str(exc)) from None
             for line in res.bad:
                 click.echo(f"skipped {line}", err=True)

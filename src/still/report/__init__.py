@@ -17,14 +17,30 @@ from still.bench import Comparison, ModelResult
 from still.report._html import write_html
 from still.report._names import ROLE_NAMES
 from still.report._sections import Section, markdown_sections, sections
+from still.report._tables import (
+    agreement_summary,
+    estimate_view,
+    gguf_summary,
+    grade_summary,
+    selection_models,
+    selection_view,
+    train_summary,
+)
 
 __all__ = [
     "ROLE_NAMES",
     "Section",
+    "agreement_summary",
     "console",
+    "estimate_view",
+    "gguf_summary",
+    "grade_summary",
     "sections",
+    "selection_models",
+    "selection_view",
     "markdown",
     "print_table",
+    "train_summary",
     "write_html",
     "write_reports",
 ]

@@ -1,0 +1,119 @@
+"""What the pipeline commands share: their options and how they open a run.
+
+Each option is defined once here so `capture`, `grade`, `export` and the rest describe
+`--role`, `--split` or `--max-cost` in the same words. Choices come from the library's own
+`Literal`s (`RunRole`, `Keep`), so a command's parameter has the type the stage expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, get_args
+
+import click
+
+from still.curate import Keep
+from still.errors import StillError
+from still.pipeline import ROLES
+
+if TYPE_CHECKING:
+    from still.cost import Budget
+    from still.pipeline import Run
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+TASK = click.argument("task_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+RUN_DIR = click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run folder (default: runs/<task name>). Holds the store, data, model and reports.",
+)
+
+ROLES_CHOICE = click.Choice(ROLES)
+SPLIT = click.option(
+    "--split",
+    "split_name",
+    type=click.Choice(["train", "heldout"]),
+    default="train",
+    show_default=True,
+    help="train: the examples the teacher labels; heldout: the ones only ever evaluated.",
+)
+
+KEEP = click.option(
+    "--keep",
+    type=click.Choice(get_args(Keep)),
+    default="correct",
+    show_default=True,
+    help="Which teacher answers become training data. correct: those every grader passes; "
+    "parsed: any parseable answer (for data without reference answers).",
+)
+
+MAX_COST = click.option(
+    "--max-cost",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="DOLLARS",
+    help="Stop before spending more than this on priced models in this command (answers "
+    "already stored are free). The next request's cost is bounded with the model's "
+    "tokenizer first, so the limit is not crossed; rerun with more to go on. See "
+    "`still estimate`.",
+)
+
+
+def role_option(help: str) -> Callable[[F], F]:
+    """The --role option, with a help text per command."""
+    return click.option(
+        "--role", type=ROLES_CHOICE, default="teacher", show_default=True, help=help
+    )
+
+
+def budget(max_cost: float | None) -> Budget | None:
+    """The spending limit `--max-cost` asks for (None: no limit)."""
+    from still.cost import Budget
+
+    return None if max_cost is None else Budget(max_cost)
+
+
+def open_task(task_file: Path, run_dir: Path | None) -> Run:
+    """Open a task's run (`still.pipeline.open_run`) and say what its data gave."""
+    from still.pipeline import open_run
+
+    with _loading():
+        run = open_run(task_file, run_dir)
+    _say_loaded(run)
+    return run
+
+
+def open_folder(run_dir: Path) -> Run:
+    """Reopen an existing run folder (`still.pipeline.open_run_dir`), as `open_task` does."""
+    from still.pipeline import open_run_dir
+
+    with _loading():
+        run = open_run_dir(run_dir)
+    _say_loaded(run)
+    return run
+
+
+@contextmanager
+def _loading() -> Iterator[None]:
+    """Loading reads the user's task file, data and templates, so a `ValueError` or `OSError`
+    it raises is about those files (a bad row, an unreadable path, a split that does not
+    fit): it becomes a `StillError`, shown as one line like every other user error."""
+    try:
+        yield
+    except StillError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise StillError(str(exc)) from exc
+
+
+def _say_loaded(run: Run) -> None:
+    """One stderr line: the task's name, what loading kept and dropped, the split sizes."""
+    click.echo(
+        f"{run.task.name}: {run.load_report.summary()}; {len(run.split.train)} train, "
+        f"{len(run.split.heldout)} held-out, {len(run.split.fewshot)} few-shot",
+        err=True,
+    )

@@ -1,0 +1,146 @@
+"""What the CLI prints after a stage: tables and one-line summaries of stage results.
+
+They live here, beside the comparison's table and markdown, so commands stay one library
+call and a print, and so the words a user reads about a result are chosen in one package.
+Functions return rich renderables or plain strings and print nothing themselves; the
+caller picks the console. Stage result types are imported for type checking only:
+`still.pipeline` imports this package, not the other way round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Group
+
+    from still.agreement import Agreement
+    from still.bench import ModelResult
+    from still.pipeline import Selection, StageEstimate
+
+
+def _dollars(x: float | None, bound: bool = False) -> str:
+    return "n/a" if x is None else ("≤ " if bound else "") + f"${x:,.4f}"
+
+
+def estimate_view(
+    task_name: str, stages: Sequence[StageEstimate], total: float, prices_as_of: str
+) -> Group:
+    """`still estimate`: one row per capture (requests, stored, tokens, dollars at most),
+    then the total to pass to --max-cost.
+
+    Args:
+        task_name: The task's name, for the title.
+        stages: The captures, as `still.pipeline.estimate_run` returns them.
+        total: Their dollar bound (`still.pipeline.total_cost`).
+        prices_as_of: The date of the built-in price table (`still.cost.PRICES_AS_OF`).
+    """
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"{task_name}: estimate (prices as of {prices_as_of} or the task's)")
+    for col in ("role", "split", "model", "tokenizer"):
+        table.add_column(col)
+    for col in ("requests", "stored", "to send", "prompt tok", "answer tok ≤", "$ in", "$ ≤"):
+        table.add_column(col, justify="right")
+    for s in stages:
+        table.add_row(
+            s.role,
+            s.split,
+            s.model,
+            s.tokenizer + ("" if s.exact else " (approx.)"),
+            str(s.requests),
+            str(s.stored),
+            str(s.to_send),
+            f"{s.prompt_tokens:,}",
+            f"{s.output_tokens_max:,}",
+            _dollars(s.input_cost),
+            _dollars(s.cost_max, bound=True),
+        )
+    return Group(table, Text(f"at most ${total:,.4f} to spend (unpriced models count 0)"))
+
+
+def selection_view(task_name: str, sel: Selection) -> Group:
+    """`still select`: the candidates, most accurate first, then each pick's reason."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    n = sel.results[0].n if sel.results else 0
+    table = Table(title=f"{task_name}: candidates on {n} gold train examples")
+    for col in ("model", "accuracy [95% CI]", "unparseable", "errors", "s/example", "$ / 1k"):
+        table.add_column(col)
+    for r in sorted(sel.results, key=lambda r: -r.accuracy):
+        table.add_row(
+            r.model,
+            f"{r.accuracy:.1%} [{r.ci_low:.1%}, {r.ci_high:.1%}]",
+            str(r.unparseable),
+            str(r.errors),
+            f"{r.mean_latency_s:.3f}",
+            "n/a" if r.cost_per_1k is None else f"${r.cost_per_1k:.4f}",
+        )
+    # Text, not markup: a reason quotes model references, which may hold brackets
+    return Group(table, *(Text(f"{role}: {why}") for role, why in sel.reasons.items()))
+
+
+def selection_models(sel: Selection) -> str:
+    """The `models:` block a selection picks, ready to paste into the task file."""
+    lines = ["models:", f"  teacher: {sel.teacher}", f"  student: {sel.student}"]
+    if sel.control:
+        lines.append(f"  control: {sel.control}")
+    return "\n".join(lines)
+
+
+def grade_summary(role: str, split: str, r: ModelResult) -> str:
+    """`still grade`: accuracy with its interval, and what could not be graded."""
+    return (
+        f"{role} on {split}: {r.correct}/{r.n} correct, accuracy {r.accuracy:.1%} "
+        f"[{r.ci_low:.1%}, {r.ci_high:.1%}]; {r.unparseable} unparseable, {r.errors} failed "
+        "or missing"
+    )
+
+
+def train_summary(info: Mapping[str, Any]) -> str:
+    """`still train`: where the model went, steps, time, throughput and the loss's fall.
+
+    Args:
+        info: What `still.pipeline.train_stage` returns (the model's train.json, with
+            `skipped` when that exact model already existed).
+    """
+    if info.get("skipped"):
+        return f"already trained: {info['out_dir']}"
+    losses = info["losses"]
+    line = (
+        f"{info['out_dir']}: {info['steps']} steps, {info['seconds']:.0f} s, "
+        f"{info['tokens_per_s']:.0f} tok/s, loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+    )
+    if info.get("skipped_too_long"):
+        line += f"; {info['skipped_too_long']} rows over max_length left out"
+    return line
+
+
+def agreement_summary(name: str, role: str, split: str, a: Agreement) -> str:
+    """`still check-grader`: agreement with gold (interval and kappa), then the confusion."""
+    lo, hi = a.accuracy_ci
+    return (
+        f"{name} on {role}/{split}: {a.n} answers, accuracy {a.accuracy:.1%} "
+        f"[{lo:.1%}, {hi:.1%}], Cohen's kappa {a.kappa:.3f}\n{a.table()}"
+    )
+
+
+def gguf_summary(report: Mapping[str, Any]) -> list[str]:
+    """`still export-gguf`: per file its size, agreement with the merged model and accuracy;
+    then the quantizations skipped and why.
+
+    Args:
+        report: What `still.pipeline.export_gguf_stage` returns (gguf.json).
+    """
+    lines = [
+        f"{info['file']}: {info['megabytes']} MB, agrees with the merged model on "
+        f"{info['agreement']:.1%} of {report['examples']} held-out examples, accuracy "
+        f"{info['accuracy']:.1%}"
+        for info in report["files"].values()
+    ]
+    return lines + [f"{q} skipped: {why}" for q, why in report["skipped"].items()]
