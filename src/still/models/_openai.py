@@ -6,7 +6,15 @@ References:
 - `azure:<deployment>`: Azure OpenAI (`AZURE_OPENAI_ENDPOINT`, `AZURE_OPENAI_API_KEY`,
   `OPENAI_API_VERSION`);
 - `http://host:port/v1#<model>` (or https): any compatible server (vLLM, llama.cpp,
-  Ollama, `still serve`); key `STILL_API_KEY` or `OPENAI_API_KEY` if set.
+  Ollama, `still serve`).
+
+Keys go where they belong and nowhere else. `OPENAI_API_KEY` goes to OpenAI only and
+`AZURE_OPENAI_API_KEY` to Azure only. A URL endpoint gets a key only from the variable the
+task names for it (`api_key_env: {<reference or base URL>: VAR}`, handed over with
+`use_key_variables`, since `get_model(ref)` sees no task); with none named it gets
+`STILL_API_KEY` if it is on this machine (a loopback address: `still serve`), else no key
+(the placeholder `EMPTY`, which keyless vLLM or llama.cpp servers accept). A key is never
+sent over plain http to another machine: such a reference is refused before any request.
 
 A batch is sent concurrently (bounded by `STILL_CONCURRENCY`, default 64) and paced under
 `STILL_RPM` requests and `STILL_TPM` tokens per minute when those are set. 429, 408, 409,
@@ -24,19 +32,22 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import ipaddress
 import json
 import math
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from still.models._provider import register_provider
 from still.models._ratelimit import RateLimiter
 from still.types import Completion, Request, Usage
 
 ANSWER_PROPERTY = "answer"
+FOREIGN_HEADERS = ("OpenAI-Organization", "OpenAI-Project")  # never sent to a URL endpoint
 
 
 class OpenAIProvider:
@@ -74,7 +85,11 @@ class OpenAIProvider:
         import openai
 
         cls = openai.AsyncAzureOpenAI if self.azure else openai.AsyncOpenAI
-        client = cls(**self.client_kwargs, timeout=self.timeout_s, max_retries=0)
+        kwargs = dict(self.client_kwargs)
+        if self.name.startswith(("http://", "https://")):
+            # the SDK would add OPENAI_ORG_ID and OPENAI_PROJECT_ID: OpenAI's, like its key
+            kwargs["default_headers"] = {h: openai.Omit() for h in FOREIGN_HEADERS}
+        client = cls(**kwargs, timeout=self.timeout_s, max_retries=0)
         gate = asyncio.Semaphore(self.concurrency)
         try:
             return list(await asyncio.gather(*(self._one(client, gate, r) for r in requests)))
@@ -398,14 +413,86 @@ def _env_key(*names: str) -> str | None:
     return next((os.environ[n] for n in names if os.environ.get(n)), None)
 
 
+# The providers' own keys: never sent to a URL endpoint, whatever a task names.
+RESERVED_KEY_VARIABLES = frozenset({"OPENAI_API_KEY", "AZURE_OPENAI_API_KEY"})
+LOOPBACK_KEY_VARIABLE = "STILL_API_KEY"
+NO_KEY = "EMPTY"  # what keyless OpenAI-compatible servers expect; not a secret
+_KEY_VARIABLES: dict[str, str] = {}
+
+
+def use_key_variables(names: Mapping[str, str]) -> None:
+    """Name the variable holding each URL endpoint's key (a task's `api_key_env`).
+
+    Models loaded afterwards with `get_model(ref)` read their key from the variable named
+    for their reference (`http://host/v1#model`) or, failing that, for its base URL
+    (`http://host/v1`). The names replace any given before, so one task's keys never reach
+    another task's models.
+
+    Args:
+        names: model reference or base URL -> environment variable name.
+
+    Raises:
+        ValueError: a name is OPENAI_API_KEY or AZURE_OPENAI_API_KEY, which go to their
+            own providers only.
+    """
+    for where, var in names.items():
+        if var in RESERVED_KEY_VARIABLES:
+            raise ValueError(
+                f"api_key_env: {where} may not use {var}, which goes to its own provider "
+                "only; name a variable of its own for this endpoint"
+            )
+    _KEY_VARIABLES.clear()
+    _KEY_VARIABLES.update({_endpoint_id(k): v for k, v in names.items()})
+
+
+def key_variable_for(ref: str) -> str | None:
+    """The variable named for a URL reference, by the reference itself or its base URL."""
+    base = ref.partition("#")[0]
+    return _KEY_VARIABLES.get(_endpoint_id(ref)) or _KEY_VARIABLES.get(_endpoint_id(base))
+
+
+def _endpoint_id(ref: str) -> str:
+    """A reference or base URL with no trailing slash before the model, for matching."""
+    base, sep, model = ref.partition("#")
+    return base.rstrip("/") + sep + model
+
+
+def is_loopback(url: str) -> bool:
+    """Whether a URL's host is this machine (localhost, 127.0.0.0/8, ::1).
+
+    >>> is_loopback("http://127.0.0.2:8000/v1"), is_loopback("http://[::1]/v1")
+    (True, True)
+    >>> is_loopback("http://10.0.0.5:8000/v1"), is_loopback("http://localhost.evil.com/v1")
+    (False, False)
+    """
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_transport(ref: str, base_url: str, var: str) -> None:
+    """Refuse to send a key over plain http to another machine."""
+    if urlsplit(base_url).scheme == "http" and not is_loopback(base_url):
+        host = urlsplit(base_url).hostname
+        raise ValueError(
+            f"{ref}: refusing to send {var} over plain http to {host}; use https:// or a "
+            "loopback address"
+        )
+
+
 @register_provider("openai", "OpenAI: openai:<model> (OPENAI_API_KEY)")
 def openai_factory(ref: str) -> OpenAIProvider:
     model = ref.partition(":")[2]
     kwargs: dict[str, Any] = {"api_key": _env_key("OPENAI_API_KEY")}
-    if os.environ.get("OPENAI_BASE_URL"):
-        kwargs["base_url"] = os.environ["OPENAI_BASE_URL"]
     if not kwargs["api_key"]:
         raise ValueError(f"{ref}: set OPENAI_API_KEY (in the environment or a .env file)")
+    if os.environ.get("OPENAI_BASE_URL"):
+        kwargs["base_url"] = os.environ["OPENAI_BASE_URL"]
+        _check_transport(ref, kwargs["base_url"], "OPENAI_API_KEY")
     return OpenAIProvider(ref, model, kwargs)
 
 
@@ -416,6 +503,7 @@ def azure_factory(ref: str) -> OpenAIProvider:
     key = _env_key("AZURE_OPENAI_API_KEY")
     if not endpoint or not key:
         raise ValueError(f"{ref}: set AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_API_KEY")
+    _check_transport(ref, endpoint, "AZURE_OPENAI_API_KEY")
     kwargs = {
         "api_key": key,
         "azure_endpoint": endpoint,
@@ -428,9 +516,23 @@ def _url_factory(ref: str) -> OpenAIProvider:
     base, sep, model = ref.partition("#")
     if not sep or not model:
         raise ValueError(f"{ref}: name the model after '#', e.g. http://127.0.0.1:8000/v1#my-model")
-    key = _env_key("STILL_API_KEY", "OPENAI_API_KEY") or "none"
+    var = key_variable_for(ref)
+    if var is not None:
+        if var in RESERVED_KEY_VARIABLES:  # use_key_variables refuses these; never send one
+            raise ValueError(f"{ref}: {var} goes to its own provider only")
+        _check_transport(ref, base, var)
+        key = os.environ.get(var)
+        if not key:
+            raise ValueError(f"{ref}: set {var}, the variable the task's api_key_env names")
+    elif is_loopback(base):
+        key = os.environ.get(LOOPBACK_KEY_VARIABLE) or NO_KEY
+    else:
+        key = NO_KEY
     return OpenAIProvider(ref, model, {"api_key": key, "base_url": base})
 
 
-register_provider("http", "any OpenAI-compatible server: http://host:port/v1#<model>")(_url_factory)
-register_provider("https", "the same over TLS: https://host/v1#<model>")(_url_factory)
+for _scheme, _help in (
+    ("http", "any OpenAI-compatible server: http://host:port/v1#<model>"),
+    ("https", "the same over TLS: https://host/v1#<model>"),
+):
+    register_provider(_scheme, _help + " (key: the task's api_key_env)")(_url_factory)

@@ -417,6 +417,14 @@ class Task(_Strict):
         "Defaults: local models their own; openai:/azure: the model's encoding; others "
         "o200k_base (approximate).",
     )
+    api_key_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="The environment variable holding the key of each http(s):// endpoint, by "
+        "model reference or base URL, e.g. `{http://gpu:8000/v1: VLLM_API_KEY}`. An endpoint "
+        "gets a key from no other variable (only `still serve` on this machine gets "
+        "STILL_API_KEY); OPENAI_API_KEY goes to openai: models only. Plain http to another "
+        "machine is refused when a key would be sent.",
+    )
     base_dir: Path = Field(Path("."), exclude=True, description="Folder of the task file.")
 
     @field_validator("name")
@@ -430,6 +438,21 @@ class Task(_Strict):
                 "letter or digit (it is the run folder's name: no '/', '\\' or '..')"
             )
         return name
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_variables(cls, names: dict[str, str]) -> dict[str, str]:
+        for where, var in names.items():
+            if not where.startswith(("http://", "https://")):
+                raise ValueError(
+                    f"api_key_env: {where!r} is not an http(s):// endpoint (openai: models "
+                    "use OPENAI_API_KEY, azure: ones AZURE_OPENAI_API_KEY)"
+                )
+            if var in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY") or not var.isidentifier():
+                raise ValueError(
+                    f"api_key_env: {where}: name a variable of the endpoint's own, not {var!r}"
+                )
+        return names
 
     @model_validator(mode="after")
     def _check(self) -> Task:
