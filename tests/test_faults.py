@@ -1,8 +1,10 @@
-"""Capturing through a faulty endpoint: every prompt answered exactly once, retries counted."""
+"""Capturing through a faulty endpoint: every prompt answered exactly once, retries counted,
+and a malformed answer fails its own request only."""
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +17,7 @@ from still.capture import capture
 from still.models import get_model
 from still.store import Store
 from still.testing import FaultyServer
-from still.types import Message, Request, SamplingParams
+from still.types import Completion, Message, Request, SamplingParams
 
 
 class Endpoint:
@@ -118,8 +120,13 @@ def test_500_prompts_through_429_500_slow_and_dropped_responses(
     with FaultyServer(slow_s=1.5) as server, Store(tmp_path / "s.db") as store:
         provider = get_model(server.ref())
         calls: list[int] = []
-        complete = provider.complete
-        provider.complete = lambda rs: calls.append(len(rs)) or complete(rs)  # type: ignore[method-assign]
+        each = provider.complete_each  # type: ignore[attr-defined]
+
+        def counted(rs: list[Request], on_results: object) -> list[Completion]:
+            calls.append(len(rs))
+            return each(rs, on_results)  # type: ignore[no-any-return]
+
+        provider.complete_each = counted  # type: ignore[attr-defined]
         reqs = _requests(provider.name, 500)
         stats = capture(provider, reqs, store, batch_size=4)
         assert stats.called == 500 and stats.failed == 0
@@ -167,6 +174,29 @@ def test_a_request_that_keeps_failing_is_stored_as_failed(
         assert again.called == len(faulty) and again.failed == 0
 
 
+def test_an_empty_or_malformed_answer_fails_that_request_only(tmp_path: Path) -> None:
+    bad = {
+        "prompt 3": b'{"id": "x", "object": "chat.completion", "created": 0, "choices": []}',
+        "prompt 7": b'{"id": "x", "object": "chat.completion", "created": 0}',
+        "prompt 11": b'{"choices": [{"index": 0, "finish_reason": "stop"',
+        "prompt 15": b'{"choices": [{"index": 0, "finish_reason": "stop", "message": null}]}',
+    }
+    with Endpoint(answers=bad.get) as server, Store(tmp_path / "s.db") as store:
+        provider = get_model(server.ref())
+        stats = capture(provider, _requests(provider.name, 20), store)
+        assert stats.called == 20 and stats.failed == len(bad)
+        rows = {c.request.messages[-1].content: c for c in store.list()}
+        assert len(rows) == 20
+        failed = {p: c.error for p, c in rows.items() if c.error is not None}
+        assert set(failed) == set(bad)
+        assert all((e or "").startswith("MalformedResponse: ") for e in failed.values())
+        assert failed["prompt 3"] == "MalformedResponse: the response holds no choices"
+        assert failed["prompt 7"] == "MalformedResponse: the response holds no choices"
+        assert failed["prompt 15"] == "MalformedResponse: the response's choice holds no message"
+        assert (failed["prompt 11"] or "").startswith("MalformedResponse: JSONDecodeError")
+        assert all(c.text == f"echo: {p}" for p, c in rows.items() if p not in bad)
+
+
 def test_sigkill_mid_capture_through_the_endpoint_then_resume(tmp_path: Path) -> None:
     import os
     import signal
@@ -209,12 +239,13 @@ def test_sigkill_mid_capture_through_the_endpoint_then_resume(tmp_path: Path) ->
         proc.wait()
         before = stored()
         seen_before = {p: server.seen[p] for p in before}
-        assert 40 <= len(before) < 200
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
-        assert f"{len(before)} from the store" in done.stdout
+        total = _requests_in(done.stdout)  # the train split's size
+        assert 40 <= len(before) < total
+        assert f"{total} requests: {len(before)} from the store" in done.stdout
         after = stored()
-        assert len(after) == 200  # 232 - 30 held out - 2 few-shot, each answered
+        assert len(after) == total  # each answered
         assert all(server.seen[p] == seen_before[p] for p in before), "a stored prompt was resent"
 
 
@@ -245,3 +276,10 @@ def test_store_true_and_metadata_pass_through(
                 assert "store" not in body and "metadata" not in body
         # tags are not part of a request's identity: a rerun is answered from the store
         assert capture_role(run, "teacher", "train").from_store == stats.total
+
+
+def _requests_in(summary: str) -> int:
+    """The request count a `still capture` summary line reports ("272 requests: ...")."""
+    found = re.search(r"(\d+) requests: ", summary)
+    assert found, summary
+    return int(found.group(1))

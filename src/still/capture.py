@@ -2,7 +2,9 @@
 
 Requests are content-addressed, so an example whose request is already in the store is
 answered from it: a killed capture resumes where it stopped, and a rerun calls no model.
-Completions are written batch by batch, never held until the end.
+Completions are written as they arrive, never held until the end: one by one from an
+endpoint (a kill loses only the requests in flight), batch by batch from a local model
+(whose batch is one forward pass, so its answers arrive together).
 """
 
 from __future__ import annotations
@@ -100,7 +102,8 @@ def capture(
         provider: the model, or a function that loads it (only called if a request is new,
             so a fully stored capture never loads the model).
         requests: example id -> request.
-        store: where completions are looked up and written (one commit per batch).
+        store: where completions are looked up and written (one commit per completion
+            from a provider with `complete_each`, an endpoint; per batch otherwise).
         metadata: tags stored with new completions (run, role, split...).
         batch_size: requests per provider call, unless the provider sets its own
             `batch_size` (an endpoint wants as many requests in flight as its concurrency
@@ -141,21 +144,11 @@ def capture(
             batch = todo[i : i + batch_size]
             chunk = batch[: _affordable(batch, cost_model, budget)]
             if chunk:
-                # tags travel with the request too, for backends that store completions
-                outs = model.complete(
-                    [r.model_copy(update={"metadata": {**r.metadata, **tags}}) for _, r in chunk]
-                )
-                priced = [_priced(c, cost_model) for c in outs]
-                if budget is not None:
-                    budget.spent += sum(c.cost or 0.0 for c in priced)
-                stored = store.put_many(
-                    [c.model_copy(update={"metadata": {**c.metadata, **tags}}) for c in priced]
-                )
+                stored = _answer(model, [r for _, r in chunk], tags, store, cost_model, budget, bar)
                 for (ex_id, _), c in zip(chunk, stored, strict=True):
                     stats.completions[ex_id] = c
                     stats.called += 1
                     stats.failed += c.error is not None
-                bar.update(len(chunk))
             if budget is not None and len(chunk) < len(batch):
                 raise BudgetExceeded(
                     f"{desc}: stopped with {len(todo) - stats.called} of {len(todo)} requests "
@@ -201,6 +194,48 @@ def _refuse_unpriced(
     paid = sorted({r.model for r in requests if not is_free(r.model)})
     if paid:
         raise UnpricedModel(paid[0])
+
+
+def _answer(
+    model: Provider,
+    requests: list[Request],
+    tags: dict[str, str],
+    store: Store,
+    cost_model: CostModel | None,
+    budget: Budget | None,
+    bar: tqdm[object],
+) -> list[Completion]:
+    """Send a batch and store each completion as soon as the model hands it over.
+
+    A provider with `complete_each(requests, on_results)` (an endpoint) hands completions
+    over as they arrive, and each handover is committed there and then; any other answers
+    the batch at once, stored in one transaction. Returns the stored completions, in
+    request order.
+    """
+    # tags travel with the request too, for backends that store completions
+    sent = [r.model_copy(update={"metadata": {**r.metadata, **tags}}) for r in requests]
+
+    def keep(outs: Sequence[Completion]) -> list[Completion]:
+        priced = [_priced(c, cost_model) for c in outs]
+        if budget is not None:
+            budget.spent += sum(c.cost or 0.0 for c in priced)
+        stored = store.put_many(
+            [c.model_copy(update={"metadata": {**c.metadata, **tags}}) for c in priced]
+        )
+        bar.update(len(stored))
+        return stored
+
+    each = getattr(model, "complete_each", None)
+    if not callable(each):
+        return keep(model.complete(sent))
+    kept: dict[int, Completion] = {}
+
+    def on_results(done: list[tuple[int, Completion]]) -> None:
+        stored = keep([c for _, c in done])
+        kept.update(zip((i for i, _ in done), stored, strict=True))
+
+    each(sent, on_results)
+    return [kept[i] for i in range(len(sent))]
 
 
 def _priced(c: Completion, cost_model: CostModel | None) -> Completion:

@@ -22,7 +22,10 @@ A batch is sent concurrently (bounded by `STILL_CONCURRENCY`, default 64) and pa
 `STILL_MAX_RETRIES` times (default 5) with exponential backoff and jitter, waiting what a
 Retry-After header asks instead when there is one. Retries are our own (the SDK's are off)
 so each completion records its `attempts`. A request that still fails comes back as a
-failed Completion. Keys come from the environment only and are scrubbed from every error.
+failed Completion, and so does an answer with no choices or a body that is not a chat
+completion (`MalformedResponse: ...`): the rest of the batch goes on. `complete_each` hands
+each completion over as it arrives, so capture stores it then and a kill loses only the
+requests in flight. Keys come from the environment only and are scrubbed from every error.
 With `STILL_OPENAI_STORE=1` requests go out with `store=True` and their metadata tags (run,
 task, role, split), so OpenAI keeps them as stored completions too. With `STILL_STREAM=1`
 answers are streamed (usage included) and each completion records its time to first token.
@@ -36,9 +39,11 @@ import ipaddress
 import json
 import math
 import os
+import queue
 import random
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,8 +70,8 @@ class OpenAIProvider:
         self.store = os.environ.get("STILL_OPENAI_STORE", "").lower() in ("1", "true", "yes")
         # stream answers, to measure time to first token (same text, usage and logprobs)
         self.stream = os.environ.get("STILL_STREAM", "").lower() in ("1", "true", "yes")
-        # capture hands over this many requests per call (and commits them together):
-        # enough to keep every concurrent slot busy, small enough to lose little on a kill
+        # capture hands over this many requests per call: enough to keep every concurrent
+        # slot busy (each completion is stored as it arrives, see complete_each)
         self.batch_size = 2 * self.concurrency
         self.timeout_s = float(os.environ.get("STILL_TIMEOUT", "120"))
         self.max_retries = int(os.environ.get("STILL_MAX_RETRIES", "5"))
@@ -79,9 +84,40 @@ class OpenAIProvider:
 
     def complete(self, requests: Sequence[Request]) -> list[Completion]:
         """Send the batch concurrently; failures become failed completions."""
-        return asyncio.run(self._all(list(requests)))
+        return self.complete_each(requests, None)
 
-    async def _all(self, requests: list[Request]) -> list[Completion]:
+    def complete_each(
+        self,
+        requests: Sequence[Request],
+        on_results: Callable[[list[tuple[int, Completion]]], None] | None,
+    ) -> list[Completion]:
+        """Send the batch concurrently and hand the completions over as they arrive.
+
+        Capture stores them in `on_results`, so a kill loses only the requests in flight,
+        not the batch, and a slow retry holds back nobody's answer. The callback runs in one
+        background thread, never on the event loop: a commit delays no response, and what
+        arrives while it runs comes in its next call (one commit for many under load).
+
+        Args:
+            requests: the batch.
+            on_results: called with `[(index in requests, completion), ...]` as requests
+                are answered or fail for good. If it raises, no more requests are sent and
+                the error is raised here.
+
+        Returns:
+            Every completion, in the order of `requests`.
+        """
+        if on_results is None:
+            return asyncio.run(self._all(list(requests), None))
+        handover = _Handover(on_results)
+        try:
+            return asyncio.run(self._all(list(requests), handover.put))
+        finally:
+            handover.close()
+
+    async def _all(
+        self, requests: list[Request], on_result: Callable[[int, Completion], None] | None
+    ) -> list[Completion]:
         import openai
 
         cls = openai.AsyncAzureOpenAI if self.azure else openai.AsyncOpenAI
@@ -91,8 +127,15 @@ class OpenAIProvider:
             kwargs["default_headers"] = {h: openai.Omit() for h in FOREIGN_HEADERS}
         client = cls(**kwargs, timeout=self.timeout_s, max_retries=0)
         gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(i: int, req: Request) -> Completion:
+            c = await self._one(client, gate, req)
+            if on_result is not None:
+                on_result(i, c)
+            return c
+
         try:
-            return list(await asyncio.gather(*(self._one(client, gate, r) for r in requests)))
+            return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
         finally:
             await client.close()
 
@@ -141,51 +184,31 @@ class OpenAIProvider:
                     break
                 except Exception as exc:  # noqa: BLE001 - retried, else stored as failed
                     if attempt > self.max_retries or not retryable(exc):
+                        # a body that is not JSON is a malformed answer like any other
+                        bad = "MalformedResponse: " if isinstance(exc, json.JSONDecodeError) else ""
                         return Completion(
                             request=req,
                             request_hash=req.key(),
                             attempts=attempt,
-                            error=self._scrub(f"{type(exc).__name__}: {exc}"),
+                            error=self._scrub(f"{bad}{type(exc).__name__}: {exc}"),
                             latency_s=time.perf_counter() - start,
                         )
                     self.retries += 1
                     await asyncio.sleep(retry_delay(exc, attempt, self.backoff_s))
         latency = time.perf_counter() - start
-        choice = resp.choices[0]
-        text = choice.message.content or ""
-        if req.labels:
-            text = unwrap_answer(text)
-        lps = tokens = top = None
-        if choice.logprobs is not None and choice.logprobs.content:
-            content = choice.logprobs.content
-            lps = tuple(float(t.logprob) for t in content)
-            tokens = tuple(str(t.token) for t in content)
-            if req.top_logprobs:
-                top = tuple(
-                    {str(a.token): float(a.logprob) for a in (t.top_logprobs or [])}
-                    for t in content
-                )
-        label_lps = None
-        if req.labels and top and tokens:
-            label_lps = label_scores_from_top(tokens, top, text, req.labels)
-        usage = resp.usage
-        return Completion(
-            request=req,
-            request_hash=req.key(),
-            text=text,
-            finish_reason=choice.finish_reason,
-            usage=Usage(
-                prompt_tokens=usage.prompt_tokens if usage else 0,
-                completion_tokens=usage.completion_tokens if usage else 0,
-            ),
-            latency_s=latency,
-            ttft_s=ttft,
-            token_logprobs=lps,
-            tokens=tokens,
-            top_logprobs=top,
-            label_logprobs=label_lps,
-            attempts=attempt,
-        )
+        try:
+            return _parse(req, resp, attempt, latency, ttft)
+        except Exception as exc:  # noqa: BLE001 - a malformed answer fails its request only
+            detail = (
+                str(exc) if isinstance(exc, MalformedResponse) else f"{type(exc).__name__}: {exc}"
+            )
+            return Completion(
+                request=req,
+                request_hash=req.key(),
+                attempts=attempt,
+                error=self._scrub(f"MalformedResponse: {detail}"),
+                latency_s=latency,
+            )
 
     def _scrub(self, text: str) -> str:
         """Remove any secret this provider holds from a message before it is stored."""
@@ -194,6 +217,97 @@ class OpenAIProvider:
             if secret and len(secret) >= 4:
                 text = text.replace(secret, "***")
         return text
+
+
+class _Handover:
+    """Hands completions to a callback from one background thread, in arrival order:
+    everything that arrived while the callback ran goes in its next call."""
+
+    def __init__(self, callback: Callable[[list[tuple[int, Completion]]], None]) -> None:
+        self.callback = callback
+        self.queue: queue.SimpleQueue[tuple[int, Completion] | None] = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="still-handover", daemon=True)
+        self.thread.start()
+
+    def put(self, index: int, completion: Completion) -> None:
+        """Queue one completion; raises the callback's error once it has failed."""
+        if self.error is not None:
+            raise self.error
+        self.queue.put((index, completion))
+
+    def close(self) -> None:
+        """Wait until everything queued is handed over; raise the callback's error if any."""
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        while True:
+            items = [self.queue.get()]
+            while not self.queue.empty():
+                items.append(self.queue.get())
+            done = [x for x in items if x is not None]
+            if done and self.error is None:
+                try:
+                    self.callback(done)
+                except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+                    self.error = exc
+            if len(done) < len(items):  # None: closed
+                return
+
+
+class MalformedResponse(ValueError):
+    """A 200 answer without what a chat completion must hold."""
+
+
+def _parse(
+    req: Request, resp: Any, attempts: int, latency: float, ttft: float | None
+) -> Completion:
+    """The completion a chat completion response gives a request.
+
+    Raises:
+        MalformedResponse: (or any error reading it) the response holds no answer.
+    """
+    if not getattr(resp, "choices", None):
+        raise MalformedResponse("the response holds no choices")
+    choice = resp.choices[0]
+    if getattr(choice, "message", None) is None:
+        raise MalformedResponse("the response's choice holds no message")
+    text = choice.message.content or ""
+    if req.labels:
+        text = unwrap_answer(text)
+    lps = tokens = top = None
+    if choice.logprobs is not None and choice.logprobs.content:
+        content = choice.logprobs.content
+        lps = tuple(float(t.logprob) for t in content)
+        tokens = tuple(str(t.token) for t in content)
+        if req.top_logprobs:
+            top = tuple(
+                {str(a.token): float(a.logprob) for a in (t.top_logprobs or [])} for t in content
+            )
+    label_lps = None
+    if req.labels and top and tokens:
+        label_lps = label_scores_from_top(tokens, top, text, req.labels)
+    usage = resp.usage
+    return Completion(
+        request=req,
+        request_hash=req.key(),
+        text=text,
+        finish_reason=choice.finish_reason,
+        usage=Usage(
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+        ),
+        latency_s=latency,
+        ttft_s=ttft,
+        token_logprobs=lps,
+        tokens=tokens,
+        top_logprobs=top,
+        label_logprobs=label_lps,
+        attempts=attempts,
+    )
 
 
 async def _collect_stream(stream: Any, sent: float) -> tuple[Any, float | None]:
