@@ -167,3 +167,22 @@ def test_cli_max_cost_with_an_unpriced_endpoint_is_one_line(tmp_path: Path) -> N
     assert res.exit_code == 1 and not isinstance(res.exception, UnpricedModel), res.output
     assert "--max-cost cannot limit openai:gpt-4.1" in res.output
     assert 'prices: {"openai:gpt-4.1": {input: ' in res.output
+
+
+def test_a_run_with_an_unpriced_judge_refuses_before_the_teacher_spends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A priced teacher would spend before the judge's own capture refused: `still run`
+    checks every model it may call when it starts."""
+    from still.cost import UnpricedModel
+    from still.pipeline import run_all
+
+    calls = tmp_path / "calls.log"
+    monkeypatch.setenv("STILL_SCRIPTED_LOG", str(calls))
+    judge = {"type": "score_model", "name": "quality", "model": "http://127.0.0.1:1/v1#judge",
+             "input": [{"role": "user", "content": "{{sample.output_text}}"}],
+             "range": [1, 10]}  # fmt: skip
+    task = write_task(tmp_path, student="scripted:first-label", graders=[judge])
+    with pytest.raises(UnpricedModel, match=r"http://127.0.0.1:1/v1#judge.*prices:"):
+        run_all(task, tmp_path / "run", budget=Budget(1.0))
+    assert not calls.exists() and Store(tmp_path / "run/still.db").count() == 0

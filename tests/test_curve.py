@@ -4,6 +4,7 @@ against teacher and base student through the store; a rerun retrains and asks no
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 
 from helpers import write_task
 from still.cli import main
+from still.store import Store
 
 
 def test_curve_trains_each_size_and_recipe_once(
@@ -18,7 +20,8 @@ def test_curve_trains_each_size_and_recipe_once(
 ) -> None:
     calls = tmp_path / "calls.log"
     monkeypatch.setenv("STILL_SCRIPTED_LOG", str(calls))
-    task = write_task(tmp_path, student=f"local:{tiny_model}", n=40, heldout=10)
+    task = write_task(tmp_path, student=f"local:{tiny_model}", n=46,
+                      split={"seed": 1, "heldout": 10, "validation": 8})  # fmt: skip
     args = ["curve", str(task), "--run-dir", str(tmp_path / "run"), "--sizes", "10,25",
             "--recipes", "sft,kd:jsd"]  # fmt: skip
     res = CliRunner().invoke(main, args)
@@ -29,6 +32,12 @@ def test_curve_trains_each_size_and_recipe_once(
         (10, "sft"), (10, "kd:jsd"), (25, "sft"), (25, "kd:jsd")
     ]  # fmt: skip
     assert curve["teacher"]["accuracy"] == 1.0  # scripted:echo names the label
+    # a curve chooses: it is measured on validation and never asks anything of the test split
+    assert curve["split"] == "validation" and curve["teacher"]["n"] == 8
+    assert curve["best"] in points
+    store = Store(tmp_path / "run/still.db")
+    assert store.count(metadata={"split": "heldout"}) == 0
+    assert store.count(metadata={"split": "validation"}) > 0
     for p in points:
         assert 0 < p["kept"] <= p["n"] and p["steps"] > 0 and p["tokens_per_s"] > 0
         assert 0.0 <= p["accuracy"] <= 1.0 and p["ci_low"] <= p["accuracy"] <= p["ci_high"]
@@ -52,11 +61,21 @@ def test_curve_refuses_sizes_beyond_the_train_split_and_unknown_recipes(
     task = write_task(tmp_path, student=f"local:{tiny_model}", n=20, heldout=5)
     run = ["--run-dir", str(tmp_path / "run")]
     res = CliRunner().invoke(main, ["curve", str(task), *run, "--sizes", "500"])
-    assert res.exit_code == 1 and "exceeds the 13 training examples" in res.output
+    assert res.exit_code == 1 and re.search(r"exceeds the \d+ training examples", res.output)
     res = CliRunner().invoke(main, ["curve", str(task), *run, "--recipes", "sft,magic"])
     assert res.exit_code == 1 and "unknown recipe 'magic'" in res.output
     res = CliRunner().invoke(main, ["curve", str(task), *run, "--sizes", "ten"])
     assert res.exit_code == 2 and "comma-separated whole numbers" in res.output
+
+
+def test_a_curve_without_a_validation_split_refuses_to_choose(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    task = write_task(tmp_path, student=f"local:{tiny_model}", n=20,
+                      split={"seed": 1, "heldout": 5, "validation": 0})  # fmt: skip
+    res = CliRunner().invoke(main, ["curve", str(task), "--run-dir", str(tmp_path / "run"),
+                                    "--sizes", "5"])  # fmt: skip
+    assert res.exit_code == 1 and "no validation split" in res.output
 
 
 def test_a_curve_with_nothing_to_train_on_fails(tmp_path: Path, tiny_model: Path) -> None:

@@ -67,23 +67,27 @@ def test_gold_file(tmp_path: Path) -> None:
 def test_untrusted_judge_blocks_export_unless_forced(tmp_path: Path) -> None:
     task, run = _run(tmp_path, curate={"filter": "verdict == 1", "min_kappa": 0.5})
     with pytest.raises(GraderNotTrusted, match="never checked"):
-        export_stage(run)
+        export_stage(run, "correct")
     check_grader(run, "verdict")
     with pytest.raises(GraderNotTrusted, match=r"kappa 0.00 .*--force"):
-        export_stage(run)
-    stats = export_stage(run, force=True)
+        export_stage(run, "correct")
+    stats = export_stage(run, "correct", force=True)
     assert stats.kept == len(run.split.train)  # the lax judge keeps every row
     res = CliRunner().invoke(
         main, ["check-grader", str(task), "--run-dir", str(run.dir), "--grader", "verdict"]
     )
     assert res.exit_code == 0, res.output
     assert "Cohen's kappa 0.000" in res.output
-    res = CliRunner().invoke(main, ["export", str(task), "--run-dir", str(run.dir)])
+    res = CliRunner().invoke(
+        main, ["export", str(task), "--run-dir", str(run.dir), "--keep", "correct"]
+    )
     assert res.exit_code == 1 and "--force" in res.output
+    # the teacher-only student's data is every parseable answer: no judge decides it
+    assert export_stage(run, "parsed").kept == len(run.split.train)
 
 
 def test_an_undefined_kappa_is_not_trusted(tmp_path: Path) -> None:
     _, run = _run(tmp_path, curate={"filter": "verdict == 1", "min_kappa": 0.5})
     (run.dir / "grader_checks.json").write_text(json.dumps({"verdict": {"kappa": float("nan")}}))
     with pytest.raises(GraderNotTrusted, match="undefined kappa"):
-        export_stage(run)
+        export_stage(run, "correct")

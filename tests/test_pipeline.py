@@ -26,18 +26,25 @@ def test_run_all_then_rerun_calls_no_model(
     monkeypatch.setenv("STILL_SCRIPTED_LOG", str(calls))
     task = write_task(tmp_path, student=f"local:{tiny_model}")
     run, cmp = run_all(task, tmp_path / "run")
-    assert [r.role for r in cmp.results] == ["teacher", "student", "distilled", "control"]
-    assert [r.prompt for r in cmp.results] == ["teacher", "student", "student", "teacher"]
+    # both distilled students: teacher answers alone, and grader-verified ones
+    roles = ["teacher", "student", "distilled", "distilled-verified", "control"]
+    assert [r.role for r in cmp.results] == roles
+    prompts = ["teacher", "student", "student", "student", "teacher"]
+    assert [r.prompt for r in cmp.results] == prompts
+    assert run.train_file("parsed").is_file() and run.train_file("correct").is_file()
+    # a perfect teacher: the same rows, so one content-addressed model serves both
+    assert run.train_file("parsed").read_text() == run.train_file("correct").read_text()
+    assert run.distilled_dir("parsed") == run.distilled_dir("correct")
     teacher = cmp.by_role("teacher")
     assert teacher is not None and teacher.accuracy == 1.0 and teacher.n == 10
     for name in ("report.md", "report.json", "results.jsonl", "results.parquet", "split.json"):
         assert (run.dir / name).is_file(), name
     frame = pd.read_parquet(run.dir / "results.parquet")
-    assert len(frame) == 40 and set(frame.role) == {"teacher", "student", "distilled", "control"}
+    assert len(frame) == 50 and set(frame.role) == set(roles)
     report = json.loads((run.dir / "report.json").read_text())
     assert report["results"][0]["role"] == "teacher"
     # training data: student prompt, teacher answer, never a held-out id
-    rows = [json.loads(x) for x in run.train_file.read_text().splitlines()]
+    rows = [json.loads(x) for x in run.train_file().read_text().splitlines()]
     assert rows and all(
         r["messages"][0] == {"role": "system", "content": "Classify."} for r in rows
     )
@@ -46,13 +53,46 @@ def test_run_all_then_rerun_calls_no_model(
 
     n_calls, n_rows = len(calls.read_text().splitlines()), run.store.count()
     assert n_calls == len(run.split.train) + 10 and n_rows > n_calls  # local calls too
-    model_dir = run.distilled_dir()
+    model_dir = run.distilled_dir("correct")
     mtime = (model_dir / "model.safetensors").stat().st_mtime
     run2, cmp2 = run_all(task, tmp_path / "run")
     assert len(calls.read_text().splitlines()) == n_calls, "rerun called the teacher again"
     assert run2.store.count() == n_rows, "rerun made model calls already stored"
     assert (model_dir / "model.safetensors").stat().st_mtime == mtime, "rerun retrained"
     assert [r.accuracy for r in cmp2.results] == [r.accuracy for r in cmp.results]
+
+
+def test_teacher_only_export_keeps_wrong_answers_the_verified_one_drops(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """`parsed` learns from the teacher alone (no reference read), `correct` from what the
+    graders confirm: with a teacher that always answers the first label they differ."""
+    task = write_task(tmp_path, student=f"local:{tiny_model}", teacher="scripted:first-label")
+    run = open_run(task, tmp_path / "run")
+    capture_role(run, "teacher", "train")
+    parsed, correct = export_stage(run, "parsed"), export_stage(run, "correct")
+    n = len(run.split.train)
+    right = sum(e.answer == "human" for e in run.split.train)
+    assert parsed.kept == n and correct.kept == right < n
+    assert run.train_file("parsed").parent == run.dir
+    assert run.train_file("correct").parent == run.dir / "verified"
+    answers = [json.loads(x)["messages"][-1]["content"] for x in
+               run.train_file("parsed").read_text().splitlines()]  # fmt: skip
+    assert set(answers) == {"human"}
+
+
+def test_validation_examples_never_reach_training_data(tmp_path: Path, tiny_model: Path) -> None:
+    task = write_task(tmp_path, student=f"local:{tiny_model}", split={"seed": 1, "heldout": 10,
+                      "validation": 6})  # fmt: skip
+    run = open_run(task, tmp_path / "run")
+    assert len(run.split.validation) == 6
+    capture_role(run, "teacher", "train")
+    export_stage(run)
+    texts = {json.loads(x)["messages"][1]["content"] for x in
+             run.train_file().read_text().splitlines()}  # fmt: skip
+    assert not texts & {e.fields["text"] for e in run.split.validation}
+    split = json.loads((run.dir / "split.json").read_text())
+    assert len(split["validation"]) == 6
 
 
 def test_failed_requests_are_stored_and_counted(tmp_path: Path, tiny_model: Path) -> None:
@@ -131,8 +171,8 @@ def test_kd_recipe_trains_on_the_teachers_label_scores(tmp_path: Path, tiny_mode
     run = open_run(write_task(tmp_path, student=f"local:{tiny_model}", train=kd), tmp_path / "r")
     capture_role(run, "teacher", "train")
     stats = export_stage(run)
-    soft = [json.loads(x) for x in run.soft_file.read_text().splitlines()]
-    hard = [json.loads(x) for x in run.train_file.read_text().splitlines()]
+    soft = [json.loads(x) for x in run.soft_file().read_text().splitlines()]
+    hard = [json.loads(x) for x in run.train_file().read_text().splitlines()]
     assert len(soft) == len(hard) == stats.kept
     for s, h in zip(soft, hard, strict=True):
         assert s["messages"] == h["messages"][:-1] and s["answer"] == h["messages"][-1]["content"]
@@ -149,6 +189,6 @@ def test_kd_without_label_scores_says_what_to_do(tmp_path: Path, tiny_model: Pat
         write_task(tmp_path, student=f"local:{tiny_model}", train={"recipe": "kd"}),
         tmp_path / "r",
     )
-    run.train_file.write_text("{}\n")
+    run.train_file().write_text("{}\n")
     with pytest.raises(StageError, match="carry no label scores.*generation.mode: score"):
         train_stage(run)

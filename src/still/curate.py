@@ -23,6 +23,7 @@ from typing import Literal
 from still.capture import build_messages
 from still.errors import StillError
 from still.graders import Capture, Filter, Grader, answer_of, grade, parse_filter, prepare_graders
+from still.settings import scrub
 from still.tasks import Example, Task
 from still.types import Completion, Message
 
@@ -201,7 +202,7 @@ def _drop_reason(
     scores.update({g.grader: g.score for g in grades})
     failed = next((g for g in grades if g.error), None)
     if failed is not None:
-        return f"grader failed: {failed.grader}: {failed.error}"
+        return f"grader failed: {failed.grader}: {scrub(failed.error or '')}"
     if flt is not None:
         return None if flt.test(scores) else f"filtered out: {flt.source}"
     return None if all(g.passed for g in grades) else "teacher wrong"

@@ -1,4 +1,5 @@
-"""Environment settings: where `still` keeps its state, and `.env` loading.
+"""Environment settings: where `still` keeps its state, `.env` loading, and the secrets
+the environment holds (`scrub` keeps them out of anything stored, logged or shown).
 
 All state (converted models, stores of ad-hoc commands) lives under `STILL_HOME`, so a
 test isolates everything by pointing that one variable at a temporary folder.
@@ -7,7 +8,18 @@ test isolates everything by pointing that one variable at a temporary folder.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
+
+SECRET_NAMES = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "STILL_API_KEY")
+"""Variables scrubbed whatever their names look like."""
+
+_SECRET_NAME = re.compile(r"(_KEY|_TOKEN|_SECRET|_PASSWORD|_PASSWD)$|API_KEY", re.IGNORECASE)
+
+MIN_SECRET_LEN = 8
+"""Shorter values are not scrubbed: replacing "1" or "true" everywhere would garble the
+text and hide nothing."""
 
 
 def still_home() -> Path:
@@ -39,3 +51,25 @@ def load_dotenv(path: Path | str = ".env") -> None:
         key, _, value = line.partition("=")
         key = key.strip().removeprefix("export ").strip()
         os.environ.setdefault(key, value.strip().strip("'\""))
+
+
+def scrub(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """`text` with the value of every secret-looking environment variable replaced by ***.
+
+    Secret-looking: OPENAI_API_KEY, AZURE_OPENAI_API_KEY, STILL_API_KEY, and any name
+    ending in _KEY, _TOKEN, _SECRET or _PASSWORD (or containing API_KEY), whose value has
+    at least `MIN_SECRET_LEN` characters.
+
+    Args:
+        text: an error message about to be stored or shown.
+        environ: where to look for secrets (default: this process's environment).
+    """
+    env = os.environ if environ is None else environ
+    secrets = {
+        value
+        for name, value in env.items()
+        if (name in SECRET_NAMES or _SECRET_NAME.search(name)) and len(value) >= MIN_SECRET_LEN
+    }
+    for secret in sorted(secrets, key=len, reverse=True):  # a key containing another first
+        text = text.replace(secret, "***")
+    return text

@@ -33,23 +33,23 @@ def test_capture_export_and_store_verbs(tmp_path: Path) -> None:
     task = write_task(tmp_path, student="scripted:first-label")
     run_dir = tmp_path / "run"
     code, out = _invoke("capture", str(task), "--run-dir", str(run_dir))
-    assert code == 0 and "28 model calls" in out and "0 failed" in out
+    assert code == 0 and "23 model calls" in out and "0 failed" in out
     code, out = _invoke("capture", str(task), "--run-dir", str(run_dir))
-    assert code == 0 and "28 from the store, 0 model calls" in out
+    assert code == 0 and "23 from the store, 0 model calls" in out
     code, out = _invoke("grade", str(task), "--run-dir", str(run_dir))
-    assert code == 0 and "teacher on train: 28/28 correct, accuracy 100.0%" in out
+    assert code == 0 and "teacher on train: 23/23 correct, accuracy 100.0%" in out
     code, out = _invoke("grade", str(task), "--run-dir", str(run_dir), "--split", "heldout")
     assert code == 0 and "0/10 correct" in out and "10 failed or missing" in out
     code, out = _invoke("export", str(task), "--run-dir", str(run_dir))
-    assert code == 0 and "kept 28 rows" in out
+    assert code == 0 and "kept 23 rows" in out
     db = str(run_dir / "still.db")
     code, out = _invoke("store", "ls", "--db", db, "--meta", "role=teacher")
-    assert code == 0 and "28 completions match" in out
+    assert code == 0 and "23 completions match" in out
     cid = out.split("cmpl-")[1].split()[0]
     code, out = _invoke("store", "show", "--db", db, "cmpl-" + cid)
     assert code == 0 and json.loads(out)["metadata"]["role"] == "teacher"
     code, out = _invoke("store", "export", "--db", db, str(tmp_path / "all.jsonl"))
-    assert code == 0 and len((tmp_path / "all.jsonl").read_text().splitlines()) == 28
+    assert code == 0 and len((tmp_path / "all.jsonl").read_text().splitlines()) == 23
     code, out = _invoke("store", "show", "--db", db, "cmpl-nope")
     assert code == 1 and "no completion" in out
 

@@ -18,7 +18,13 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from still.bench import Comparison, ModelResult  # noqa: E402
+from still.bench import (  # noqa: E402
+    Comparison,
+    ModelResult,
+    baselines,
+    compare_pairs,
+    gap_closed_interval,
+)
 from still.bench._stats import percentile, wilson  # noqa: E402
 from still.report import write_html, write_reports  # noqa: E402
 from still.report._html import headline  # noqa: E402
@@ -98,7 +104,20 @@ def _data(priced: bool = True) -> tuple[Comparison, list[dict[str, Any]]]:
                 cost_per_1k=0.4 if priced and role == "teacher" else None,
             )
         )
-    return Comparison(results), rows
+    return _analysed(Comparison(results), rows, gold), rows
+
+
+def _analysed(cmp: Comparison, rows: list[dict[str, Any]], gold: list[str]) -> Comparison:
+    """What the pipeline adds (still.pipeline._bench.analyse): paired tests, the gap
+    closed with its interval, and the baselines."""
+    by = {r: [x["correct"] for x in rows if x["role"] == r] for r in ROLES}
+    cmp.paired = compare_pairs(rows, n_resamples=2000)
+    point, lo, hi = gap_closed_interval(
+        by["teacher"], by["student"], by["distilled"], n_resamples=2000
+    )
+    cmp.gaps = {"distilled": {"gap_closed": point, "ci_low": lo, "ci_high": hi}}
+    cmp.baselines = baselines(gold, gold, LABELS)
+    return cmp
 
 
 class _Page(HTMLParser):
@@ -207,7 +226,9 @@ def test_extra_sections_render_as_tables_with_the_numbers(report: Path) -> None:
 def test_page_has_table_and_every_plot(report: Path) -> None:
     page = _Page()
     page.feed(report.read_text())
-    assert page.body_rows == 4
+    assert page.body_rows == 4 + 2  # the roles, then the majority and chance baselines
+    text = report.read_text()
+    assert "majority baseline" in text and "uniform over the labels" in text
     assert sorted(page.plots) == sorted(EXPECTED_PLOTS)
     assert len(page.imgs) == len(EXPECTED_PLOTS)
     assert all(src.startswith("data:image/png;base64,") and len(src) > 2000 for src in page.imgs)
@@ -236,19 +257,30 @@ def test_headline_celebrates_a_win(report: Path) -> None:
     cmp, _ = _data()
     text, mood, _ = headline(cmp)
     assert mood == "win"
-    assert re.match(r"Distilled student closes \d+% of the gap to the teacher at 1/\d+ the", text)
+    assert re.match(
+        r"Distilled student \(teacher answers\) closes \d+% of the teacher–base-student gap "
+        r"\[-?\d+%, \d+%\], beats the base student by \+[\d.]+ points", text
+    )
+    assert re.search(r"it runs at 1/\d+ the latency", text)
     assert html_text(report).count(text) == 1
 
 
 def test_headline_says_plainly_when_it_loses() -> None:
-    cmp, _ = _data()
-    d, b = cmp.by_role("distilled"), cmp.by_role("student")
-    assert d and b
-    d.accuracy, d.ci_low, d.ci_high = b.accuracy - 0.1, b.ci_low - 0.1, b.ci_high - 0.1
+    cmp, rows = _data()
+    student = {x["example_id"]: x["correct"] for x in rows if x["role"] == "student"}
+    worse = [
+        {**x, "correct": student[x["example_id"]] and i % 3 != 0} if x["role"] == "distilled"
+        else x for i, x in enumerate(rows)
+    ]  # fmt: skip
+    cmp.paired = compare_pairs(worse, n_resamples=2000)
     text, mood, _ = headline(cmp)
-    assert mood == "loss" and text.startswith("Distilled student does not beat the base student")
-    d.accuracy, d.ci_low, d.ci_high = b.accuracy + 0.05, b.ci_low + 0.05, b.ci_high + 0.05
-    assert headline(cmp)[1] == "mixed"
+    assert mood == "loss" and "is below the base student by -" in text
+    assert "closes" not in text
+    same = [{**x, "correct": student[x["example_id"]]} if x["role"] == "distilled" else x
+            for x in rows]  # fmt: skip
+    cmp.paired = compare_pairs(same, n_resamples=2000)
+    text, mood, _ = headline(cmp)
+    assert mood == "mixed" and "within noise of the base student" in text
 
 
 def test_no_price_plots_latency_and_no_labels_no_confusion(tmp_path: Path) -> None:
@@ -319,7 +351,7 @@ def test_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
             requests: list[str] = []
             page.on("request", lambda r: requests.append(r.url))
             page.goto(report.as_uri(), wait_until="load")
-            assert page.locator("#comparison tbody tr").count() == 4
+            assert page.locator("#comparison tbody tr").count() == 4 + 2  # + baselines
             assert page.locator("#comparison thead th").count() == 12
             for name in EXPECTED_SECTIONS:
                 content = page.locator(f'section[data-section="{name}"] :is(tbody tr, p)')

@@ -271,3 +271,19 @@ def test_a_store_from_before_m002_is_upgraded_in_place(
         assert s.lookup(_req().key()) == old  # its hash still answers the same request
         new = s.put(_comp(_req("again"), attempts=3))
         assert s.get(new.id) == new
+
+
+def test_grade_errors_are_stored_scrubbed_of_secrets(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A grader's error may quote what it read (a judge's reply, a python grader's
+    traceback): no key value reaches the grades table."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-abcdefgh12345")
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-zyxwvuts98765")
+    error = "boom: sk-test-abcdefgh12345 and tok-zyxwvuts98765"
+    store.put_grades([Grade(grader="g", example_id="e", completion_id="c", score=0,
+                            passed=False, error=error)])  # fmt: skip
+    (stored,) = store.grades("g")
+    assert stored.error == "boom: *** and ***"
+    raw = sqlite3.connect(store.path).execute("SELECT error FROM grades").fetchall()
+    assert "sk-test" not in str(raw) and "tok-zyx" not in str(raw)

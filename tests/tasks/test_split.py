@@ -51,11 +51,38 @@ def test_different_seed_different_split() -> None:
 
 def test_parts_are_disjoint_and_cover_everything() -> None:
     examples = make(60)
-    split = split_examples(examples, SplitSpec(seed=0, heldout=10), fewshot=6)
+    split = split_examples(examples, SplitSpec(seed=0, heldout=10, validation=8), fewshot=6)
     train, held, shots = parts(split)
-    assert len(held) == 10 and len(shots) == 6 and len(train) == 44
+    val = ids(split.validation)
+    assert len(held) == 10 and len(shots) == 6 and len(val) == 8 and len(train) == 36
     assert not train & held and not train & shots and not held & shots
-    assert train | held | shots == ids(examples)
+    assert not val & (train | held | shots)
+    assert train | held | shots | val == ids(examples)
+
+
+def test_validation_zero_means_none_and_leaves_train_as_before() -> None:
+    split = split_examples(make(60), SplitSpec(seed=0, heldout=10, validation=0), fewshot=6)
+    assert split.validation == [] and len(split.train) == 44
+
+
+def test_a_validation_fraction_is_about_that_share_and_never_touches_heldout() -> None:
+    examples = make(1000)
+    split = split_examples(examples, SplitSpec(seed=0, heldout=100, validation=0.1))
+    assert 60 <= len(split.validation) <= 140
+    assert not ids(split.validation) & ids(split.heldout)
+    # the test part is the same whatever the validation size: choosing never moves it
+    other = split_examples(examples, SplitSpec(seed=0, heldout=100, validation=0.3))
+    assert ids(other.heldout) == ids(split.heldout)
+
+
+def test_appended_rows_never_move_an_old_example_out_of_validation_by_fraction() -> None:
+    old, new = make(300), make(300) + make(100, start=300)
+    a = split_examples(old, SplitSpec(seed=2, heldout=0.2, validation=0.15))
+    b = split_examples(new, SplitSpec(seed=2, heldout=0.2, validation=0.15))
+    held_b = ids(b.heldout)
+    moved = [e for e in a.validation if e.id not in ids(b.validation) and e.id not in held_b]
+    assert not moved
+    assert not ids(a.train) & ids(b.validation)
 
 
 def test_fraction_heldout_is_about_the_fraction_and_at_least_one() -> None:

@@ -18,8 +18,9 @@ def _examples(n: int, start: int = 0) -> list[Example]:
 
 def test_split_is_deterministic_and_disjoint() -> None:
     exs = _examples(100)
-    one = split_examples(exs, SplitSpec(seed=3, heldout=20), fewshot=6)
-    two = split_examples(list(reversed(exs)), SplitSpec(seed=3, heldout=20), fewshot=6)
+    spec = SplitSpec(seed=3, heldout=20, validation=0)
+    one = split_examples(exs, spec, fewshot=6)
+    two = split_examples(list(reversed(exs)), spec, fewshot=6)
     assert [e.id for e in one.heldout] == [e.id for e in two.heldout]
     assert len(one.heldout) == 20 and len(one.fewshot) == 6 and len(one.train) == 74
     ids = [{e.id for e in part} for part in (one.train, one.heldout, one.fewshot)]

@@ -1,7 +1,10 @@
 """Benchmarks: run models over held-out examples, grade them, summarise with intervals."""
 
+from still.bench._baselines import Baselines, baselines
 from still.bench._bench import Comparison, ModelResult, evaluate
+from still.bench._bias import label_distribution
 from still.bench._economics import accuracy_by_length, economics
+from still.bench._paired import compare_pairs, gap_closed_interval, mcnemar_exact, paired_bootstrap
 from still.bench._position import (
     Answer,
     MCItem,
@@ -14,7 +17,14 @@ from still.bench._position import (
 from still.bench._stats import gap_closed, percentile, wilson
 
 __all__ = [
+    "Baselines",
     "Comparison",
+    "baselines",
+    "compare_pairs",
+    "gap_closed_interval",
+    "label_distribution",
+    "mcnemar_exact",
+    "paired_bootstrap",
     "accuracy_by_length",
     "economics",
     "Answer",

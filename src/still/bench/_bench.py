@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from still.bench._baselines import Baselines
 from still.bench._stats import gap_closed, percentile, wilson
 from still.cost import Price
 from still.graders import Capture, Grader, answer_of, grade, prepare_graders
@@ -139,29 +140,45 @@ def evaluate(
 
 @dataclass
 class Comparison:
-    """The four-way comparison: results per role and the share of the gap closed."""
+    """The comparison of every role on the same test examples, with what its claims rest
+    on: paired tests between roles (`still.bench.compare_pairs`), the share of the gap
+    each distilled student closes with its paired interval, and the no-model baselines.
+    """
 
     results: list[ModelResult]
+    paired: list[dict[str, Any]] = field(default_factory=list)
+    gaps: dict[str, dict[str, Any]] = field(default_factory=dict)  # distilled role -> interval
+    baselines: Baselines | None = None
+    split: str = "heldout"
 
     def by_role(self, role: str) -> ModelResult | None:
         return next((r for r in self.results if r.role == role), None)
 
+    def pair(self, a: str, b: str) -> dict[str, Any] | None:
+        """The paired comparison a vs b (diff = a - b), if both were compared."""
+        return next((p for p in self.paired if p["a"] == a and p["b"] == b), None)
+
     @property
     def gap_closed(self) -> float | None:
-        t, b, d = self.by_role("teacher"), self.by_role("student"), self.by_role("distilled")
+        """The share of the teacher-student gap the (teacher-only) distilled student closes,
+        as a point estimate; whether it means anything is `still.report.verdict`'s call."""
+        d = self.by_role("distilled") or self.by_role("distilled-verified")
+        t, b = self.by_role("teacher"), self.by_role("student")
         if not (t and b and d):
             return None
         return gap_closed(t.accuracy, b.accuracy, d.accuracy)
 
-    @property
-    def distilled_beats_base(self) -> bool:
-        """True when the distilled student's interval lies wholly above the base student's."""
-        b, d = self.by_role("student"), self.by_role("distilled")
-        return bool(b and d and d.ci_low > b.ci_high)
+    def beats(self, a: str, b: str) -> bool:
+        """True when a's paired 95% interval against b lies wholly above zero."""
+        p = self.pair(a, b)
+        return bool(p and p["diff_low"] is not None and p["diff_low"] > 0)
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "split": self.split,
             "results": [r.as_dict() for r in self.results],
+            "baselines": None if self.baselines is None else self.baselines.as_dict(),
             "gap_closed": self.gap_closed,
-            "distilled_beats_base_beyond_ci": self.distilled_beats_base,
+            "gaps": self.gaps,
+            "distilled_beats_base_paired": self.beats("distilled", "student"),
         }

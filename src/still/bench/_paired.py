@@ -243,7 +243,14 @@ def chi_square_labels(
     return replace(result, statistic=float(res.statistic), p_value=float(res.pvalue))
 
 
-PAIRS = (("distilled", "student"), ("distilled", "teacher"), ("teacher", "student"))
+PAIRS = (
+    ("distilled", "student"),
+    ("distilled", "teacher"),
+    ("distilled-verified", "student"),
+    ("distilled-verified", "teacher"),
+    ("distilled", "distilled-verified"),
+    ("teacher", "student"),
+)
 
 
 def compare_pairs(

@@ -36,19 +36,30 @@ ROLES_CHOICE = click.Choice(ROLES)
 SPLIT = click.option(
     "--split",
     "split_name",
-    type=click.Choice(["train", "heldout"]),
+    type=click.Choice(["train", "validation", "heldout"]),
     default="train",
     show_default=True,
-    help="train: the examples the teacher labels; heldout: the ones only ever evaluated.",
+    help="train: the examples the teacher labels; validation: the ones choices are made "
+    "on; heldout: the test split, read by the final comparison alone.",
 )
 
 KEEP = click.option(
     "--keep",
     type=click.Choice(get_args(Keep)),
-    default="correct",
+    default="parsed",
     show_default=True,
-    help="Which teacher answers become training data. correct: those every grader passes; "
-    "parsed: any parseable answer (for data without reference answers).",
+    help="Which distilled student: parsed learns from every parseable teacher answer "
+    "(teacher-only: no reference answer read, as with production data), written to the "
+    "run folder; correct from the answers the graders confirm (grader-verified), written "
+    "to <run>/verified/.",
+)
+
+STUDENTS = click.option(
+    "--keep",
+    type=click.Choice(get_args(Keep)),
+    default=None,
+    help="Train only this distilled student (default: the task's curate.students, both "
+    "the teacher-only `parsed` one and the grader-verified `correct` one).",
 )
 
 MAX_COST = click.option(

@@ -17,6 +17,7 @@ from still.cli._options import (
     ROLES_CHOICE,
     RUN_DIR,
     SPLIT,
+    STUDENTS,
     TASK,
     budget,
     open_folder,
@@ -113,16 +114,18 @@ def export_cmd(
 @click.command("train")
 @TASK
 @RUN_DIR
+@KEEP
 @click.option("--force", is_flag=True, help="Retrain even if this exact model exists.")
-def train_cmd(task_file: Path, run_dir: Path | None, force: bool) -> None:
-    """Fine-tune the student on train.jsonl (LoRA or full, per the task's `train:`).
+def train_cmd(task_file: Path, run_dir: Path | None, keep: Keep, force: bool) -> None:
+    """Fine-tune a distilled student on its exported data (the task's `train:` recipe,
+    LoRA or full).
 
     Saves a merged model directory that `local:<dir>` loads; logs loss and tokens/s.
     """
     from still.pipeline import train_stage
     from still.report import train_summary
 
-    click.echo(train_summary(train_stage(open_task(task_file, run_dir), force)))
+    click.echo(train_summary(train_stage(open_task(task_file, run_dir), force, keep)))
 
 
 @click.command("bench")
@@ -133,7 +136,7 @@ def train_cmd(task_file: Path, run_dir: Path | None, force: bool) -> None:
     "roles",
     multiple=True,
     type=ROLES_CHOICE,
-    help="Roles to compare (repeatable; default: every role).",
+    help="Roles to compare (repeatable; default: every role the task trains).",
 )
 @click.option("--limit", type=int, default=None, help="Only the first N held-out examples.")
 @MAX_COST
@@ -144,15 +147,16 @@ def bench_cmd(
     limit: int | None,
     max_cost: float | None,
 ) -> None:
-    """Compare the models on the held-out split: accuracy with 95% intervals, gap closed,
+    """Compare the models on the held-out test split: accuracy with 95% intervals beside
+    the majority-label and chance baselines, paired tests, gap closed (when meaningful),
     unparseable and failed answers, latency and tokens/s.
 
     Writes report.md, report.json, results.jsonl and results.parquet to the run folder.
     """
-    from still.pipeline import ROLES, bench_stage
+    from still.pipeline import bench_stage
 
     run = open_task(task_file, run_dir)
-    bench_stage(run, roles or ROLES, limit, budget=budget(max_cost))
+    bench_stage(run, roles or None, limit, budget=budget(max_cost))
     click.echo(f"reports in {run.dir}/")
 
 
@@ -175,10 +179,13 @@ def report_cmd(run_dir: Path) -> None:
 @click.command("run")
 @TASK
 @RUN_DIR
-@KEEP
+@STUDENTS
 @MAX_COST
-def run_cmd(task_file: Path, run_dir: Path | None, keep: Keep, max_cost: float | None) -> None:
-    """Run the whole loop: capture (teacher, train split) -> export -> train -> bench.
+def run_cmd(
+    task_file: Path, run_dir: Path | None, keep: Keep | None, max_cost: float | None
+) -> None:
+    """Run the whole loop: capture (teacher, train split) -> export -> train -> bench,
+    with a teacher-only and a grader-verified distilled student side by side.
 
     Every stage skips work already stored: a second run makes no stored model call.
     """

@@ -31,15 +31,15 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import cache
 from typing import Literal
 
 from still.errors import StillError
+from still.settings import scrub
 
 UNSAFE_ENV = "STILL_UNSAFE_PYTHON_GRADERS"
 """Set to 1 to run python graders without bubblewrap (see the module docstring)."""
@@ -50,16 +50,9 @@ SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "
 PROBE_TIMEOUT_S = 10.0
 """How long the one-off check that bwrap works may take."""
 
-SECRET_NAMES = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "STILL_API_KEY")
-"""Variables scrubbed whatever their names look like."""
-
-_SECRET_NAME = re.compile(r"(_KEY|_TOKEN|_SECRET|_PASSWORD|_PASSWD)$|API_KEY", re.IGNORECASE)
-
-MIN_SECRET_LEN = 8
-"""Shorter values are not scrubbed: replacing "1" or "true" everywhere would garble the
-text and hide nothing."""
-
 log = logging.getLogger(__name__)
+
+__all__ = ["UNSAFE_ENV", "SandboxUnavailable", "mode", "problem", "scrub"]
 
 Mode = Literal["bwrap", "unsafe"]
 
@@ -203,23 +196,3 @@ def mode() -> Mode:
     )
 
 
-def scrub(text: str, environ: Mapping[str, str] | None = None) -> str:
-    """`text` with the value of every secret-looking environment variable replaced by ***.
-
-    Secret-looking: OPENAI_API_KEY, AZURE_OPENAI_API_KEY, STILL_API_KEY, and any name
-    ending in _KEY, _TOKEN, _SECRET or _PASSWORD (or containing API_KEY), whose value has
-    at least `MIN_SECRET_LEN` characters.
-
-    Args:
-        text: an error message about to be stored or shown.
-        environ: where to look for secrets (default: this process's environment).
-    """
-    env = os.environ if environ is None else environ
-    secrets = {
-        value
-        for name, value in env.items()
-        if (name in SECRET_NAMES or _SECRET_NAME.search(name)) and len(value) >= MIN_SECRET_LEN
-    }
-    for secret in sorted(secrets, key=len, reverse=True):  # a key containing another first
-        text = text.replace(secret, "***")
-    return text

@@ -5,6 +5,7 @@ directory, a distilled student and the offline `scripted:` provider work the sam
 """
 
 from still.models._bundled import BUNDLED, BundledModel, bundled_path, is_installed
+from still.models._openai import use_key_variables
 from still.models._provider import (
     Provider,
     get_model,
@@ -23,4 +24,5 @@ __all__ = [
     "known_models",
     "register_provider",
     "schemes",
+    "use_key_variables",
 ]

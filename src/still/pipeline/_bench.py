@@ -14,15 +14,21 @@ from still.bench import (
     Comparison,
     ModelResult,
     PositionBias,
+    accuracy_by_length,
+    baselines,
+    compare_pairs,
+    economics,
     evaluate,
+    gap_closed_interval,
+    label_distribution,
     rotate_example,
     summarise,
 )
 from still.capture import build_request
 from still.cost import Budget, price_for
 from still.graders import answer_of
-from still.pipeline._run import ROLES, Run, StageError, capture_role
-from still.report import print_table, write_reports
+from still.pipeline._run import STUDENTS, Run, StageError, capture_role
+from still.report import print_table, verdict, write_reports
 from still.types import Request
 
 log = logging.getLogger("still.pipeline")
@@ -47,7 +53,7 @@ def grade_stage(run: Run, role: str, split: str) -> ModelResult:
 
 def compare(
     run: Run,
-    roles: tuple[str, ...] = ROLES,
+    roles: tuple[str, ...] | None = None,
     limit: int | None = None,
     show: bool = True,
     budget: Budget | None = None,
@@ -63,10 +69,12 @@ def compare(
     Raises:
         StageError: nothing to compare (no role has a model).
     """
+    if call:
+        run.require_prices(budget)
     results: list[ModelResult] = []
     rows: list[dict[str, Any]] = []
     heldout = run.split.heldout[:limit]
-    for role in roles:
+    for role in roles or run.roles():
         try:
             model = run.model_for(role)
         except StageError:
@@ -96,16 +104,40 @@ def compare(
     if not results:
         raise StageError("nothing stored to report on")
     cmp = Comparison(results)
-    title = f"{run.task.name}: held-out comparison ({len(heldout)} examples)"
+    analyse(run, cmp, rows)
+    title = f"{run.task.name}: held-out test comparison ({len(heldout)} examples)"
     write_reports(cmp, rows, run.dir, title=title, extra=report_extra(run, cmp, rows))
     if show:
-        print_table(cmp, title=f"{run.task.name} — {len(heldout)} held-out examples")
+        print_table(cmp, title=f"{run.task.name} — {len(heldout)} held-out test examples")
     return cmp
+
+
+def analyse(run: Run, cmp: Comparison, rows: list[dict[str, Any]]) -> None:
+    """What the comparison's claims rest on, filled into `cmp`: paired tests between the
+    roles, each distilled student's gap closed with its paired interval, and the no-model
+    baselines (majority label chosen on train, scored on the compared examples)."""
+    cmp.paired = compare_pairs(rows)
+    by_role: dict[str, dict[str, bool]] = {}
+    for r in rows:
+        by_role.setdefault(r["role"], {})[r["example_id"]] = bool(r["correct"])
+    for d in STUDENTS.values():
+        if {"teacher", "student", d} <= set(by_role):
+            ids = [i for i in by_role["teacher"] if i in by_role["student"] and i in by_role[d]]
+            point, low, high = gap_closed_interval(
+                *([by_role[role][i] for i in ids] for role in ("teacher", "student", d))
+            )
+            cmp.gaps[d] = {"gap_closed": point, "ci_low": low, "ci_high": high}
+    compared = {str(r["example_id"]) for r in rows}
+    cmp.baselines = baselines(
+        [e.answer for e in run.split.train],
+        [e.answer for e in run.split.heldout if e.id in compared],
+        run.task.labels,
+    )
 
 
 def bench_stage(
     run: Run,
-    roles: tuple[str, ...] = ROLES,
+    roles: tuple[str, ...] | None = None,
     limit: int | None = None,
     show: bool = True,
     budget: Budget | None = None,
@@ -114,19 +146,16 @@ def bench_stage(
     return compare(run, roles, limit, show, budget, call=True)
 
 
-def report_stage(run: Run, roles: tuple[str, ...] = ROLES, show: bool = True) -> Comparison:
+def report_stage(run: Run, roles: tuple[str, ...] | None = None, show: bool = True) -> Comparison:
     """Stage (`still report`): the held-out comparison and every report file rebuilt from
     the store alone; no model is called, judges included."""
     return compare(run, roles, show=show, call=False)
 
 
 def report_extra(run: Run, cmp: Comparison, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """What reports add to the comparison: prompt compression and break-even
-    (still.bench.economics) and accuracy by input length."""
-    from still.bench import accuracy_by_length, economics
-    from still.bench._bias import label_distribution
-    from still.bench._paired import compare_pairs, gap_closed_interval
-
+    """What reports add to the comparison: where each number comes from and what was
+    chosen on validation, the paired tests and gaps (see `analyse`), prompt compression
+    and break-even, accuracy by input length, label and position bias, the selection."""
     seconds = None
     try:
         info = run.distilled_dir() / "train.json"
@@ -135,21 +164,18 @@ def report_extra(run: Run, cmp: Comparison, rows: list[dict[str, Any]]) -> dict[
     except (OSError, ValueError):
         seconds = None
     teacher_price = price_for(run.task.models.teacher, run.task.prices)
-    by_role: dict[str, dict[str, bool]] = {}
-    for r in rows:
-        by_role.setdefault(r["role"], {})[r["example_id"]] = bool(r["correct"])
-    gap: dict[str, Any] = {}
-    if {"teacher", "student", "distilled"} <= set(by_role):
-        ids = [
-            i for i in by_role["teacher"] if i in by_role["student"] and i in by_role["distilled"]
-        ]
-        point, low, high = gap_closed_interval(
-            *([by_role[role][i] for i in ids] for role in ("teacher", "student", "distilled"))
-        )
-        gap = {"gap_closed": point, "ci_low": low, "ci_high": high}
     return {
-        "paired": compare_pairs(rows),
-        "gap_closed_interval": gap,
+        "splits": {
+            "train": len(run.split.train),
+            "validation": len(run.split.validation),
+            "heldout": len(run.split.heldout),
+            "fewshot": len(run.split.fewshot),
+        },
+        "choices": choices(run),
+        "paired": cmp.paired,
+        # the gaps a reader may be shown: a real gap, and a real gain (still.report.verdict)
+        "gap_closed_interval": {d: g for d, g in cmp.gaps.items() if cmp.beats(d, "student")},
+        "gap_meaningful": verdict(cmp).gap_meaningful,
         "economics": economics(cmp, teacher_price, seconds, run.task.train.cost_per_hour),
         "accuracy_by_length": accuracy_by_length(rows),
         "label_distribution": label_distribution(rows, run.task.labels) if run.task.labels else [],
@@ -160,6 +186,35 @@ def report_extra(run: Run, cmp: Comparison, rows: list[dict[str, Any]]) -> dict[
         ],
         "selection": _selection(run),
     }
+
+
+def choices(run: Run) -> list[dict[str, str]]:
+    """The choices behind this run's configuration and the split each was made on, from
+    the files the choosing commands leave: `still select` (selection.json) and `still
+    curve` (curve/curve.json)."""
+    out = []
+    sel = _selection(run)
+    if sel:
+        for role in ("teacher", "student"):
+            if sel.get(role):
+                split = str(sel.get("split", "train"))
+                out.append({"what": role, "chosen": str(sel[role]), "split": split,
+                            "how": "still select"})  # fmt: skip
+    curve = run.dir / "curve" / "curve.json"
+    if curve.is_file():
+        try:
+            data = json.loads(curve.read_text())
+        except ValueError:
+            data = {}
+        best = data.get("best")
+        if best:
+            out.append({
+                "what": "train.recipe, train.method",
+                "chosen": f"{best['recipe']}, {best['method']} ({best['accuracy']:.1%})",
+                "split": str(data.get("split", "heldout")),
+                "how": "still curve",
+            })  # fmt: skip
+    return out
 
 
 def _selection(run: Run) -> dict[str, Any] | None:

@@ -1,12 +1,14 @@
-"""Learning curves: held-out accuracy against the number of teacher examples, per recipe.
+"""Learning curves: validation accuracy against the number of teacher examples, per recipe.
 
 `still curve TASK --sizes 100,200,400 --recipes sft,kd` answers the two questions a
 practitioner asks before paying for more teacher labels or a fancier recipe: does more
 teacher data still help, and does learning the teacher's whole label distribution (KD)
 beat learning its answers (SFT) at the same data? Every point trains a student on the
 first n training examples (the same n for every recipe, curated by the same graders) and
-benchmarks it on the whole held-out split, beside the teacher and the base student, with
-the share of the gap closed and its paired-bootstrap interval.
+benchmarks it on the validation split, beside the teacher and the base student, with the
+share of the gap closed and its paired-bootstrap interval. The curve CHOOSES (a recipe, a
+method, how much teacher data to buy), so it never reads the held-out test split: that
+is read once, by the final comparison of the configuration chosen here.
 
 Everything lands in `<run>/curve/`: one folder per n (its train files and one model per
 recipe, each skipped when already trained), `curve.json`, `curve.md` and `curve.png`.
@@ -25,7 +27,7 @@ from typing import Any
 from still.bench import ModelResult, evaluate
 from still.bench._paired import gap_closed_interval
 from still.bench._stats import gap_closed
-from still.curate import SOFT_FILE, export
+from still.curate import SOFT_FILE, Keep, export
 from still.pipeline._run import Run, StageError, capture_role
 from still.pipeline._train import training_progress
 from still.tasks import TrainSpec
@@ -76,7 +78,7 @@ def learning_curve(
     run: Run,
     sizes: list[int],
     recipes: list[str],
-    keep: str = "correct",
+    keep: Keep = "parsed",
     methods: list[str] | None = None,
 ) -> tuple[list[CurvePoint], dict[str, ModelResult]]:
     """Train and benchmark a student per (size, recipe, method: lora or full, default
@@ -100,6 +102,11 @@ def learning_curve(
         raise StageError(f"unknown method in {methods}: lora or full")
     if not sizes:
         raise StageError("no sizes given")
+    if not run.split.validation:
+        raise StageError(
+            "the task has no validation split (split.validation: 0): a curve chooses, and "
+            "choices are made on validation, never on the held-out test split"
+        )
     if max(sizes) > len(run.split.train):
         raise StageError(
             f"largest size {max(sizes)} exceeds the {len(run.split.train)} training examples"
@@ -125,7 +132,8 @@ def learning_curve(
             run.heldout_ids,
             run.split.fewshot,
             folder / "train.jsonl",
-            keep=keep,  # type: ignore[arg-type]
+            heldout=run.split.heldout + run.split.validation,
+            keep=keep,
             capture=run.judge(),
         )
         for recipe, method in [(r, m) for r in recipes for m in methods]:
@@ -171,11 +179,11 @@ def model_dir(folder: Path, recipe: str, spec: TrainSpec, data: Path, base: Path
 
 
 def _bench(run: Run, role: str, model: str | None) -> tuple[ModelResult, list[bool]]:
-    """One model on the held-out split through the run's store (the role's prompt): its
+    """One model on the validation split through the run's store (the role's prompt): its
     summary and whether each example was right (for paired intervals)."""
-    stats = capture_role(run, role, "heldout", model=model)
+    stats = capture_role(run, role, "validation", model=model)
     result, rows, _ = evaluate(
-        role, model or run.model_for(role), run.split.heldout, stats.completions,
+        role, model or run.model_for(role), run.split.validation, stats.completions,
         run.graders, run.task.labels, capture=run.judge(),
     )  # fmt: skip
     return result, [bool(r["correct"]) for r in rows]
@@ -187,18 +195,21 @@ def write_curve(
     """curve.json, curve.md and curve.png in `<run>/curve/`; returns the markdown path."""
     folder = run.dir / "curve"
     t, b = ends["teacher"], ends["student"]
+    best = max(points, key=lambda p: p.accuracy, default=None)
     (folder / "curve.json").write_text(
         json.dumps(
-            {"teacher": t.as_dict(), "student": b.as_dict(),
-             "points": [asdict(p) for p in points], **extra},
+            {"split": "validation", "teacher": t.as_dict(), "student": b.as_dict(),
+             "points": [asdict(p) for p in points], "best": asdict(best) if best else None,
+             **extra},
             indent=1,
         )
     )  # fmt: skip
     lines = [
-        f"## {run.task.name}: held-out accuracy by teacher examples and recipe",
+        f"## {run.task.name}: validation accuracy by teacher examples and recipe",
         "",
         f"Teacher {_acc(t.accuracy, t.ci_low, t.ci_high)}; base student "
-        f"{_acc(b.accuracy, b.ci_low, b.ci_high)}; {len(run.split.heldout)} held-out examples.",
+        f"{_acc(b.accuracy, b.ci_low, b.ci_high)}; {len(run.split.validation)} validation "
+        "examples (the held-out test split is not read).",
         "",
         "| recipe | method | teacher examples | kept | accuracy [95% CI] | gap closed [95% CI] "
         "| train s | steps | tok/s |",
@@ -213,6 +224,9 @@ def write_curve(
             f"{_acc(p.accuracy, p.ci_low, p.ci_high)} | {gap} | {p.train_seconds:.0f} | "
             f"{p.steps} | {p.tokens_per_s:.0f} |"
         )
+    if best is not None:
+        lines += ["", f"Best on validation: {best.recipe}, {best.method}, {best.n} teacher "
+                  f"examples ({_acc(best.accuracy, best.ci_low, best.ci_high)})."]  # fmt: skip
     md = folder / "curve.md"
     md.write_text("\n".join(lines) + "\n")
     _plot(folder / "curve.png", points, t, b)
@@ -247,7 +261,7 @@ def _plot(path: Path, points: list[CurvePoint], t: ModelResult, b: ModelResult) 
             marker="o", capsize=4, label=recipe,
         )  # fmt: skip
     ax.set_xlabel("teacher examples")
-    ax.set_ylabel("held-out accuracy")
+    ax.set_ylabel("validation accuracy")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8, frameon=False)
     ax.set_title("Accuracy by teacher examples and recipe")

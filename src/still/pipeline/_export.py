@@ -16,16 +16,22 @@ from still.types import Completion
 
 def export_stage(
     run: Run,
-    keep: Keep = "correct",
+    keep: Keep = "parsed",
     budget: Budget | None = None,
     keep_if: str | None = None,
     force: bool = False,
 ) -> ExportStats:
-    """Stage: write the passing teacher answers as student-prompt chat JSONL (and the
-    per-row curation report, curation.jsonl). `keep_if` overrides the task's
-    `curate.filter`. With `curate.min_kappa`, judges that decide what is kept must have
-    passed `still check-grader` (GraderNotTrusted otherwise, unless `force`)."""
-    keep_if = keep_if or run.task.curate.filter
+    """Stage: write teacher answers as student-prompt chat JSONL for one distilled student
+    (and the per-row curation report, curation.jsonl, beside it; see `Run.data_dir`).
+
+    `keep="parsed"` keeps every parseable answer: teacher-only distillation, no reference
+    answer used. `keep="correct"` keeps those every grader passes, or those passing the
+    task's `curate.filter` (which may read references, so it applies to this student
+    only). `keep_if` overrides both. With `curate.min_kappa`, judges that decide what is
+    kept must have passed `still check-grader` (GraderNotTrusted otherwise, unless
+    `force`)."""
+    if keep_if is None and keep == "correct":
+        keep_if = run.task.curate.filter
     if run.task.curate.min_kappa is not None and (keep == "correct" or keep_if):
         from still.graders import parse_filter
         from still.pipeline._grader_check import require_trusted
@@ -46,7 +52,8 @@ def export_stage(
         run.graders,
         run.heldout_ids,
         run.split.fewshot,
-        run.train_file,
+        run.train_file(keep),
+        heldout=run.split.heldout + run.split.validation,
         keep=keep,
         capture=run.judge(budget),
         keep_if=keep_if,

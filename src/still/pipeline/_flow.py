@@ -11,25 +11,35 @@ from still.cost import Budget
 from still.curate import Keep
 from still.pipeline._bench import bench_stage
 from still.pipeline._export import export_stage
-from still.pipeline._run import Run, StageError, capture_role, open_run
+from still.pipeline._run import ROLES, STUDENTS, Run, StageError, capture_role, open_run
 from still.pipeline._train import train_stage
 
 log = logging.getLogger("still.pipeline")
 
+
 def run_all(
     task_path: Path | str,
     run_dir: Path | str | None = None,
-    keep: Keep = "correct",
+    keep: Keep | None = None,
     budget: Budget | None = None,
 ) -> tuple[Run, Comparison]:
     """`still run`: capture -> export -> train -> bench, each skipping stored work; every
-    model call of every stage counts against one `budget`."""
+    model call of every stage counts against one `budget`.
+
+    One distilled student per `curate.students` entry (or only `keep`): the teacher-only
+    one (`parsed`) and the grader-verified one (`correct`), compared side by side.
+    """
     run = open_run(task_path, run_dir)
+    run.require_prices(budget)
     log.info("%s", run.load_report.summary())
     stats = capture_role(run, "teacher", "train", budget=budget)
     log.info("teacher on train: %s", stats.summary())
     if stats.failed == stats.total:
         raise StageError("every teacher request failed; see `still store ls --errors`")
-    log.info("export: %s", export_stage(run, keep, budget).summary())
-    train_stage(run)
-    return run, bench_stage(run, budget=budget)
+    students = [keep] if keep is not None else list(run.task.curate.students)
+    for k in students:
+        log.info("export (%s): %s", STUDENTS[k], export_stage(run, k, budget).summary())
+        train_stage(run, keep=k)
+    roles = tuple(r for r in ROLES if r not in STUDENTS.values() or r in
+                  {STUDENTS[k] for k in students})  # fmt: skip
+    return run, bench_stage(run, roles, budget=budget)

@@ -88,6 +88,11 @@ def check_grader(
     Raises:
         StageError: no such grader, no gold to compare with, or no stored answers.
     """
+    if split == "heldout":
+        raise StageError(
+            "check-grader chooses whether a grader can be trusted: check it on train or "
+            "validation; the held-out test split is read only by the final comparison"
+        )
     graders = run.graders
     g = grader if grader is not None else find_grader(graders, name or "")
     if g is None:

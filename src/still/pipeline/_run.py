@@ -26,20 +26,28 @@ from pathlib import Path
 from typing import Literal
 
 from still.capture import CaptureStats, build_request, capture
-from still.cost import Budget, cost_model_for
+from still.cost import Budget, cost_model_for, require_prices
+from still.curate import Keep
 from still.errors import StillError
-from still.graders import Capture, Grader, answer_of, build_grader
-from still.models import get_model
+from still.graders import Capture, Grader, answer_of, build_grader, judges
+from still.models import get_model, use_key_variables
 from still.store import Store
 from still.tasks import Example, LoadReport, Split, Task, load_examples, load_task, split_examples
 from still.types import Completion, Request
 
 log = logging.getLogger("still.pipeline")
 
-RunRole = Literal["teacher", "student", "distilled", "control"]
+RunRole = Literal["teacher", "student", "distilled", "distilled-verified", "control"]
 """Who a model is in a run (not the chat role of a message: `still.types.Role`)."""
 
-ROLES: tuple[RunRole, ...] = ("teacher", "student", "distilled", "control")
+ROLES: tuple[RunRole, ...] = ("teacher", "student", "distilled", "distilled-verified", "control")
+
+STUDENTS: dict[Keep, RunRole] = {"parsed": "distilled", "correct": "distilled-verified"}
+"""The distilled students, by which teacher answers they learn from: `distilled` from
+every parseable one (teacher-only: no reference answer used; the number that holds for
+production data, which has none), `distilled-verified` from those the graders confirm."""
+
+SPLITS = ("train", "validation", "heldout")
 
 
 class StageError(StillError, RuntimeError):
@@ -57,9 +65,22 @@ class Run:
     load_report: LoadReport
     graders: list[Grader] = field(default_factory=list)
 
+    def require_prices(self, budget: Budget | None) -> None:
+        """With a budget, refuse before any call when a paid model this run may call
+        (teacher, student, control, judges) has no price: its spending could not be
+        counted (`still.cost.UnpricedModel` names it and how to add `prices:`)."""
+        if budget is None:
+            return
+        m = self.task.models
+        refs = [m.teacher, m.student, m.control or m.student]
+        refs += [j.model for j in judges(self.graders)]
+        require_prices(refs, self.task.prices)
+
     @property
     def heldout_ids(self) -> set[str]:
-        return {e.id for e in self.split.heldout}
+        """Examples no training file may hold: the test split and the validation split
+        (choices made on validation would be biased by training on it)."""
+        return {e.id for e in self.split.heldout} | {e.id for e in self.split.validation}
 
     def model_for(self, role: str) -> str:
         """The model reference playing `role` (`distilled` needs a trained student)."""
@@ -70,19 +91,32 @@ class Run:
             return m.student
         if role == "control":
             return m.control or m.student
-        if role == "distilled":
-            path = self.distilled_dir()
+        keep = next((k for k, r in STUDENTS.items() if r == role), None)
+        if keep is not None:
+            path = self.distilled_dir(keep)
             if not (path / "config.json").is_file():
-                raise StageError(f"no distilled student at {path}: run `still train` first")
+                flag = "" if keep == "parsed" else " --keep correct"
+                raise StageError(
+                    f"no {role} student at {path}: run `still export{flag}` and "
+                    f"`still train{flag}` first"
+                )
             return "local:" + str(path.resolve())
         raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+
+    def roles(self) -> tuple[RunRole, ...]:
+        """The roles this task compares: teacher, base student, the distilled students
+        its `curate.students` asks for, control."""
+        wanted = {STUDENTS[k] for k in self.task.curate.students}
+        return tuple(r for r in ROLES if r not in STUDENTS.values() or r in wanted)
 
     def examples(self, split: str) -> list[Example]:
         if split == "train":
             return self.split.train
+        if split == "validation":
+            return self.split.validation
         if split == "heldout":
             return self.split.heldout
-        raise ValueError(f"unknown split {split!r}: use train or heldout")
+        raise ValueError(f"unknown split {split!r}: use {', '.join(SPLITS)}")
 
     def requests(
         self, role: str, split: str, limit: int | None = None, model: str | None = None
@@ -150,33 +184,42 @@ class Run:
 
         return ask
 
-    @property
-    def train_file(self) -> Path:
-        return self.dir / "train.jsonl"
+    def data_dir(self, keep: Keep = "parsed") -> Path:
+        """Where a distilled student's training files go: the run folder for the
+        teacher-only student, `verified/` for the grader-verified one."""
+        return self.dir if keep == "parsed" else self.dir / "verified"
+
+    def train_file(self, keep: Keep = "parsed") -> Path:
+        return self.data_dir(keep) / "train.jsonl"
 
     @property
     def dpo_file(self) -> Path:
         """Preference pairs in TRL's format, as `still export-dpo` writes them."""
         return self.dir / "dpo-trl.jsonl"
 
-    @property
-    def soft_file(self) -> Path:
+    def soft_file(self, keep: Keep = "parsed") -> Path:
+        """The teacher's label scores for the kept rows (label KD)."""
         from still.curate import SOFT_FILE
 
-        return self.dir / SOFT_FILE
+        return self.data_dir(keep) / SOFT_FILE
 
-    def distilled_dir(self) -> Path:
+    def tokens_file(self, keep: Keep = "parsed") -> Path:
+        """The teacher's answer tokens for the kept rows (free-text KD)."""
+        from still.curate import TOKENS_FILE
+
+        return self.data_dir(keep) / TOKENS_FILE
+
+    def distilled_dir(self, keep: Keep = "parsed") -> Path:
         """Content-addressed: new data, recipe or base model means a new model (and new
         store keys), so stale answers of an older student are never reused."""
         h = hashlib.sha256()
-        h.update(self.train_file.read_bytes() if self.train_file.exists() else b"")
+        train_file = self.train_file(keep)
+        h.update(train_file.read_bytes() if train_file.exists() else b"")
         train = self.task.train
         if train.recipe == "sft":  # hashed as before recipes existed: SFT models keep theirs
             h.update(train.model_dump_json(exclude={"recipe", "kd", "dpo"}).encode())
         else:  # KD learns from the teacher's scores (label KD) or the teacher itself
-            from still.curate import TOKENS_FILE
-
-            soft = {"kd": self.soft_file if self.task.labels else self.dir / TOKENS_FILE,
+            soft = {"kd": self.soft_file(keep) if self.task.labels else self.tokens_file(keep),
                     "dpo": self.dpo_file}[train.recipe]  # fmt: skip
             h.update(soft.read_bytes() if soft.exists() else b"")
             h.update(train.model_dump_json().encode())
@@ -188,6 +231,7 @@ class Run:
 def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
     """Load a task, split its data and open (or create) its run folder."""
     task = load_task(task_path)
+    use_key_variables(task.api_key_env)  # which variable's key each endpoint may get
     examples, report = load_examples(task)
     if not examples:
         raise StageError(f"{task_path}: no usable examples ({report.summary()})")
@@ -204,6 +248,7 @@ def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
         json.dumps(
             {
                 "train": [e.id for e in split.train],
+                "validation": [e.id for e in split.validation],
                 "heldout": [e.id for e in split.heldout],
                 "fewshot": [e.id for e in split.fewshot],
             }

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from still.curate import Keep
 from still.pipeline._run import Run, StageError
 
 log = logging.getLogger("still.pipeline")
@@ -30,23 +31,26 @@ def training_progress(desc: str) -> Iterator[Callable[[int, int, float], None]]:
         yield on_step
 
 
-def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
-    """Stage: fine-tune the student on train.jsonl (skipped if this exact model exists)."""
+def train_stage(run: Run, force: bool = False, keep: Keep = "parsed") -> dict[str, Any]:
+    """Stage: fine-tune a distilled student (`keep`: on every parseable teacher answer, or
+    on the grader-verified ones) with the task's recipe; skipped if this exact model
+    exists."""
     from still.models._local import local_path
     from still.train import train_kd, train_sft
 
-    if not run.train_file.exists():
-        raise StageError(f"{run.train_file} does not exist: run `still export` first")
+    flag = "" if keep == "parsed" else f" --keep {keep}"
+    train_file = run.train_file(keep)
+    if not train_file.exists():
+        raise StageError(f"{train_file} does not exist: run `still export{flag}` first")
     recipe = run.task.train.recipe
-    data = run.train_file
+    data = train_file
     trainer: Callable[..., Any] = train_sft
     if recipe == "kd" and not run.task.labels:
         from functools import partial
 
-        from still.curate import TOKENS_FILE
         from still.train.kd_tokens import train_kd_tokens
 
-        data = run.dir / TOKENS_FILE
+        data = run.tokens_file(keep)
         try:  # a local teacher gives its whole distribution, live
             trainer = partial(train_kd_tokens, teacher_model=local_path(run.task.models.teacher))
         except ValueError:  # an endpoint's: the top-k logprobs stored with its answers
@@ -54,7 +58,7 @@ def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
 
             trainer = train_kd_topk
         if not data.exists():
-            raise StageError(f"{data} does not exist: run `still export` first")
+            raise StageError(f"{data} does not exist: run `still export{flag}` first")
     elif recipe == "dpo":
         from still.train.dpo import train_dpo_spec
 
@@ -65,14 +69,14 @@ def train_stage(run: Run, force: bool = False) -> dict[str, Any]:
                 "teacher's passing answer against the base student's failing one)"
             )
     elif recipe == "kd":
-        data, trainer = run.soft_file, train_kd
+        data, trainer = run.soft_file(keep), train_kd
         if not data.exists():
             raise StageError(
                 f"{data} does not exist: the teacher's answers carry no label scores. Local "
                 "teachers give them in score mode (generation.mode: score); re-run "
                 "`still export` after capturing with one, or use train.recipe: sft"
             )
-    out = run.distilled_dir()
+    out = run.distilled_dir(keep)
     if (out / "train.json").is_file() and not force:
         info: dict[str, Any] = json.loads((out / "train.json").read_text())
         info["skipped"] = True

@@ -26,9 +26,14 @@ from still.report._tables import (
     selection_view,
     train_summary,
 )
+from still.report._verdict import Verdict, gap_problems, verdict, verdict_lines
 
 __all__ = [
     "ROLE_NAMES",
+    "Verdict",
+    "gap_problems",
+    "verdict",
+    "verdict_lines",
     "Section",
     "agreement_summary",
     "console",
@@ -89,12 +94,32 @@ def _short(model: str, width: int = 48) -> str:
     return model if len(model) <= width else "…" + model[-(width - 1) :]
 
 
+def _baseline_cells(cmp: Comparison) -> list[list[str]]:
+    """Rows for the no-model baselines, beside the roles: accuracy only."""
+    base = cmp.baselines
+    if base is None:
+        return []
+    blank = ["—"] * (len(_COLUMNS) - 4)
+    rows = []
+    if base.majority is not None and base.majority_ci is not None:
+        lo, hi = base.majority_ci
+        rows.append(
+            ["majority baseline", f"always {base.majority_label!r}", "—",
+             f"{base.majority:.1%} [{lo:.1%}, {hi:.1%}]", *blank]
+        )  # fmt: skip
+    if base.chance is not None:
+        rows.append(["chance", "uniform over the labels", "—", f"{base.chance:.1%}", *blank])
+    return rows
+
+
 def markdown(cmp: Comparison, title: str = "Comparison") -> str:
-    """The comparison as a markdown table with the gap closed beneath it."""
+    """The comparison as a markdown table (baselines beneath the roles) with the verdict."""
     lines = [f"## {title}", "", "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
     for r in cmp.results:
         cells = _cells(r)
         cells[1] = f"`{_short(cells[1])}`"
+        lines.append("| " + " | ".join(cells) + " |")
+    for cells in _baseline_cells(cmp):
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(_verdict(cmp))
@@ -102,16 +127,8 @@ def markdown(cmp: Comparison, title: str = "Comparison") -> str:
 
 
 def _verdict(cmp: Comparison) -> str:
-    gap = cmp.gap_closed
-    parts = []
-    if gap is not None:
-        parts.append(f"Gap closed: {gap:.0%} of the teacher–base-student gap.")
-    if cmp.by_role("distilled") and cmp.by_role("student"):
-        parts.append(
-            "Distilled student beats the base student beyond the 95% intervals: "
-            + ("yes." if cmp.distilled_beats_base else "no.")
-        )
-    return " ".join(parts)
+    """The verdict's lines as one paragraph each (see still.report._verdict)."""
+    return "\n\n".join(verdict_lines(cmp))
 
 
 def console() -> Any:
@@ -133,9 +150,12 @@ def print_table(cmp: Comparison, title: str = "Comparison") -> None:
         cells = _cells(r)
         cells[1] = _short(cells[1], 40)
         table.add_row(*cells)
+    for cells in _baseline_cells(cmp):
+        table.add_row(*cells, style="dim")
     out = console()
     out.print(table)
-    out.print(_verdict(cmp))
+    for line in verdict_lines(cmp):
+        out.print(line)
 
 
 def write_reports(

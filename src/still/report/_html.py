@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from still.bench import Comparison, ModelResult
+from still.report._verdict import verdict
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -103,8 +104,9 @@ def write_html(
 
     Needs matplotlib (imported here: it is slow to import and only this page uses it).
     """
-    from still.report import _COLUMNS, _cells, _short, _verdict
+    from still.report import _COLUMNS, _baseline_cells, _cells, _short
     from still.report._sections import sections
+    from still.report._verdict import verdict as _v
 
     extra = dict(extra or {})
     plots = _plots(cmp, rows, labels, extra)
@@ -124,13 +126,16 @@ def write_html(
                     f'<td class="num">{esc(cell)}</td>' if numeric else f"<td>{esc(cell)}</td>"
                 )
         body.append(f'<tr data-role="{esc(r.role)}">' + "".join(tds) + "</tr>")
+    for cells in _baseline_cells(cmp):
+        row = "".join(f"<td>{esc(c)}</td>" for c in cells)
+        body.append(f'<tr class="baseline">{row}</tr>')
     figures = "\n".join(
         f'<figure class="plot{" wide" if p.name in _WIDE else ""}" data-plot="{esc(p.name)}">'
         f'<img alt="{esc(p.alt)}" src="data:image/png;base64,{base64.b64encode(p.png).decode()}">'
         f"<figcaption>{esc(p.caption)}</figcaption></figure>"
         for p in plots
     )
-    verdict = _verdict(cmp)
+    notes = _v(cmp).notes
     blocks = []
     for sec in sections(extra):
         block = [f'<section class="extra" data-section="{esc(sec.name)}">']
@@ -162,7 +167,7 @@ def write_html(
 <h1>{esc(title)}</h1>
 <p class="headline {mood}" data-mood="{mood}">{esc(text)}</p>
 <p class="detail">{esc(detail)}</p>
-{f'<p class="detail">{esc(verdict)}</p>' if verdict else ""}
+{"".join(f'<p class="detail note">{esc(n)}</p>' for n in notes)}
 <h2>Comparison</h2>
 <div class="table-wrap">
 <table id="comparison">
@@ -189,53 +194,20 @@ answers count as wrong.</footer>
 
 
 def headline(cmp: Comparison) -> tuple[str, str, str]:
-    """The one sentence a reader wants first: did distillation pay off?
+    """The one sentence a reader wants first: did distillation pay off? (See
+    still.report._verdict: the same claims as report.md and the terminal.)
 
-    Returns the sentence, its mood ("win": the distilled student beats the base student
-    beyond the 95% intervals; "mixed": ahead but within them; "loss": not ahead; "none":
-    nothing to compare) and a line of the numbers behind it.
+    Returns the sentence, its mood ("win", "mixed", "loss", "none") and a line of the
+    numbers behind it.
     """
-    t, b, d = cmp.by_role("teacher"), cmp.by_role("student"), cmp.by_role("distilled")
-    if d is None:
-        best = max(cmp.results, key=lambda r: r.accuracy, default=None)
-        if best is None:
-            return "No results.", "none", ""
-        return (
-            "No distilled student yet: nothing to celebrate or mourn.",
-            "none",
-            f"Best so far: {_role(best.role)} at {best.accuracy:.1%}.",
-        )
-    numbers = ", ".join(f"{_role(r.role)} {r.accuracy:.1%}" for r in (t, b, d) if r is not None)
-    if b is None:
-        return (
-            f"Distilled student scores {d.accuracy:.1%}; "
-            "there is no base student to compare it with.",
-            "none",
-            numbers + ".",
-        )
-    savings = _savings(t, d)
-    gap = cmp.gap_closed
-    if cmp.distilled_beats_base:
-        if t is not None and gap is not None and t.accuracy > b.accuracy:
-            text = f"Distilled student closes {gap:.0%} of the gap to the teacher{savings}"
-            if d.accuracy > t.accuracy:
-                text += ", beating the teacher itself"
-        else:
-            text = f"Distilled student beats the base student{savings}"
-        return text + ".", "win", numbers + "."
-    if d.accuracy > b.accuracy:
-        return (
-            "Distilled student does not clearly beat the base student: "
-            f"{d.accuracy:.1%} against {b.accuracy:.1%} is within the 95% intervals.",
-            "mixed",
-            numbers + (f"; gap closed {gap:.0%}." if gap is not None else "."),
-        )
-    return (
-        "Distilled student does not beat the base student: "
-        f"{d.accuracy:.1%} against {b.accuracy:.1%}.",
-        "loss",
-        numbers + (f"; gap closed {gap:.0%}." if gap is not None else "."),
-    )
+    v = verdict(cmp)
+    t, d = cmp.by_role("teacher"), cmp.by_role("distilled") or cmp.by_role("distilled-verified")
+    text = v.headline
+    if d is not None and v.mood == "win":
+        savings = _savings(t, d)
+        if savings:
+            text = text.rstrip(".") + f"; it runs{savings}."
+    return text, v.mood, v.detail
 
 
 def _savings(t: ModelResult | None, d: ModelResult) -> str:

@@ -3,6 +3,7 @@
 ROLE_NAMES = {
     "teacher": "teacher",
     "student": "base student",
-    "distilled": "distilled student",
+    "distilled": "distilled student (teacher answers)",
+    "distilled-verified": "distilled student (grader-verified)",
     "control": "control",
 }

@@ -38,6 +38,7 @@ def _p(x: float | None) -> str:
 def sections(extra: dict[str, Any]) -> list[Section]:
     """Every section the extra statistics make, in reading order; empty ones left out."""
     out = [
+        _splits(extra),
         _gap(extra),
         _paired(extra),
         _economics(extra),
@@ -49,15 +50,39 @@ def sections(extra: dict[str, Any]) -> list[Section]:
     return [s for s in out if s is not None and (s.notes or s.rows)]
 
 
-def _gap(extra: dict[str, Any]) -> Section | None:
-    gap = extra.get("gap_closed_interval") or {}
-    if gap.get("ci_low") is None:
+def _splits(extra: dict[str, Any]) -> Section | None:
+    """Where each number comes from, and what was chosen on validation."""
+    splits = extra.get("splits") or {}
+    if not splits:
         return None
-    note = (
-        f"Gap closed {gap['gap_closed']:.0%}, paired bootstrap 95% interval "
-        f"[{gap['ci_low']:.0%}, {gap['ci_high']:.0%}]."
+    s = Section(
+        "splits",
+        "Where the numbers come from",
+        notes=[
+            f"Train: {splits.get('train', 0)} examples (the teacher answers them; students "
+            f"learn from those answers). Validation: {splits.get('validation', 0)} examples "
+            "(every choice below). Held-out test: "
+            f"{splits.get('heldout', 0)} examples (the comparison above; read by it alone)."
+        ],
+        header=["choice", "chosen", "made on", "by"],
     )
-    return Section("gap", None, [note])
+    for c in extra.get("choices") or []:
+        s.rows.append([str(c["what"]), str(c["chosen"]), str(c["split"]), str(c["how"])])
+    return s
+
+
+def _gap(extra: dict[str, Any]) -> Section | None:
+    if not extra.get("gap_meaningful"):
+        return None
+    notes = []
+    for role, gap in (extra.get("gap_closed_interval") or {}).items():
+        if gap.get("ci_low") is None:
+            continue
+        notes.append(
+            f"{ROLE_NAMES.get(role, role).capitalize()}: gap closed {gap['gap_closed']:.0%}, "
+            f"paired bootstrap 95% interval [{gap['ci_low']:.0%}, {gap['ci_high']:.0%}]."
+        )
+    return Section("gap", None, notes) if notes else None
 
 
 def _paired(extra: dict[str, Any]) -> Section:
@@ -75,7 +100,8 @@ def _paired(extra: dict[str, Any]) -> Section:
     )
     for p in extra.get("paired") or []:
         s.rows.append([
-            f"{p['a']} vs {p['b']}", str(p["n"]),
+            f"{ROLE_NAMES.get(p['a'], p['a'])} vs {ROLE_NAMES.get(p['b'], p['b'])}",
+            str(p["n"]),
             f"{_pct(p['diff'], True)} [{_pct(p['diff_low'], True)}, {_pct(p['diff_high'], True)}]",
             str(p["mcnemar_b01"]), str(p["mcnemar_b10"]), _p(p["mcnemar_p"]),
         ])  # fmt: skip

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from still.settings import scrub
 from still.store._migrations import migrate
 from still.types import HASH_ALGORITHM, Completion, Grade, Request, Usage
 
@@ -324,12 +325,14 @@ class Store:
     # -- grades ------------------------------------------------------------------------
     def put_grades(self, grades: Iterable[Grade]) -> None:
         """Store grades in one transaction; a regrade (same grader, example and
-        completion) replaces the previous grade."""
+        completion) replaces the previous grade. Error text is scrubbed of secrets first
+        (a grader's error may quote what it read)."""
         now = time.time()
         rows = [
-            (g.grader, g.example_id, g.completion_id or "", g.score, int(g.passed), g.error, now)
+            (g.grader, g.example_id, g.completion_id or "", g.score, int(g.passed),
+             None if g.error is None else scrub(g.error), now)
             for g in grades
-        ]
+        ]  # fmt: skip
         with self._transaction() as conn:
             conn.executemany("INSERT OR REPLACE INTO grades VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 

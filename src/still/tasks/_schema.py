@@ -74,6 +74,13 @@ class SplitSpec(_Strict):
     heldout: int | float = Field(
         0.2, description="Held-out size: a count, or a fraction of the examples if < 1."
     )
+    validation: int | float = Field(
+        0.1,
+        description="Validation size, drawn after the held-out test part: a count, or a "
+        "fraction (< 1) of the examples left after it (0 for none). Every choice (`still select`, "
+        "`still curve`, checkpoints, `check-grader`) reads train or validation; the held-out "
+        "test part is read once, by the final comparison.",
+    )
     train: int | None = Field(
         None, description="Cap on training examples used (after the split); None = all."
     )
@@ -293,6 +300,14 @@ class CurateSpec(_Strict):
         "`still check-grader` result with Cohen's kappa at least this (e.g. 0.6); "
         "`still export --force` overrides.",
     )
+    students: list[Literal["parsed", "correct"]] = Field(
+        ["parsed", "correct"],
+        description="Which distilled students `still run` trains and compares: `parsed`, "
+        "from every parseable teacher answer (teacher-only distillation: no reference "
+        "answer used, the main number), and `correct`, from the teacher answers the graders "
+        "confirm against the references (grader-verified).",
+        min_length=1,
+    )
 
 
 class MultipleChoiceSpec(_Strict):
@@ -499,7 +514,7 @@ class Task(_Strict):
         student's (what it was trained on), the control the teacher's."""
         if role in self.prompts:
             return role
-        fallback = {"control": "teacher", "distilled": "student"}
+        fallback = {"control": "teacher", "distilled": "student", "distilled-verified": "student"}
         if role in fallback:
             return fallback[role]
         raise KeyError(f"no prompt for role {role!r}; task has {sorted(self.prompts)}")

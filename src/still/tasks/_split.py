@@ -1,4 +1,4 @@
-"""Deterministic train / held-out / few-shot splits, by seeded hash of the example id.
+"""Deterministic train / validation / held-out / few-shot splits, by seeded hash of the id.
 
 Examples are ordered by `sha256(f"{seed}:{id}")`, never by row number, and the held-out
 set is the first `heldout` of that order (a count, or `round(fraction * n)`, at least 1).
@@ -13,6 +13,11 @@ only interleave with the old ones, whose relative order never changes:
   appending or removing rows never moves any other example across. The held-out size is
   then about, not exactly, the fraction (at least 1). Prefer a fraction for growing data.
 
+Validation examples come from what is left after the held-out part, by a second hash of
+the id (`validation`: a count, or a fraction of all examples), so they are as stable as the
+held-out ones. Choices (a recipe, a method, a threshold, a checkpoint) are made on them:
+the held-out part is the test set, read once by the final comparison.
+
 Few-shot examples are drawn from the training part and then REMOVED from `train`: the
 teacher is never asked a question whose answer sits in its own prompt, and the student is
 never trained on a prompt's own demonstration. They are balanced round-robin across answer
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from still.tasks._example import Example
 from still.tasks._schema import SplitSpec
@@ -37,13 +42,15 @@ class Split:
     Attributes:
         train: Examples the teacher answers and the student is trained on (in hash order,
             capped at `split.train`), few-shot examples excluded.
-        heldout: Examples only ever used for evaluation.
+        heldout: The test set: examples only ever used for the final comparison.
         fewshot: Labelled demonstrations for prompts, drawn from the training part.
+        validation: Examples choices are made on (never trained on, never in a prompt).
     """
 
     train: list[Example]
     heldout: list[Example]
     fewshot: list[Example]
+    validation: list[Example] = field(default_factory=list)
 
 
 def _digest(seed: int, example_id: str) -> str:
@@ -92,9 +99,13 @@ def split_examples(examples: Sequence[Example], spec: SplitSpec, fewshot: int = 
         cut = int(spec.heldout * 16**64)
         n_held = max(1, sum(int(_digest(spec.seed, e.id), 16) < cut for e in ordered))
     heldout, rest = ordered[:n_held], ordered[n_held:]
+    validation = _validation(rest, spec)
+    val_ids = {e.id for e in validation}
+    rest = [e for e in rest if e.id not in val_ids]
     if len(rest) <= fewshot:
         raise ValueError(
-            f"{len(examples)} examples: {n_held} held out (split.heldout={spec.heldout}) and "
+            f"{len(examples)} examples: {n_held} held out (split.heldout={spec.heldout}), "
+            f"{len(validation)} for validation (split.validation={spec.validation}) and "
             f"{fewshot} few-shot leave no training examples; lower them or add data"
         )
     shots = balanced(rest, fewshot)
@@ -105,9 +116,36 @@ def split_examples(examples: Sequence[Example], spec: SplitSpec, fewshot: int = 
     held_ids = {e.id for e in heldout}
     # Held-out examples must never reach a prompt or the training data: check, don't assume
     # (not `assert`, which `python -O` removes).
-    if held_ids & ({e.id for e in train} | shot_ids) or shot_ids & {e.id for e in train}:
+    train_ids = {e.id for e in train}
+    if (
+        held_ids & (train_ids | shot_ids | val_ids)
+        or shot_ids & train_ids
+        or val_ids & (train_ids | shot_ids)
+    ):
         raise AssertionError("split parts overlap; this is a bug in still")
-    return Split(train=train, heldout=heldout, fewshot=shots)
+    return Split(train=train, heldout=heldout, fewshot=shots, validation=validation)
+
+
+def _validation(rest: Sequence[Example], spec: SplitSpec) -> list[Example]:
+    """The validation part of what the held-out part left, by a second seeded hash of the
+    id: a count takes the first ones in that order; a fraction, each example whose hash
+    falls below it (about that share of what is left; its side depends on its own id
+    alone, so appending rows never moves an old example in or out)."""
+    size = spec.validation
+    if size == 0:
+        return []
+    order = sorted(rest, key=lambda e: _digest(spec.seed, f"validation:{e.id}"))
+    if isinstance(size, float) and size < 1:
+        if size < 0:
+            raise ValueError(f"split.validation must be >= 0, got {size}")
+        cut = int(size * 16**64)
+        picked = [e for e in order if int(_digest(spec.seed, f"validation:{e.id}"), 16) < cut]
+        return picked or order[:1]
+    if size != int(size) or size < 0:
+        raise ValueError(
+            f"split.validation must be a fraction below 1 or a whole count >= 0, got {size}"
+        )
+    return order[: int(size)]
 
 
 def balanced(pool: Sequence[Example], k: int) -> list[Example]:
