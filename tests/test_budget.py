@@ -186,3 +186,24 @@ def test_a_run_with_an_unpriced_judge_refuses_before_the_teacher_spends(
     with pytest.raises(UnpricedModel, match=r"http://127.0.0.1:1/v1#judge.*prices:"):
         run_all(task, tmp_path / "run", budget=Budget(1.0))
     assert not calls.exists() and Store(tmp_path / "run/still.db").count() == 0
+
+
+def test_grade_asks_judges_within_the_budget(tmp_path: Path) -> None:
+    """`still grade` calls no answering model, but judges are models: it says so and
+    obeys --max-cost, refusing an unpriced judge before any call."""
+    from still.cost import UnpricedModel
+    from still.pipeline import grade_stage
+
+    judge = {"type": "label_model", "name": "verdict", "model": "http://127.0.0.1:1/v1#judge",
+             "input": [{"role": "user", "content": "{{sample.output_text}}"}],
+             "labels": ["ok", "bad"], "passing_labels": ["ok"]}  # fmt: skip
+    task = write_task(tmp_path, student="scripted:first-label", graders=[judge])
+    run = open_run(task, tmp_path / "run")
+    capture_role(run, "teacher", "train")
+    before = run.store.count()
+    with pytest.raises(UnpricedModel, match="judge"):
+        grade_stage(run, "teacher", "train", Budget(1.0))
+    assert run.store.count() == before
+    res = CliRunner().invoke(main, ["grade", str(task), "--run-dir", str(run.dir),
+                                    "--max-cost", "1"])  # fmt: skip
+    assert res.exit_code == 1 and "prices:" in res.output and "Traceback" not in res.output

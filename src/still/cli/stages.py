@@ -61,16 +61,21 @@ def capture_cmd(
 @RUN_DIR
 @role_option("Whose stored answers to grade.")
 @SPLIT
-def grade_cmd(task_file: Path, run_dir: Path | None, role: RunRole, split_name: str) -> None:
-    """Grade a role's stored answers with the task's graders (no model is called).
+@MAX_COST
+def grade_cmd(
+    task_file: Path, run_dir: Path | None, role: RunRole, split_name: str, max_cost: float | None
+) -> None:
+    """Grade a role's stored answers with the task's graders.
 
-    Prints accuracy with its 95% interval and the failed and unparseable counts; grades are
-    written to the store. Answers never captured count as failures.
+    The role's model is not called: answers never captured count as failures. Judge
+    graders (score_model, label_model) are called, through the store (a verdict already
+    stored is free) and within --max-cost. Prints accuracy with its 95% interval and the
+    failed and unparseable counts; grades are written to the store.
     """
     from still.pipeline import grade_stage
     from still.report import grade_summary
 
-    result = grade_stage(open_task(task_file, run_dir), role, split_name)
+    result = grade_stage(open_task(task_file, run_dir), role, split_name, budget(max_cost))
     click.echo(grade_summary(role, split_name, result))
 
 

@@ -33,9 +33,12 @@ from still.types import Request
 
 log = logging.getLogger("still.pipeline")
 
-def grade_stage(run: Run, role: str, split: str) -> ModelResult:
-    """Stage: grade a role's stored completions on a split (no model call) and store the
-    grades. Examples without a stored answer count as failed, never skipped."""
+def grade_stage(run: Run, role: str, split: str, budget: Budget | None = None) -> ModelResult:
+    """Stage: grade a role's stored completions on a split and store the grades. The
+    role's model is not called (an example without a stored answer counts as failed,
+    never skipped); judge graders are, through the store (cached, resumable) and within
+    `budget`, which refuses an unpriced paid judge before any call."""
+    run.require_prices(budget)
     examples = run.examples(split)
     comps = run.stored(role, split, include_failed=True)
     summary, _, grades = evaluate(
@@ -45,7 +48,7 @@ def grade_stage(run: Run, role: str, split: str) -> ModelResult:
         comps,
         run.graders,
         run.task.labels,
-        capture=run.judge(),
+        capture=run.judge(budget),
     )
     run.store.put_grades(grades)
     return summary

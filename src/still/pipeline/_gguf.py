@@ -1,8 +1,14 @@
 """`still export-gguf`: the distilled student as GGUF files, each read back and compared.
+
+Everything is keyed by content, as every stage is: a GGUF file is read back under a
+model reference named by the file's hash (so the store never answers a new file's
+questions with an old file's answers), and an f16 file is reused for Q4_K_M only when it
+was converted from the same merged model (the content-addressed `distilled-<hash>`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -12,6 +18,33 @@ from typing import Any
 from still.pipeline._run import Run, StageError, capture_role
 
 log = logging.getLogger("still.pipeline")
+
+
+def _digest(path: Path) -> str:
+    """A file's sha256, read in blocks (GGUF files are hundreds of megabytes)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _f16_for(model_dir: Path, f16: Path) -> Path:
+    """The f16 file of this merged model: reused only when its sidecar names the same
+    model folder, converted (again) otherwise."""
+    sidecar = f16.with_name(f16.name + ".json")
+    try:
+        source = json.loads(sidecar.read_text()).get("source")
+    except (OSError, ValueError):
+        source = None
+    if f16.is_file() and source == model_dir.name:
+        return f16
+    from still import gguf
+
+    gguf.convert(model_dir, f16, "f16")
+    sidecar.write_text(json.dumps({"source": model_dir.name}))
+    return f16
+
 
 def export_gguf_stage(
     run: Run, quants: tuple[str, ...] = ("f16", "q4_k_m"), verify: int | None = None
@@ -36,10 +69,10 @@ def export_gguf_stage(
         target = out / f"model-{q}.gguf"
         try:
             if q == "q4_k_m":
-                f16 = out / "model-f16.gguf"
-                if not f16.is_file():
-                    gguf.convert(model_dir, f16, "f16")
-                files[q] = gguf.quantize(f16, target, "Q4_K_M")
+                files[q] = gguf.quantize(_f16_for(model_dir, out / "model-f16.gguf"), target,
+                                         "Q4_K_M")  # fmt: skip
+            elif q == "f16":
+                files[q] = _f16_for(model_dir, target)
             else:
                 files[q] = gguf.convert(model_dir, target, q)
         except gguf.ToolMissing as exc:
@@ -54,7 +87,8 @@ def export_gguf_stage(
     report: dict[str, Any] = {"merged_model": merged, "examples": len(heldout), "files": {},
                               "skipped": skipped}  # fmt: skip
     for q, path in files.items():
-        back = gguf.load_gguf(path, out / f".{q}-readback")
+        digest = _digest(path)
+        back = gguf.load_gguf(path, out / f".{q}-{digest[:12]}-readback")
         ref = f"local:{back.resolve()}"
         got = capture_role(run, "distilled", "heldout", limit=verify, model=ref)
         same = sum(
@@ -66,6 +100,8 @@ def export_gguf_stage(
                                 run.task.labels, capture=run.judge())  # fmt: skip
         report["files"][q] = {
             "file": path.name,
+            "sha256": digest,
+            "readback": ref,
             "megabytes": round(path.stat().st_size / 1e6, 1),
             "agreement": same / len(heldout) if heldout else None,
             "accuracy": result.accuracy,
