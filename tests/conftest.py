@@ -27,9 +27,11 @@ CORPUS = [
 
 @pytest.fixture(autouse=True)
 def still_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own state folder: nothing leaks between tests or into ~/.cache."""
+    """Every test gets its own state folder: nothing leaks between tests or into ~/.cache.
+    Its run folders live under its own temporary folder, the run root (STILL_RUNS)."""
     home = tmp_path / "still-home"
     monkeypatch.setenv("STILL_HOME", str(home))
+    monkeypatch.setenv("STILL_RUNS", str(tmp_path))
     return home
 
 

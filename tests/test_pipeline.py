@@ -192,3 +192,18 @@ def test_kd_without_label_scores_says_what_to_do(tmp_path: Path, tiny_model: Pat
     run.train_file().write_text("{}\n")
     with pytest.raises(StageError, match="carry no label scores.*generation.mode: score"):
         train_stage(run)
+
+
+def test_a_run_folder_outside_the_run_root_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Neither a task's name nor --run-dir can place files outside the run root."""
+    root = tmp_path / "runs"
+    monkeypatch.setenv("STILL_RUNS", str(root))
+    task = write_task(tmp_path, student="scripted:first-label")
+    for outside in (tmp_path / "elsewhere", root / ".." / "escaped", Path("/tmp/not-a-run")):
+        with pytest.raises(StageError, match="outside the run root"):
+            open_run(task, outside)
+        assert not outside.exists()
+    assert open_run(task).dir == root / "toy"  # the default: <run root>/<task name>
+    assert open_run(task, root / "mine" / "a").dir.is_dir()

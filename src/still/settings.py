@@ -29,6 +29,12 @@ def still_home() -> Path:
     return home
 
 
+def runs_root() -> Path:
+    """Where run folders may live: `$STILL_RUNS`, else `./runs`. A task's name and a
+    `--run-dir` are confined to it, so neither can place files anywhere else."""
+    return Path(os.environ.get("STILL_RUNS") or "runs")
+
+
 def models_dir() -> Path:
     """Where bundled GGUF models are converted to safetensors once and cached."""
     path = still_home() / "models"

@@ -31,6 +31,7 @@ from still.curate import Keep
 from still.errors import StillError
 from still.graders import Capture, Grader, answer_of, build_grader, judges
 from still.models import get_model, use_key_variables
+from still.settings import runs_root
 from still.store import Store
 from still.tasks import Example, LoadReport, Split, Task, load_examples, load_task, split_examples
 from still.types import Completion, Request
@@ -237,7 +238,7 @@ def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
         raise StageError(f"{task_path}: no usable examples ({report.summary()})")
     fewshot = max((p.fewshot for p in task.prompts.values()), default=0)
     split = split_examples(examples, task.split, fewshot)
-    d = Path(run_dir) if run_dir else Path("runs") / task.name
+    d = confined(Path(run_dir) if run_dir else runs_root() / task.name)
     d.mkdir(parents=True, exist_ok=True)
     snapshot = d / "task.yaml"
     if not snapshot.exists() or not snapshot.samefile(task_path):
@@ -257,6 +258,21 @@ def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
     return Run(
         task, d, Store(d / "still.db"), split, report, [build_grader(g) for g in task.graders]
     )
+
+
+def confined(run_dir: Path) -> Path:
+    """`run_dir`, when it lies inside the run root (`still.settings.runs_root`).
+
+    Raises:
+        StageError: a folder outside it (an absolute path elsewhere, a `..` leaving it).
+    """
+    root = runs_root().resolve()
+    if not run_dir.resolve().is_relative_to(root):
+        raise StageError(
+            f"run folder {run_dir} is outside the run root {root}: runs stay under "
+            "$STILL_RUNS (default ./runs); set STILL_RUNS to use another folder"
+        )
+    return run_dir
 
 
 def open_run_dir(run_dir: Path) -> Run:
@@ -291,7 +307,7 @@ def capture_role(
     stats = run.capture(ref, reqs, {"role": role, "split": split}, desc, budget)
     if run.task.labels:
         stats.unparseable = sum(
-            answer_of(c, run.task.labels)[1] == "unparseable" for c in stats.completions.values()
+            answer_of(c, run.task.labels).why == "unparseable" for c in stats.completions.values()
         )
     return stats
 
