@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from helpers import write_task
-from still.agreement import GraderNotTrusted
+from still.bench import GraderNotTrusted
 from still.cli import main
 from still.pipeline import capture_role, check_grader, export_stage, open_run
 
@@ -88,6 +88,9 @@ def test_untrusted_judge_blocks_export_unless_forced(tmp_path: Path) -> None:
 
 def test_an_undefined_kappa_is_not_trusted(tmp_path: Path) -> None:
     _, run = _run(tmp_path, curate={"filter": "verdict == 1", "min_kappa": 0.5})
-    (run.dir / "grader_checks.json").write_text(json.dumps({"verdict": {"kappa": float("nan")}}))
-    with pytest.raises(GraderNotTrusted, match="undefined kappa"):
+    check_grader(run, "verdict")
+    checks = json.loads((run.dir / "grader_checks.json").read_text())
+    checks["verdict"]["kappa"] = float("nan")
+    (run.dir / "grader_checks.json").write_text(json.dumps(checks))
+    with pytest.raises(GraderNotTrusted, match="kappa undefined"):
         export_stage(run, "correct")

@@ -119,7 +119,7 @@ def quantize(f16: Path, out: Path, kind: str = "Q4_K_M") -> Path:
 def load_gguf(path: Path, target: Path) -> Path:
     """Read a GGUF file back into a transformers folder (dequantized to float32), the
     way the bundled models are loaded: what an exported file really holds."""
-    from still.models._bundled import dequantize_gguf
+    from still.models import dequantize_gguf
 
     target.parent.mkdir(parents=True, exist_ok=True)
     dequantize_gguf(path, target)

@@ -77,7 +77,7 @@ class HFCounter:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def prompt(self, messages: Sequence[Message]) -> int:
-        from still.models._chat import prompt_token_ids, render_prompt
+        from still.models import prompt_token_ids, render_prompt
 
         return len(prompt_token_ids(self.tokenizer, render_prompt(self.tokenizer, messages)))
 
@@ -129,7 +129,7 @@ def counter_for(ref: str, overrides: Mapping[str, str] | None = None) -> TokenCo
         return _from_spec(spec, ref)
     scheme, _, rest = ref.partition(":")
     if scheme == "local":
-        from still.models._local import local_path
+        from still.models import local_path
 
         return HFCounter(_hf(str(local_path(ref))), Path(rest).name)
     if scheme in ("openai", "azure"):
@@ -141,7 +141,7 @@ def _from_spec(spec: str, ref: str) -> TokenCounter:
     bpe_openai = _bpe_module()
     if spec in bpe_openai.list_encoding_names():
         return BPECounter(_bpe(spec), spec, exact=True)
-    from still.models._local import local_path
+    from still.models import local_path
 
     try:
         path = local_path(spec)

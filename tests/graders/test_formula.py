@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from still.graders import StringCheck
-from still.graders._formula import FUNCTIONS, FormulaError, Multi, evaluate, parse
+from still.graders._formula import FUNCTIONS, FormulaError, Multi, evaluate_formula, parse
 from still.graders._text_similarity import TextSimilarity
 from still.types import Grade
 
@@ -46,7 +46,7 @@ from still.types import Grade
     ],
 )
 def test_evaluates(formula: str, expected: float) -> None:
-    assert evaluate(formula, {"a": 0.25, "b": 0.5, "b_2": 1.0}) == pytest.approx(expected)
+    assert evaluate_formula(formula, {"a": 0.25, "b": 0.5, "b_2": 1.0}) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,7 @@ def test_evaluates(formula: str, expected: float) -> None:
 )
 def test_rejects(formula: str, message: str) -> None:
     with pytest.raises(FormulaError, match=_literal(message)):
-        evaluate(formula, {"a": 1.0, "b": 2.0})
+        evaluate_formula(formula, {"a": 1.0, "b": 2.0})
 
 
 def _literal(text: str) -> str:
@@ -101,7 +101,7 @@ def _literal(text: str) -> str:
 )
 def test_arithmetic_errors(formula: str, message: str) -> None:
     with pytest.raises(FormulaError, match=_literal(message)):
-        evaluate(formula, {"a": 1.0, "b": 2.0})
+        evaluate_formula(formula, {"a": 1.0, "b": 2.0})
 
 
 def test_formula_error_is_a_value_error() -> None:
@@ -110,16 +110,16 @@ def test_formula_error_is_a_value_error() -> None:
 
 def test_non_finite_variable_is_refused() -> None:
     with pytest.raises(FormulaError, match="variable 'a' is not a finite number"):
-        evaluate("a + 1", {"a": math.nan})
+        evaluate_formula("a + 1", {"a": math.nan})
 
 
 def test_deep_nesting_is_bounded_not_a_crash() -> None:
     with pytest.raises(FormulaError, match="nests deeper"):
-        evaluate("(" * 1000 + "1" + ")" * 1000, {})
+        evaluate_formula("(" * 1000 + "1" + ")" * 1000, {})
     with pytest.raises(FormulaError, match="nests deeper"):
-        evaluate("-" * 1000 + "1", {})
+        evaluate_formula("-" * 1000 + "1", {})
     # A long flat chain needs no recursion at all.
-    assert evaluate("+".join(["a"] * 3000), {"a": 1.0}) == 3000.0
+    assert evaluate_formula("+".join(["a"] * 3000), {"a": 1.0}) == 3000.0
 
 
 def test_names_and_functions() -> None:
@@ -197,4 +197,4 @@ def test_multi_checks_its_formula_when_built() -> None:
 
 def test_overlong_formula_is_refused() -> None:
     with pytest.raises(FormulaError, match="longer than"):
-        evaluate("1+" * 6000 + "1", {})
+        evaluate_formula("1+" * 6000 + "1", {})

@@ -1,5 +1,15 @@
-"""Benchmarks: run models over held-out examples, grade them, summarise with intervals."""
+"""Benchmarks: run models over held-out examples, grade them, summarise with intervals;
+and the statistics behind every claim (Wilson intervals, paired tests, a grader's agreement
+with gold)."""
 
+from still.bench._agreement import (
+    FAILED,
+    Agreement,
+    GraderNotTrusted,
+    agreement,
+    check_trust,
+    cohen_kappa,
+)
 from still.bench._baselines import Baselines, baselines
 from still.bench._bench import Comparison, ModelResult, evaluate
 from still.bench._bias import label_distribution
@@ -17,6 +27,12 @@ from still.bench._position import (
 from still.bench._stats import gap_closed, percentile, wilson
 
 __all__ = [
+    "FAILED",
+    "Agreement",
+    "GraderNotTrusted",
+    "agreement",
+    "check_trust",
+    "cohen_kappa",
     "Baselines",
     "Comparison",
     "baselines",

@@ -359,12 +359,12 @@ def parse(formula: str) -> Formula:
     return Formula(source=formula, code=code, names=names)
 
 
-def evaluate(formula: str, variables: Mapping[str, float]) -> float:
+def evaluate_formula(formula: str, variables: Mapping[str, float]) -> float:
     """Evaluate an arithmetic formula over named numbers.
 
-    >>> evaluate("2 + 3 * 4 ^ 2", {})
+    >>> evaluate_formula("2 + 3 * 4 ^ 2", {})
     50.0
-    >>> evaluate("min(a, b, 3) + floor(2.7)", {"a": 0.5, "b": 1})
+    >>> evaluate_formula("min(a, b, 3) + floor(2.7)", {"a": 0.5, "b": 1})
     2.5
     """
     return parse(formula).evaluate(variables)
@@ -435,7 +435,7 @@ class Multi:
                 )
             scores[g.name] = sub.score
         try:
-            score = evaluate(self.calculate_output, scores)
+            score = evaluate_formula(self.calculate_output, scores)
         except FormulaError as exc:
             return self._fail(example_id, completion_id, f"calculate_output: {exc}")
         return Grade(

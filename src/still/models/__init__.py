@@ -2,9 +2,20 @@
 
 `get_model("local:smollm2-135m-instruct")` gives a bundled model; a Hugging Face model
 directory, a distilled student and the offline `scripted:` provider work the same way.
+Chat-template helpers (`render_prompt`, `prompt_token_ids`, `answer_token_ids`) are the
+local provider's exact prompt, shared with the trainers and token counters so that a
+student is trained on the prompt it is later asked. Nothing here imports torch.
 """
 
-from still.models._bundled import BUNDLED, BundledModel, bundled_path, is_installed
+from still.models._bundled import (
+    BUNDLED,
+    BundledModel,
+    bundled_path,
+    dequantize_gguf,
+    is_installed,
+)
+from still.models._chat import answer_token_ids, prompt_token_ids, render_prompt
+from still.models._local import local_path
 from still.models._openai import use_key_variables
 from still.models._provider import (
     Provider,
@@ -18,11 +29,16 @@ __all__ = [
     "BUNDLED",
     "BundledModel",
     "Provider",
+    "answer_token_ids",
     "bundled_path",
+    "dequantize_gguf",
     "get_model",
     "is_installed",
     "known_models",
+    "local_path",
+    "prompt_token_ids",
     "register_provider",
+    "render_prompt",
     "schemes",
     "use_key_variables",
 ]

@@ -92,7 +92,7 @@ def learning_curve(
         StageError: no sizes, a size larger than the train split, a student that is
             not a local model, or no point with anything to train on.
     """
-    from still.models._local import local_path
+    from still.models import local_path
     from still.train import train_kd, train_sft
 
     for r in recipes:

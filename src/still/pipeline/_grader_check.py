@@ -12,12 +12,11 @@ judge whose recorded kappa is below the task's `curate.min_kappa` unless forced.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from still.agreement import Agreement, GraderNotTrusted, agreement
+from still.bench import Agreement, agreement, check_trust
 from still.graders import Grader, ModelGrader, StringCheck, answer_of, grade, walk
 from still.graders import prepare_graders as _prepare
 from still.pipeline._run import Run, StageError
@@ -121,7 +120,7 @@ def check_grader(
     golds: list[str] = []
     preds: list[str | None] = []
     for ex, comp in pairs:
-        if answer_of(comp, run.task.labels)[0] is None:
+        if answer_of(comp, run.task.labels).answer is None:
             continue  # nothing to judge: the answer itself failed
         (verdict,) = grade([g], ex, comp, run.task.labels)
         golds.append(gold[ex.id])
@@ -140,12 +139,7 @@ def _save(run: Run, name: str, role: str, split: str, a: Agreement, gold_file: P
         "role": role,
         "split": split,
         "gold": str(gold_file) if gold_file else "reference check",
-        "n": a.n,
-        "accuracy": a.accuracy,
-        "accuracy_ci": list(a.accuracy_ci),
-        "kappa": a.kappa,
-        "labels": a.labels,
-        "confusion": a.confusion,
+        **a.as_record(),
     }
     path.write_text(json.dumps(checks, indent=2))
 
@@ -160,26 +154,19 @@ def judged_names(graders: Sequence[Grader], names: set[str] | None = None) -> se
     }
 
 
-def require_trusted(run: Run, names: set[str], min_kappa: float, force: bool) -> None:
-    """Refuse (GraderNotTrusted) when a judged grader in `names` has no recorded check with
-    kappa >= min_kappa, unless forced."""
+def recorded_check(run: Run, name: str) -> Agreement | None:
+    """The agreement `still check-grader` recorded for grader `name`, or None."""
     path = run.dir / CHECKS_FILE
     checks: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    record = checks.get(name)
+    return Agreement.from_record(record) if record is not None else None
+
+
+def require_trusted(run: Run, names: set[str], min_kappa: float, force: bool) -> None:
+    """Refuse (GraderNotTrusted) when a judged grader in `names` has no recorded check with
+    kappa >= min_kappa, unless forced (`still.bench.check_trust` decides)."""
     for name in sorted(judged_names(run.graders, names)):
-        kappa = checks.get(name, {}).get("kappa")
-        if kappa is not None and kappa >= min_kappa or force:
-            continue
-        if kappa is None:
-            measured = "never checked"
-        elif math.isnan(kappa):
-            measured = "of undefined kappa (gold and grader each gave one verdict only)"
-        else:
-            measured = f"kappa {kappa:.2f}"
-        raise GraderNotTrusted(
-            f"grader {name!r} decides training data but is {measured} (curate.min_kappa "
-            f"{min_kappa}): run `still check-grader TASK --grader {name}` (and a better "
-            "judge if it stays low), or pass --force to train on its verdicts anyway"
-        )
+        check_trust(recorded_check(run, name), min_kappa, force, grader=name)
 
 
 def _names(graders: Sequence[Grader]) -> str:

@@ -35,7 +35,7 @@ def train_stage(run: Run, force: bool = False, keep: Keep = "parsed") -> dict[st
     """Stage: fine-tune a distilled student (`keep`: on every parseable teacher answer, or
     on the grader-verified ones) with the task's recipe; skipped if this exact model
     exists."""
-    from still.models._local import local_path
+    from still.models import local_path
     from still.train import train_kd, train_sft
 
     flag = "" if keep == "parsed" else f" --keep {keep}"

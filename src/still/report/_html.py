@@ -104,7 +104,7 @@ def write_html(
 
     Needs matplotlib (imported here: it is slow to import and only this page uses it).
     """
-    from still.report import _COLUMNS, _baseline_cells, _cells, _short
+    from still.report._markdown import COLUMNS, baseline_cells, cells, short
     from still.report._sections import sections
     from still.report._verdict import verdict as _v
 
@@ -112,22 +112,21 @@ def write_html(
     plots = _plots(cmp, rows, labels, extra)
     text, mood, detail = headline(cmp)
     esc = html.escape
-    head = "".join(f"<th>{esc(c)}</th>" for c in _COLUMNS)
+    head = "".join(f"<th>{esc(c)}</th>" for c in COLUMNS)
     body = []
     for r in cmp.results:
-        cells = _cells(r)
         tds = []
-        for i, (column, cell) in enumerate(zip(_COLUMNS, cells, strict=True)):
+        for i, (column, cell) in enumerate(zip(COLUMNS, cells(r), strict=True)):
             if i == 1:  # the model: shortened, in full on hover
-                tds.append(f'<td title="{esc(r.model)}"><code>{esc(_short(cell))}</code></td>')
+                tds.append(f'<td title="{esc(r.model)}"><code>{esc(short(cell))}</code></td>')
             else:
                 numeric = column not in ("role", "model", "prompt")
                 tds.append(
                     f'<td class="num">{esc(cell)}</td>' if numeric else f"<td>{esc(cell)}</td>"
                 )
         body.append(f'<tr data-role="{esc(r.role)}">' + "".join(tds) + "</tr>")
-    for cells in _baseline_cells(cmp):
-        row = "".join(f"<td>{esc(c)}</td>" for c in cells)
+    for base in baseline_cells(cmp):
+        row = "".join(f"<td>{esc(c)}</td>" for c in base)
         body.append(f'<tr class="baseline">{row}</tr>')
     figures = "\n".join(
         f'<figure class="plot{" wide" if p.name in _WIDE else ""}" data-plot="{esc(p.name)}">'
@@ -239,7 +238,7 @@ def _ratio(teacher: float, distilled: float) -> str | None:
 
 
 def _role(role: str) -> str:
-    from still.report import ROLE_NAMES
+    from still.report._names import ROLE_NAMES
 
     return ROLE_NAMES.get(role, role)
 
@@ -283,9 +282,9 @@ def _plots(
 
 
 def _short_model(model: str) -> str:
-    from still.report import _short
+    from still.report._markdown import short
 
-    return _short(model, 32)
+    return short(model, 32)
 
 
 def _position_bias(bias: Sequence[Mapping[str, Any]]) -> _Plot:

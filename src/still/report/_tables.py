@@ -3,21 +3,64 @@
 They live here, beside the comparison's table and markdown, so commands stay one library
 call and a print, and so the words a user reads about a result are chosen in one package.
 Functions return rich renderables or plain strings and print nothing themselves; the
-caller picks the console. Stage result types are imported for type checking only:
-`still.pipeline` imports this package, not the other way round.
+caller picks the console. `still.pipeline` imports this package, not the other way round,
+so the stage results shown here are described by what the tables read (`Estimated`,
+`Selected`): `still.pipeline.StageEstimate` and `still.pipeline.Selection` are both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from rich.console import Group
 
-    from still.agreement import Agreement
-    from still.bench import ModelResult
-    from still.pipeline import Selection, StageEstimate
+    from still.bench import Agreement, ModelResult
+
+
+class Estimated(Protocol):
+    """One capture's estimate, as `estimate_view` reads it (`still.pipeline.StageEstimate`)."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def split(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def tokenizer(self) -> str: ...
+    @property
+    def exact(self) -> bool: ...
+    @property
+    def requests(self) -> int: ...
+    @property
+    def stored(self) -> int: ...
+    @property
+    def to_send(self) -> int: ...
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def output_tokens_max(self) -> int: ...
+    @property
+    def input_cost(self) -> float | None: ...
+    @property
+    def cost_max(self) -> float | None: ...
+
+
+class Selected(Protocol):
+    """A model selection, as `selection_view` reads it (`still.pipeline.Selection`)."""
+
+    @property
+    def results(self) -> Sequence[ModelResult]: ...
+    @property
+    def teacher(self) -> str: ...
+    @property
+    def student(self) -> str: ...
+    @property
+    def control(self) -> str | None: ...
+    @property
+    def reasons(self) -> Mapping[str, str]: ...
 
 
 def _dollars(x: float | None, bound: bool = False) -> str:
@@ -25,7 +68,7 @@ def _dollars(x: float | None, bound: bool = False) -> str:
 
 
 def estimate_view(
-    task_name: str, stages: Sequence[StageEstimate], total: float, prices_as_of: str
+    task_name: str, stages: Sequence[Estimated], total: float, prices_as_of: str
 ) -> Group:
     """`still estimate`: one row per capture (requests, stored, tokens, dollars at most),
     then the total to pass to --max-cost.
@@ -62,7 +105,7 @@ def estimate_view(
     return Group(table, Text(f"at most ${total:,.4f} to spend (unpriced models count 0)"))
 
 
-def selection_view(task_name: str, sel: Selection) -> Group:
+def selection_view(task_name: str, sel: Selected) -> Group:
     """`still select`: the candidates, most accurate first, then each pick's reason."""
     from rich.console import Group
     from rich.table import Table
@@ -85,7 +128,7 @@ def selection_view(task_name: str, sel: Selection) -> Group:
     return Group(table, *(Text(f"{role}: {why}") for role, why in sel.reasons.items()))
 
 
-def selection_models(sel: Selection) -> str:
+def selection_models(sel: Selected) -> str:
     """The `models:` block a selection picks, ready to paste into the task file."""
     lines = ["models:", f"  teacher: {sel.teacher}", f"  student: {sel.student}"]
     if sel.control:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from still.curate import read_chat_jsonl
-from still.models._chat import answer_token_ids, prompt_token_ids, render_prompt
+from still.models import answer_token_ids, prompt_token_ids, render_prompt
 from still.tasks import TrainSpec
 from still.train._common import (
     TrainResult,

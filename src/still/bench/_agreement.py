@@ -13,8 +13,9 @@ it) and shows up as its own "(failed)" column.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from still.bench._stats import wilson
 from still.errors import StillError
@@ -44,6 +45,30 @@ class Agreement:
     labels: list[str]
     confusion: list[list[int]]  # rows gold, columns predicted
     accuracy_ci: tuple[float, float]  # Wilson 95%
+
+    def as_record(self) -> dict[str, Any]:
+        """The fields as JSON values (how `still check-grader` records a check)."""
+        return {
+            "n": self.n,
+            "accuracy": self.accuracy,
+            "accuracy_ci": list(self.accuracy_ci),
+            "kappa": self.kappa,
+            "labels": self.labels,
+            "confusion": self.confusion,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Agreement:
+        """An agreement read back from `as_record`'s fields (extra keys are ignored)."""
+        lo, hi = record["accuracy_ci"]
+        return cls(
+            n=int(record["n"]),
+            accuracy=float(record["accuracy"]),
+            kappa=float(record["kappa"]),
+            labels=list(record["labels"]),
+            confusion=[list(row) for row in record["confusion"]],
+            accuracy_ci=(float(lo), float(hi)),
+        )
 
     @property
     def failed(self) -> int:
@@ -136,17 +161,38 @@ def cohen_kappa(confusion: Sequence[Sequence[int]]) -> float:
     return round((p_o - p_e) / (1 - p_e), 12)
 
 
-def check_trust(agreement: Agreement, min_kappa: float, force: bool) -> None:
-    """Refuse a grader whose kappa is below `min_kappa`, unless `force`.
+def check_trust(
+    agreement: Agreement | None, min_kappa: float, force: bool, grader: str | None = None
+) -> None:
+    """Refuse a grader whose kappa is below `min_kappa`, unless `force`: the one decision
+    behind `still export`'s trust gate (which passes the check recorded by
+    `still check-grader`, or None when there is none).
 
     An undefined kappa (NaN) is refused too: agreement on data with a single label says
     nothing about whether the grader can tell good answers from bad ones.
 
+    Args:
+        agreement: the grader's measured agreement with gold; None: never checked.
+        min_kappa: the lowest kappa trusted (the task's `curate.min_kappa`).
+        force: trust it anyway.
+        grader: its name, to say which grader and how to check it.
+
     Raises:
-        GraderNotTrusted: kappa is below the minimum (or undefined) and not forced.
+        GraderNotTrusted: kappa is below the minimum (or undefined, or never measured) and
+            not forced.
     """
-    if force or agreement.kappa >= min_kappa:
+    if force or (agreement is not None and agreement.kappa >= min_kappa):
         return
+    who = "grader not trusted" if grader is None else f"grader {grader!r} not trusted"
+    check = "improve the grader (or check it on more varied gold)"
+    if grader is not None:
+        check = f"run `still check-grader TASK --grader {grader}` (a better judge if it stays low)"
+    if agreement is None:
+        raise GraderNotTrusted(
+            f"{who}: it decides training data but was never checked against gold (the "
+            f"required minimum kappa is {min_kappa}): {check}, or pass --force to use its "
+            "verdicts anyway"
+        )
     measured = (
         "undefined (gold and grader used a single label)"
         if math.isnan(agreement.kappa)
@@ -154,8 +200,7 @@ def check_trust(agreement: Agreement, min_kappa: float, force: bool) -> None:
     )
     failed = f", {agreement.failed} failed" if agreement.failed else ""
     raise GraderNotTrusted(
-        f"grader not trusted: Cohen's kappa {measured} (accuracy {agreement.accuracy:.1%} on "
+        f"{who}: Cohen's kappa {measured} (accuracy {agreement.accuracy:.1%} on "
         f"{agreement.n} items{failed}) is below the required minimum kappa {min_kappa}: "
-        "improve the grader (or check it on more varied gold), or pass --force to use its "
-        "verdicts anyway"
+        f"{check}, or pass --force to use its verdicts anyway"
     )

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
 import pytest
 
-from still.agreement import (
+from still.bench import (
     FAILED,
     Agreement,
     GraderNotTrusted,
     agreement,
     check_trust,
     cohen_kappa,
+    wilson,
 )
-from still.bench import wilson
 
 
 def _wikipedia() -> tuple[list[str], list[str]]:
@@ -149,6 +150,20 @@ def test_check_trust() -> None:
     assert "minimum kappa 0.6" in msg and "--force" in msg
     check_trust(a, min_kappa=0.6, force=True)  # forced: no error
     assert isinstance(info.value, RuntimeError)
+
+
+def test_check_trust_names_the_grader_and_the_command_that_checks_it() -> None:
+    a = agreement(["pass", "fail"] * 3, ["pass"] * 6)
+    with pytest.raises(GraderNotTrusted, match=r"'verdict' .*check-grader TASK --grader verdict"):
+        check_trust(a, min_kappa=0.5, force=False, grader="verdict")
+    with pytest.raises(GraderNotTrusted, match="never checked .*--force"):
+        check_trust(None, min_kappa=0.5, force=False, grader="verdict")
+    check_trust(None, min_kappa=0.5, force=True, grader="verdict")
+
+
+def test_a_recorded_agreement_reads_back_equal() -> None:
+    a = agreement(["pass", "fail", "pass"], [None, "fail", "fail"])
+    assert Agreement.from_record(json.loads(json.dumps(a.as_record()))) == a
 
 
 def test_check_trust_mentions_failures() -> None:
