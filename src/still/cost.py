@@ -1,8 +1,9 @@
-"""Prices and costs: dollars per million input and output tokens, per model.
+"""Costs and budgets: dollars per request from a model's price and its token counts.
 
-The built-in table is dated and small on purpose: prices change, so a task overrides or
-extends it in YAML (`prices: {openai:gpt-4o: {input: 2.5, output: 10}}`). A model without a
-price (every local model, unless the task gives one) has no cost, shown as n/a, never $0.
+Prices themselves (`Price`, the built-in table, `price_for`) are plain data in the
+vocabulary layer (`still.types`, `still.prices`), re-exported here; this module adds what
+needs token counting (`CostModel`) and the `--max-cost` budget. A model without a price
+(every local model, unless the task gives one) has no cost, shown as n/a, never $0.
 
 `--max-cost` must hold for every model, so a budget refuses to start with a model that may
 cost money but has no price (`UnpricedModel`): an endpoint (`openai:`, `azure:`, `http(s)://`
@@ -12,63 +13,31 @@ model folder) run on this machine and are free under a budget.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from still.errors import StillError
+from still.prices import BUILTIN, PRICES_AS_OF, price_for
 from still.tokens import estimate
-from still.types import Completion, Request
+from still.types import Completion, Price, Request
 
 if TYPE_CHECKING:
     from still.tokens import TokenCounter
 
-PRICES_AS_OF = "2024-10-16"
-"""When the built-in prices were published (the OpenAI distillation cookbook's figures)."""
+__all__ = [
+    "BUILTIN",
+    "PRICES_AS_OF",
+    "Budget",
+    "BudgetExceeded",
+    "CostModel",
+    "Price",
+    "UnpricedModel",
+    "cost_model_for",
+    "is_free",
+    "price_for",
+    "require_prices",
+]
 
-
-class Price(BaseModel):
-    """US dollars per million tokens."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    input: float = Field(ge=0, description="Dollars per million prompt tokens.")
-    output: float = Field(ge=0, description="Dollars per million completion tokens.")
-
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        """Dollars for one request."""
-        return (prompt_tokens * self.input + completion_tokens * self.output) / 1e6
-
-
-BUILTIN: dict[str, Price] = {
-    "gpt-4o": Price(input=2.50, output=10.00),
-    "gpt-4o-mini": Price(input=0.15, output=0.60),
-}
-
-
-def price_for(model: str, overrides: Mapping[str, Price] | None = None) -> Price | None:
-    """The price of a model reference: the task's override, else the built-in table
-    (matched on the model name after `openai:`/`azure:`, a dated snapshot such as
-    `gpt-4o-mini-2024-07-18` priced as its model), else None.
-
-    >>> price_for("openai:gpt-4o-mini").output
-    0.6
-    >>> price_for("openai:gpt-4o-2024-08-06").input
-    2.5
-    >>> price_for("local:smollm2-135m-instruct") is None
-    True
-    """
-    if overrides and model in overrides:
-        return overrides[model]
-    scheme, sep, name = model.partition(":")
-    if sep and scheme in ("openai", "azure"):
-        return BUILTIN.get(name) or BUILTIN.get(_DATED.sub("", name))
-    return None
-
-
-_DATED = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 
 
 FREE_SCHEMES = frozenset({"local", "scripted"})

@@ -1,4 +1,4 @@
-"""The shared vocabulary: messages, requests, completions and grades.
+"""The shared vocabulary: messages, requests, completions, grades and prices.
 
 Every stage passes these frozen pydantic objects around, so a completion written by
 `capture` is the same object `grade`, `export` and `bench` read back from the store.
@@ -204,3 +204,16 @@ class Grade(BaseModel):
     score: float
     passed: bool
     error: str | None = None
+
+
+class Price(BaseModel):
+    """US dollars per million tokens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: float = Field(ge=0, description="Dollars per million prompt tokens.")
+    output: float = Field(ge=0, description="Dollars per million completion tokens.")
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """Dollars for one request."""
+        return (prompt_tokens * self.input + completion_tokens * self.output) / 1e6

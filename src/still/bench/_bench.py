@@ -13,10 +13,9 @@ from typing import Any
 
 from still.bench._baselines import Baselines
 from still.bench._stats import gap_closed, percentile, wilson
-from still.cost import Price
 from still.graders import Capture, Grader, answer_of, grade, prepare_graders
 from still.tasks import Example
-from still.types import Completion, Grade
+from still.types import Completion, Grade, Price
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any
 
 from still.bench._bench import Comparison
 from still.bench._stats import wilson
-from still.cost import Price
+from still.types import Price
 
 
 def economics(

@@ -33,8 +33,8 @@ def estimate_cmd(task_file: Path, run_dir: Path | None, limit: int | None, as_js
     """
     import json
 
-    from still.cost import PRICES_AS_OF
     from still.pipeline import estimate_run, total_cost
+    from still.prices import PRICES_AS_OF
     from still.report import console, estimate_view
 
     run = open_task(task_file, run_dir)

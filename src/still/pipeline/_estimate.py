@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from still.cost import price_for
 from still.pipeline._run import Run, StageError
+from still.prices import price_for
 from still.tokens import counter_for, estimate
 
 PLAN: tuple[tuple[str, str], ...] = (

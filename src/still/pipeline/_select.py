@@ -23,8 +23,8 @@ from typing import Any
 
 from still.bench import ModelResult, evaluate
 from still.capture import build_request
-from still.cost import price_for
 from still.pipeline._run import Run, StageError
+from still.prices import price_for
 
 
 @dataclass

@@ -77,7 +77,7 @@ def estimate_view(
         task_name: The task's name, for the title.
         stages: The captures, as `still.pipeline.estimate_run` returns them.
         total: Their dollar bound (`still.pipeline.total_cost`).
-        prices_as_of: The date of the built-in price table (`still.cost.PRICES_AS_OF`).
+        prices_as_of: The date of the built-in price table (`still.prices.PRICES_AS_OF`).
     """
     from rich.console import Group
     from rich.table import Table

@@ -6,7 +6,8 @@ It is the only code in `still` that knows SQL; the schema evolves through the or
 migrations in `_migrations.py`. `read_traffic` turns stored-completion listings and
 chat logs from elsewhere into completions to store (`still store import`), and
 `traffic_rows` reads those back as (messages, answer, metadata) rows. Importing this
-package loads only the standard library, pydantic and `still.types`/`still.cost`.
+package loads only the standard library, pydantic and the vocabulary (`still.types`,
+`still.prices`, `still.errors`, `still.settings`).
 """
 
 from still.store._import import (

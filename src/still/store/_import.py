@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from still.cost import price_for
 from still.errors import StillError
+from still.prices import price_for
 from still.store._store import Store, check_metadata
 from still.types import Completion, Message, Request, SamplingParams, Usage
 

@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from still.cost import Price
+from still.types import Price
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 """A task name: one plain folder name (no separators, nothing starting with `.`)."""
@@ -423,7 +423,7 @@ class Task(_Strict):
     prices: dict[str, Price] = Field(
         default_factory=dict,
         description="Dollars per million input/output tokens by model reference; overrides "
-        "the built-in table (still.cost). Models without a price show no cost.",
+        "the built-in table (still.prices). Models without a price show no cost.",
     )
     tokenizers: dict[str, str] = Field(
         default_factory=dict,
