@@ -24,9 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from still.bench import ModelResult, evaluate
-from still.bench._paired import gap_closed_interval
-from still.bench._stats import gap_closed
+from still.bench import ModelResult, evaluate, gap_closed, gap_closed_interval
 from still.curate import SOFT_FILE, Keep, export
 from still.pipeline._run import Run, StageError, capture_role
 from still.pipeline._train import training_progress
