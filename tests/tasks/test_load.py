@@ -58,7 +58,10 @@ def test_schema_error_names_file_line_and_field(tmp_path: Path) -> None:
     text = yaml.safe_dump(task_dict(), sort_keys=False).replace("source:", "sourc:")
     p.write_text(text)
     line = next(i for i, s in enumerate(text.splitlines(), 1) if "sourc:" in s)
-    with pytest.raises(TaskError, match=rf"task\.yaml: data\.sourc \(line {line}\): Extra inputs"):
+    with pytest.raises(
+        TaskError,
+        match=rf"task\.yaml: .*data\.sourc \(line {line}\): unknown field, did you mean `source`",
+    ):
         load_task(p)
 
 
@@ -177,7 +180,7 @@ def test_missing_answer_field_lists_the_fields(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "data.jsonl", [{"text": "a", "category": "x"}])
     with pytest.raises(
         DataError,
-        match=r"answer field 'label' not found; fields: text, "
+        match=r"answer field 'label' not found; set `answer:` .* to one of: text, "
         r"category",
     ):
         load_examples(load_task(write_task(tmp_path)))

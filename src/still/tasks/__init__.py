@@ -3,7 +3,8 @@
 A task file declares what the models must do (`Task`); this package turns it into
 examples a pipeline can use, failing early and precisely when something is off:
 
-- `load_task(path)` validates the YAML (`TaskError` names file, line and field);
+- `load_task(path)` validates the YAML (`TaskError` names file, line and field, on one
+  line), templates' syntax included; `load_grader_spec(path)` does the same for a grader file;
 - `load_examples(task)` reads the data (`resolve_source`, `read_rows`: CSV, TSV, JSONL,
   JSON, Parquet, regex-parsed lines, files inside installed packages), renames columns,
   maps labels, and returns content-addressed `Example`s with a `LoadReport` of every row
@@ -15,7 +16,7 @@ examples a pipeline can use, failing early and precisely when something is off:
 """
 
 from still.tasks._example import Example, example_id
-from still.tasks._load import LoadReport, TaskError, load_examples, load_task
+from still.tasks._load import LoadReport, TaskError, load_examples, load_grader_spec, load_task
 from still.tasks._schema import (
     CurateSpec,
     DataSpec,
@@ -66,6 +67,7 @@ __all__ = [
     "TrainSpec",
     "example_id",
     "load_examples",
+    "load_grader_spec",
     "load_task",
     "read_rows",
     "render",

@@ -1,8 +1,9 @@
 """Loading a task file and its examples, with every problem reported and none hidden.
 
-`load_task` validates the YAML against the schema before anything expensive happens; an
-error names the file, the line and the field (`task.yaml:7: data.sourc: Extra inputs are
-not permitted`). `load_examples` turns the data file's rows into `Example`s and returns a
+`load_task` validates the YAML against the schema, and compiles the prompt templates,
+before anything expensive happens; an error is one line naming the file, the line and the
+field, and says what to do (`task.yaml: data.sourc (line 7): unknown field, did you mean
+`source`?`). `load_examples` turns the data file's rows into `Example`s and returns a
 `LoadReport` saying what was left out and why: duplicate rows, rows without an answer, and
 rows whose answer is outside the declared label set (those are also logged as a warning on
 the "still.tasks" logger, since they usually mean a missing `label_map` entry).
@@ -10,23 +11,38 @@ the "still.tasks" logger, since they usually mean a missing `label_map` entry).
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from still.errors import StillError
+from still.tasks import _schema
 from still.tasks._example import Example, dedupe, example_id
-from still.tasks._schema import Task
+from still.tasks._schema import GraderSpec, Task
 from still.tasks._sources import DataError, read_rows, resolve_source
+from still.tasks._templates import TemplateError, check_syntax
 
 log = logging.getLogger("still.tasks")
 
 RESERVED = ("labels", "fewshot", "answer")
 """Names templates see besides the example's fields; no data field may take them."""
+
+_KNOWN_KEYS = sorted(
+    {
+        key
+        for model in vars(_schema).values()
+        if isinstance(model, type) and issubclass(model, BaseModel)
+        for key in model.model_fields
+    }
+    - {"base_dir"}
+)
+"""Every field name the schema knows, for "did you mean" on an unknown one."""
 
 
 class TaskError(StillError, ValueError):
@@ -48,10 +64,61 @@ def load_task(path: str | Path) -> Task:
             message names the file and the line (and, for schema errors, the field).
     """
     p = Path(path)
+    root, raw = _read_yaml(p, "task file")
+    if not isinstance(raw, dict):
+        raise TaskError(
+            f"{p}: a task file must be a mapping of fields (name, data, answer, "
+            f"prompts, models, ...), got {type(raw).__name__}"
+        )
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TaskError(f"{p}: cannot read the task file: {exc}") from exc
+        task = Task.model_validate({**raw, "base_dir": p.resolve().parent})
+    except ValidationError as exc:
+        raise TaskError(_schema_message(p, root, exc)) from exc
+    for role, prompt in task.prompts.items():
+        for part in ("system", "template"):
+            source = getattr(prompt, part)
+            if source is not None:
+                where = ("prompts", role, part)
+                try:
+                    check_syntax(source, name=".".join(where))
+                except TemplateError as exc:
+                    raise TemplateError(
+                        f"{p}:{_locate(root, where)[1]}: {exc}; fix the template there"
+                    ) from exc
+    return task
+
+
+def load_grader_spec(path: str | Path) -> GraderSpec:
+    """Read one grader (OpenAI grader JSON, as JSON or YAML) from a file, validated.
+
+    Raises:
+        TaskError: the file is unreadable, not JSON/YAML, or not a grader; the message
+            names the file, the line and the field, on one line.
+    """
+    p = Path(path)
+    root, raw = _read_yaml(p, "grader file")
+    try:
+        spec: GraderSpec = TypeAdapter(GraderSpec).validate_python(raw)
+    except ValidationError as exc:
+        raise TaskError(_schema_message(p, root, exc, what="grader")) from exc
+    return spec
+
+
+def _read_yaml(p: Path, what: str) -> tuple[yaml.Node | None, object]:
+    """A YAML (or JSON) file's node tree, for line numbers, and its value; an unreadable
+    file, bytes that are not UTF-8, a duplicate key or a syntax error is a TaskError
+    naming the file and the line."""
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise TaskError(f"{p}: cannot read the {what}: {exc.strerror or exc}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise TaskError(
+            f"{p}:{line}: not UTF-8 text (byte {data[exc.start]:#04x}); save the file as UTF-8"
+        ) from exc
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         _check_duplicate_keys(p, root)
@@ -59,38 +126,52 @@ def load_task(path: str | Path) -> Task:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise TaskError(f"{p}: invalid YAML{where}: {problem}") from exc
-    if not isinstance(raw, dict):
-        raise TaskError(
-            f"{p}: a task file must be a mapping of fields (name, data, answer, "
-            f"prompts, models, ...), got {type(raw).__name__}"
-        )
-    try:
-        return Task.model_validate({**raw, "base_dir": p.resolve().parent})
-    except ValidationError as exc:
-        raise TaskError(_schema_message(p, root, exc)) from exc
+        problem = getattr(exc, "problem", None) or str(exc).replace("\n", " ")
+        raise TaskError(f"{p}: invalid YAML{where}: {problem}; fix the syntax there") from exc
+    return root, raw
 
 
-def _schema_message(path: Path, root: yaml.Node | None, exc: ValidationError) -> str:
-    """One line per invalid field: `task.yaml: split.heldout (line 7): <why> (got 'x')`.
+def _schema_message(
+    path: Path, root: yaml.Node | None, exc: ValidationError, what: str = "task"
+) -> str:
+    """One line for all invalid fields: `task.yaml: split.heldout (line 7): <why> (got 'x')`,
+    further fields after `; `.
 
     A union field (`heldout: int | float`) fails once per member, with the member's type
-    appended to the location; those are merged into one line for the field.
+    appended to the location; those are merged into one part for the field. A missing
+    field says to add it; an unknown one, to remove it or fix its spelling (with the
+    closest known name).
     """
     merged: dict[tuple[int | str, ...], tuple[int, list[str], str]] = {}
     for err in exc.errors():
         loc, line = _locate(root, tuple(err["loc"]))
         got = err.get("input")
         shown = f" (got {got!r})" if isinstance(got, str | int | float | bool) else ""
+        if err["type"] == "missing":
+            msg, shown = f"required, add `{loc[-1]}:`" if loc else "required", ""
+        elif err["type"] == "extra_forbidden":
+            msg, shown = _unknown_field(loc, exc.errors()), ""
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
         _, msgs, _ = merged.setdefault(loc, (line, [], shown))
-        if err["msg"] not in msgs:
-            msgs.append(err["msg"])
-    lines = [
-        f"{path}: {'.'.join(map(str, loc)) or '(task)'} (line {line}): {' or '.join(msgs)}{shown}"
+        if msg not in msgs:
+            msgs.append(msg)
+    parts = [
+        f"{'.'.join(map(str, loc)) or f'({what})'} (line {line}): {' or '.join(msgs)}{shown}"
         for loc, (line, msgs, shown) in merged.items()
     ]
-    return lines[0] if len(lines) == 1 else "invalid task file:\n  " + "\n  ".join(lines)
+    return f"{path}: " + "; ".join(parts)
+
+
+def _unknown_field(loc: tuple[int | str, ...], errors: list[Any]) -> str:
+    """An unknown field's message and what to do: the closest known name, if any (a field
+    the same object misses counts first: `sourc` beside a missing `source`)."""
+    missing = [
+        str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"][:-1] == loc[:-1]
+    ]
+    close = difflib.get_close_matches(str(loc[-1]), missing + _KNOWN_KEYS, n=1, cutoff=0.75)
+    hint = f"did you mean `{close[0]}`?" if close else "remove it or fix its spelling"
+    return f"unknown field, {hint}"
 
 
 def _locate(
@@ -160,6 +241,7 @@ class LoadReport:
         empty_answer: Rows dropped because their answer was empty.
         unknown_labels: Answers outside `task.labels` -> how many rows had them (dropped).
         unknown_examples: The first 5 such rows, as `"file:line: 'value'"`.
+        source: The data file read.
     """
 
     rows: int = 0
@@ -168,6 +250,19 @@ class LoadReport:
     empty_answer: int = 0
     unknown_labels: dict[str, int] = field(default_factory=dict)
     unknown_examples: list[str] = field(default_factory=list)
+    source: str = ""
+
+    def nothing_kept(self) -> str:
+        """Why no example was kept and what to do, as one line naming the data file."""
+        if not self.rows:
+            todo = "it has no rows: add examples (a header line, then one row per example)"
+        elif self.unknown_labels:
+            todo = "map its answers onto the labels with data.label_map, or add them to labels"
+        elif self.empty_answer:
+            todo = "every answer is empty: check that `answer:` names the answer column"
+        else:
+            todo = "check the file and the task's data: settings"
+        return f"{self.source}: no usable examples ({self.summary()}); {todo}"
 
     def summary(self) -> str:
         """One line for people, e.g. "120 rows, 100 examples; 3 duplicates dropped; ..."."""
@@ -209,7 +304,7 @@ def load_examples(task: Task) -> tuple[list[Example], LoadReport]:
     """
     path = resolve_source(task.data.source, task.base_dir)
     rows = read_rows(path, task.data, task.base_dir)
-    report = LoadReport(rows=len(rows))
+    report = LoadReport(rows=len(rows), source=str(path))
     labels = set(task.labels or [])
     unknown: Counter[str] = Counter()
     candidates: list[Example] = []
@@ -217,8 +312,8 @@ def load_examples(task: Task) -> tuple[list[Example], LoadReport]:
         fields = _rename(loc, row, task.data.fields)
         if task.answer not in fields:
             raise DataError(
-                f"{loc}: answer field {task.answer!r} not found; fields: "
-                f"{', '.join(fields) or '(none)'}"
+                f"{loc}: answer field {task.answer!r} not found; set `answer:` (or map a "
+                f"column with data.fields) to one of: {', '.join(fields) or '(none)'}"
             )
         raw = fields.pop(task.answer).strip()
         answer = task.data.label_map.get(raw, raw)

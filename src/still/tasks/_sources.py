@@ -80,7 +80,10 @@ def resolve_source(source: str, base_dir: Path) -> Path:
             path = base_dir / path
     if not path.is_file():
         folder = " (that is a folder)" if path.is_dir() else ""
-        raise DataError(f"data source {source!r}: no file at {path}{folder}")
+        raise DataError(
+            f"data.source {source!r}: no file at {path}{folder}; fix the path (relative "
+            f"to the task file's folder)"
+        )
     return path
 
 
@@ -156,8 +159,23 @@ def read_rows(path: Path, spec: DataSpec, base_dir: Path = Path(".")) -> list[Ro
         `(location, row)` pairs in file order.
 
     Raises:
-        DataError: The file is malformed; the message names the file and the line.
+        DataError: The file is malformed, or a value is longer than `MAX_VALUE_CHARS`;
+            the message names the file and the line.
     """
+    rows = _read_any(path, spec, base_dir)
+    for loc, row in rows:
+        for column, value in row.items():
+            if len(value) > MAX_VALUE_CHARS:
+                raise DataError(
+                    f"{loc}: column {column!r} holds {len(value) / 1e6:.1f} million "
+                    f"characters, over the {MAX_VALUE_CHARS // 1_000_000} million a value may "
+                    "have (more than any model's context; often a stray quote that swallowed "
+                    "the lines after it): fix the quoting or shorten that value"
+                )
+    return rows
+
+
+def _read_any(path: Path, spec: DataSpec, base_dir: Path) -> list[Row]:
     if spec.reader:
         return _read_with(path, spec.reader, base_dir)
     fmt = detect_format(path, spec)
@@ -262,7 +280,13 @@ def _lines(path: Path) -> list[str]:
 
 MAX_FIELD_CHARS = 64 * 1024 * 1024
 """The csv module's 128 KiB default field limit rejects real data (GeoNames lists every
-alternate name of a big city in one cell); a whole file in memory is the real limit here."""
+alternate name of a big city in one cell); the CSV reader lets a field grow to this, so
+that an oversized one reaches `MAX_VALUE_CHARS`' message rather than a csv.Error."""
+
+MAX_VALUE_CHARS = 2_000_000
+"""The most characters one value of a row may hold: about 500k tokens, more than a
+model's prompt takes. Real cells stay far below it (GeoNames' longest, a few hundred KB);
+one above it is a mistake: a stray quote that swallowed the rest of the file, a blob."""
 
 
 def _read_csv(path: Path, delimiter: str, quoted: bool) -> list[Row]:
@@ -412,7 +436,9 @@ def _read_lines(path: Path, pattern: str | None) -> list[Row]:
     try:
         rx = re.compile(pattern)
     except re.error as exc:
-        raise DataError(f"data.pattern {pattern!r}: invalid regular expression: {exc}") from exc
+        raise DataError(
+            f"data.pattern {pattern!r}: invalid regular expression ({exc}); fix the pattern"
+        ) from exc
     if not rx.groupindex:
         raise DataError(
             f"data.pattern {pattern!r} has no named groups (?P<name>...); "

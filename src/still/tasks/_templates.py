@@ -43,6 +43,22 @@ def _compile(template: str) -> jinja2.Template:
     return _ENV.from_string(template)
 
 
+def check_syntax(template: str, *, name: str) -> None:
+    """Compile a template, so a syntax error fails when the task is loaded, not mid-run.
+
+    Raises:
+        TemplateError: The template does not parse; the message names it and its line.
+    """
+    _parsed(template, name)
+
+
+def _parsed(template: str, name: str) -> jinja2.Template:
+    try:
+        return _compile(template)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"{name}: syntax error (line {exc.lineno}): {exc.message}") from exc
+
+
 def render(template: str, context: dict[str, Any], *, name: str) -> str:
     """Render a prompt template strictly.
 
@@ -62,10 +78,7 @@ def render(template: str, context: dict[str, Any], *, name: str) -> str:
             attribute (naming it, the line, and the available fields), or an access the
             sandbox refuses (an attribute starting with `_`, an unsafe call).
     """
-    try:
-        tmpl = _compile(template)
-    except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"{name}: syntax error (line {exc.lineno}): {exc.message}") from exc
+    tmpl = _parsed(template, name)
     try:
         return tmpl.render(context).strip("\r\n")
     except jinja2.exceptions.SecurityError as exc:
