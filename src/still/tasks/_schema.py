@@ -21,6 +21,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -84,6 +85,18 @@ class SplitSpec(_Strict):
     train: int | None = Field(
         None, description="Cap on training examples used (after the split); None = all."
     )
+
+    @field_validator("heldout", "validation")
+    @classmethod
+    def _size(cls, size: int | float, info: ValidationInfo) -> int | float:
+        # The held-out test part cannot be empty; validation may be (0: none).
+        least = 1 if info.field_name == "heldout" else 0
+        if size < 0 or (size == 0 and least) or (size >= 1 and size != int(size)):
+            raise ValueError(
+                f"use a fraction between 0 and 1 or a whole count >= {least}, "
+                f"e.g. {info.field_name}: {0.2 if least else 0.1}"
+            )
+        return size
 
 
 class PromptSpec(_Strict):
