@@ -25,15 +25,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from still.capture import CaptureStats, build_request, capture
+from still.capture import CaptureStats, build_messages, build_request, capture
 from still.cost import Budget, cost_model_for, require_prices
 from still.curate import Keep
 from still.errors import StillError
 from still.graders import Capture, Grader, answer_of, build_grader, judges
-from still.models import get_model, use_key_variables
+from still.models import get_model, schemes, use_key_variables
 from still.settings import runs_root
 from still.store import Store
-from still.tasks import Example, LoadReport, Split, Task, load_examples, load_task, split_examples
+from still.tasks import (
+    Example,
+    LoadReport,
+    Split,
+    Task,
+    TaskError,
+    TemplateError,
+    load_examples,
+    load_task,
+    split_examples,
+)
 from still.types import Completion, Request
 
 log = logging.getLogger("still.pipeline")
@@ -191,12 +201,17 @@ class Run:
         return self.dir if keep == "parsed" else self.dir / "verified"
 
     def train_file(self, keep: Keep = "parsed") -> Path:
-        return self.data_dir(keep) / "train.jsonl"
+        """The curated rows (student prompt, teacher answer): every recipe reads them."""
+        from still.curate import TRAIN_FILE
+
+        return self.data_dir(keep) / TRAIN_FILE
 
     @property
     def dpo_file(self) -> Path:
         """Preference pairs in TRL's format, as `still export-dpo` writes them."""
-        return self.dir / "dpo-trl.jsonl"
+        from still.train import DPO_FILE
+
+        return self.dir / DPO_FILE
 
     def soft_file(self, keep: Keep = "parsed") -> Path:
         """The teacher's label scores for the kept rows (label KD)."""
@@ -210,6 +225,11 @@ class Run:
 
         return self.data_dir(keep) / TOKENS_FILE
 
+    def recipe_file(self, recipe: Recipe, keep: Keep = "parsed") -> Path:
+        """The file a training recipe learns from: in the student's data folder, or the
+        run's own for data shared by both students (the DPO pairs)."""
+        return (self.dir if recipe.shared else self.data_dir(keep)) / recipe.data
+
     def distilled_dir(self, keep: Keep = "parsed") -> Path:
         """Content-addressed: new data, recipe or base model means a new model (and new
         store keys), so stale answers of an older student are never reused."""
@@ -220,8 +240,10 @@ class Run:
         if train.recipe == "sft":  # hashed as before recipes existed: SFT models keep theirs
             h.update(train.model_dump_json(exclude={"recipe", "kd", "dpo"}).encode())
         else:  # KD learns from the teacher's scores (label KD) or the teacher itself
-            soft = {"kd": self.soft_file(keep) if self.task.labels else self.tokens_file(keep),
-                    "dpo": self.dpo_file}[train.recipe]  # fmt: skip
+            from still.train import task_recipe
+
+            _, recipe = task_recipe(train.recipe, bool(self.task.labels))
+            soft = self.recipe_file(recipe, keep)
             h.update(soft.read_bytes() if soft.exists() else b"")
             h.update(train.model_dump_json().encode())
             h.update(self.task.models.teacher.encode())
@@ -230,14 +252,34 @@ class Run:
 
 
 def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
-    """Load a task, split its data and open (or create) its run folder."""
+    """Load a task, split its data and open (or create) its run folder.
+
+    Everything the task file declares is checked before the folder is touched: its model
+    references, data, split, graders and every role's prompt (rendered for one example),
+    so a mistake fails as one line naming the file and field, not halfway through a stage.
+    """
     task = load_task(task_path)
+    _check_models(task_path, task)
     use_key_variables(task.api_key_env)  # which variable's key each endpoint may get
     examples, report = load_examples(task)
     if not examples:
-        raise StageError(f"{task_path}: no usable examples ({report.summary()})")
+        raise StageError(report.nothing_kept())
     fewshot = max((p.fewshot for p in task.prompts.values()), default=0)
-    split = split_examples(examples, task.split, fewshot)
+    try:
+        split = split_examples(examples, task.split, fewshot)
+    except ValueError as exc:
+        raise StageError(f"{task_path}: {exc} ({report.source}: {report.summary()})") from exc
+    for role in task.prompts:  # a template naming a field the data lacks fails here
+        try:
+            build_messages(task, role, examples[0], split.fewshot)
+        except TemplateError as exc:
+            raise TemplateError(f"{task_path}: {exc}") from exc
+    graders = []
+    for i, spec in enumerate(task.graders):
+        try:
+            graders.append(build_grader(spec))
+        except ValueError as exc:  # a FormulaError, an unknown metric: the spec's fault
+            raise TaskError(f"{task_path}: graders.{i} ({spec.name}): {exc}") from exc
     d = confined(Path(run_dir) if run_dir else runs_root() / task.name)
     d.mkdir(parents=True, exist_ok=True)
     snapshot = d / "task.yaml"
@@ -255,9 +297,25 @@ def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
             }
         )
     )
-    return Run(
-        task, d, Store(d / "still.db"), split, report, [build_grader(g) for g in task.graders]
-    )
+    return Run(task, d, Store(d / "still.db"), split, report, graders)
+
+
+def _check_models(task_path: Path | str, task: Task) -> None:
+    """Refuse a model reference no provider takes (`gpt-4o` for `openai:gpt-4o`), before
+    any data is read; what the provider makes of the rest is its own check, at first use."""
+    known = schemes()
+    m = task.models
+    named = {"teacher": m.teacher, "student": m.student, "control": m.control}
+    for role, ref in named.items():
+        if ref is None:
+            continue
+        scheme, sep, _ = ref.partition(":")
+        if not (sep and scheme in known) and not Path(ref, "config.json").is_file():
+            raise TaskError(
+                f"{task_path}: models.{role}: unknown model {ref!r}; use a reference "
+                f"`still models` lists ({', '.join(f'{s}:...' for s in known)}) or a "
+                "model folder"
+            )
 
 
 def confined(run_dir: Path) -> Path:

@@ -151,6 +151,9 @@ def _schema_message(
             msg, shown = f"required, add `{loc[-1]}:`" if loc else "required", ""
         elif err["type"] == "extra_forbidden":
             msg, shown = _unknown_field(loc, exc.errors()), ""
+        elif err["type"] == "union_tag_invalid":  # a grader `type` no grader has
+            ctx = err.get("ctx") or {}
+            msg = f"unknown type {ctx.get('tag')!r}; use one of {ctx.get('expected_tags')}"
         else:
             msg = err["msg"].removeprefix("Value error, ")
         _, msgs, _ = merged.setdefault(loc, (line, [], shown))

