@@ -173,6 +173,9 @@ def export(
     return stats
 
 
+TRAIN_FILE = "train.jsonl"
+"""The curated rows a student learns from (student prompt, teacher answer): SFT's data."""
+
 TOKENS_FILE = "train-tokens.jsonl"
 """Beside train.jsonl: the same rows with the teacher's prompt, for token-level KD
 (still.train.kd_tokens), where the teacher reads its prompt and the student its own."""

@@ -31,6 +31,8 @@ from functools import lru_cache
 from typing import Any
 
 from still.errors import StillError
+from still.graders._registry import build_grader, register_grader
+from still.tasks import MultiSpec
 from still.types import Grade
 
 MAX_DEPTH = 64
@@ -445,3 +447,14 @@ class Multi:
             score=score,
             passed=score >= self.pass_threshold,
         )
+
+
+@register_grader(MultiSpec)
+def multi(spec: MultiSpec, name: str) -> Multi:
+    """`multi`: each sub-grader built under its key (the formula's variable), then combined."""
+    return Multi(
+        name=name,
+        graders=tuple(build_grader(sub, key) for key, sub in spec.graders.items()),
+        calculate_output=spec.calculate_output,
+        pass_threshold=spec.pass_threshold,
+    )

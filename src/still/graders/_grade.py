@@ -1,5 +1,5 @@
-"""Grading one completion: the Grader protocol, grader specs into graders, the parsed
-answer every grader sees, and the batched preparation judges and python graders need.
+"""Grading one completion: the parsed answer every grader sees, every grader's verdict on
+it, and the batched preparation judges and python graders need first.
 
 A grader error (a missing template field, a failed request, an unparseable answer) is a
 failed grade with `error` set, never a pass.
@@ -8,112 +8,17 @@ failed grade with `error` set, never a pass.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
-from still.graders._embed import embedder
 from still.graders._formula import Multi
 from still.graders._model import Capture, ModelGrader
 from still.graders._parse import parse_label
 from still.graders._python import PythonGrader
-from still.graders._string_check import StringCheck
-from still.graders._text_similarity import TextSimilarity
-from still.tasks import (
-    Example,
-    GraderSpec,
-    LabelModelSpec,
-    PythonSpec,
-    ScoreModelSpec,
-    StringCheckSpec,
-    TextSimilaritySpec,
-)
-from still.types import Completion, Grade, SamplingParams
-
-
-class Grader(Protocol):
-    """What every grader is: a name, and a verdict on one completion of one example."""
-
-    @property
-    def name(self) -> str: ...
-
-    def grade(
-        self,
-        sample: Mapping[str, Any],
-        item: Mapping[str, Any],
-        example_id: str,
-        completion_id: str | None,
-    ) -> Grade: ...
-
-
-def build_grader(spec: GraderSpec, name: str | None = None) -> Grader:
-    """Turn a task's grader spec (OpenAI grader JSON) into a grader.
-
-    Args:
-        spec: the spec.
-        name: overrides the spec's name (a multi grader's sub-graders are named by their
-            key, the variable its formula uses).
-
-    Raises:
-        ValueError: a configuration error (unknown metric, bad formula...), at build time.
-    """
-    name = name or spec.name
-    if isinstance(spec, StringCheckSpec):
-        return StringCheck(
-            name=name, operation=spec.operation, input=spec.input, reference=spec.reference
-        )
-    if isinstance(spec, TextSimilaritySpec):
-        return TextSimilarity(
-            name=name,
-            input=spec.input,
-            reference=spec.reference,
-            evaluation_metric=spec.evaluation_metric,
-            pass_threshold=spec.pass_threshold,
-            embed=embedder(spec.embedding_model) if spec.embedding_model else None,
-        )
-    if isinstance(spec, PythonSpec):
-        return PythonGrader(
-            name=name,
-            source=spec.source,
-            pass_threshold=spec.pass_threshold,
-            timeout_s=spec.timeout_s,
-            memory_mb=spec.memory_mb,
-        )
-    if isinstance(spec, ScoreModelSpec | LabelModelSpec):
-        messages = tuple(
-            {"role": "system" if m.role == "developer" else m.role, "content": m.content}
-            for m in spec.input
-        )
-        if isinstance(spec, LabelModelSpec):
-            return ModelGrader(
-                name=name,
-                kind="label",
-                model=spec.model,
-                input=messages,
-                labels=tuple(spec.labels),
-                passing_labels=tuple(spec.passing_labels),
-            )
-        sp = spec.sampling_params
-        return ModelGrader(
-            name=name,
-            kind="score",
-            model=spec.model,
-            input=messages,
-            range=spec.range,
-            pass_threshold=spec.pass_threshold,
-            params=SamplingParams(
-                temperature=sp.temperature,
-                top_p=sp.top_p,
-                max_tokens=sp.max_completions_tokens,
-                seed=sp.seed,
-            ),
-        )
-    return Multi(
-        name=name,
-        graders=tuple(build_grader(sub, key) for key, sub in spec.graders.items()),
-        calculate_output=spec.calculate_output,
-        pass_threshold=spec.pass_threshold,
-    )
+from still.graders._registry import Grader
+from still.tasks import Example
+from still.types import Completion, Grade
 
 
 def output_json(text: str, schema: dict[str, Any]) -> Any | None:

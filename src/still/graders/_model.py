@@ -25,7 +25,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from still.graders._registry import register_grader
 from still.graders._string_check import fill
+from still.tasks import LabelModelSpec, ScoreModelSpec
 from still.types import Completion, Grade, Message, Request, SamplingParams
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -196,3 +198,44 @@ def parse_score(text: str, rng: Sequence[float]) -> float | None:
         return None
     lo, hi = rng
     return score if math.isfinite(score) and lo <= score <= hi else None
+
+
+def _messages(spec: ScoreModelSpec | LabelModelSpec) -> tuple[dict[str, str], ...]:
+    """The judge's messages; OpenAI's `developer` role is a system message to any model."""
+    return tuple(
+        {"role": "system" if m.role == "developer" else m.role, "content": m.content}
+        for m in spec.input
+    )
+
+
+@register_grader(LabelModelSpec)
+def label_model(spec: LabelModelSpec, name: str) -> ModelGrader:
+    """`label_model`: a judge picks a label; the passing labels pass."""
+    return ModelGrader(
+        name=name,
+        kind="label",
+        model=spec.model,
+        input=_messages(spec),
+        labels=tuple(spec.labels),
+        passing_labels=tuple(spec.passing_labels),
+    )
+
+
+@register_grader(ScoreModelSpec)
+def score_model(spec: ScoreModelSpec, name: str) -> ModelGrader:
+    """`score_model`: a judge gives a score in the range, with its sampling parameters."""
+    sp = spec.sampling_params
+    return ModelGrader(
+        name=name,
+        kind="score",
+        model=spec.model,
+        input=_messages(spec),
+        range=spec.range,
+        pass_threshold=spec.pass_threshold,
+        params=SamplingParams(
+            temperature=sp.temperature,
+            top_p=sp.top_p,
+            max_tokens=sp.max_completions_tokens,
+            seed=sp.seed,
+        ),
+    )

@@ -57,7 +57,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from still.graders import _sandbox
+from still.graders._registry import register_grader
 from still.graders._sandbox import Mode
+from still.tasks import PythonSpec
 from still.types import Grade
 
 KILL_GRACE_S = 2.0
@@ -433,3 +435,15 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the child's process group (it leads one: start_new_session)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+@register_grader(PythonSpec)
+def python_grader(spec: PythonSpec, name: str) -> PythonGrader:
+    """`python`: the spec's source, run sandboxed with its time and memory limits."""
+    return PythonGrader(
+        name=name,
+        source=spec.source,
+        pass_threshold=spec.pass_threshold,
+        timeout_s=spec.timeout_s,
+        memory_mb=spec.memory_mb,
+    )

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from still.graders._registry import register_grader
+from still.tasks import StringCheckSpec
 from still.types import Grade
 
 _VAR = re.compile(r"\{\{\s*([\w.]+)\s*\}\}")
@@ -95,3 +97,11 @@ class StringCheck:
             score=1.0 if passed else 0.0,
             passed=passed,
         )
+
+
+@register_grader(StringCheckSpec)
+def string_check(spec: StringCheckSpec, name: str) -> StringCheck:
+    """`string_check`: the spec's operation between its two templates."""
+    return StringCheck(
+        name=name, operation=spec.operation, input=spec.input, reference=spec.reference
+    )

@@ -42,7 +42,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from still.graders._embed import embedder
+from still.graders._registry import register_grader
 from still.graders._string_check import fill
+from still.tasks import TextSimilaritySpec
 from still.types import Grade
 
 Embed = Callable[[list[str]], Sequence[Sequence[float]]]
@@ -232,3 +235,16 @@ class TextSimilarity:
             score=score,
             passed=score >= self.pass_threshold,
         )
+
+
+@register_grader(TextSimilaritySpec)
+def text_similarity(spec: TextSimilaritySpec, name: str) -> TextSimilarity:
+    """`text_similarity`: a metric against a threshold; cosine embeds with the spec's model."""
+    return TextSimilarity(
+        name=name,
+        input=spec.input,
+        reference=spec.reference,
+        evaluation_metric=spec.evaluation_metric,
+        pass_threshold=spec.pass_threshold,
+        embed=embedder(spec.embedding_model) if spec.embedding_model else None,
+    )

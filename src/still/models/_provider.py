@@ -5,7 +5,8 @@ Anything that answers chat requests is a Provider: a batch of `Request`s in, one
 returns a failed Completion (with `error`) so the batch goes on and the failure is counted.
 
 Providers register a factory per reference scheme (`local:`, `scripted:`); factories import
-heavy libraries only when called, so `still --help` stays instant.
+heavy libraries only when called, so `still --help` stays instant. Plugins register theirs
+the same way (entry points in the group `still`, loaded on the first lookup).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from still.plugins import load_plugins
 from still.types import Completion, Request
 
 
@@ -87,5 +89,8 @@ def known_models() -> list[str]:
 
 
 def _load_builtins() -> None:
-    # Importing the modules runs their @register_provider decorators (cheap: no torch).
+    # Importing the modules runs their @register_provider decorators (cheap: no torch);
+    # plugins then register theirs through the same decorator (still.plugins).
     from still.models import _local, _openai, _scripted  # noqa: F401
+
+    load_plugins()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from still.bench import ModelResult, evaluate, gap_closed, gap_closed_interval
-from still.curate import SOFT_FILE, Keep, export
+from still.curate import TRAIN_FILE, Keep, export
 from still.pipeline._run import Run, StageError, capture_role
 from still.pipeline._train import training_progress
 from still.tasks import TrainSpec
@@ -91,7 +91,7 @@ def learning_curve(
             not a local model, or no point with anything to train on.
     """
     from still.models import local_path
-    from still.train import train_kd, train_sft
+    from still.train import get_recipe
 
     for r in recipes:
         recipe_spec(run.task.train, r)  # fail on a bad name before any work
@@ -129,20 +129,21 @@ def learning_curve(
             run.graders,
             run.heldout_ids,
             run.split.fewshot,
-            folder / "train.jsonl",
+            folder / TRAIN_FILE,
             heldout=run.split.heldout + run.split.validation,
             keep=keep,
             capture=run.judge(),
         )
         for recipe, method in [(r, m) for r in recipes for m in methods]:
             spec = recipe_spec(run.task.train, recipe).model_copy(update={"method": method})
-            data = folder / (SOFT_FILE if spec.recipe == "kd" else "train.jsonl")
+            recipe_row = get_recipe(spec.recipe)  # sft, or label KD (kd): no teacher needed
+            data = folder / recipe_row.data
             if not data.exists() or stats.kept == 0:
                 log.warning("n=%d %s: nothing to train on (no %s)", n, recipe, data.name)
                 continue
             out = model_dir(folder, recipe, spec, data, base)
             if not (out / "train.json").is_file():
-                trainer = train_kd if spec.recipe == "kd" else train_sft
+                trainer = recipe_row.load()
                 with training_progress(f"train n={n} {recipe} ({method})") as on_step:
                     trainer(base, data, out, spec, on_step=on_step)
             info = json.loads((out / "train.json").read_text())

@@ -44,6 +44,7 @@ from still.tasks import (
     load_task,
     split_examples,
 )
+from still.train import Recipe
 from still.types import Completion, Request
 
 log = logging.getLogger("still.pipeline")

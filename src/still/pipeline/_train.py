@@ -34,48 +34,24 @@ def training_progress(desc: str) -> Iterator[Callable[[int, int, float], None]]:
 def train_stage(run: Run, force: bool = False, keep: Keep = "parsed") -> dict[str, Any]:
     """Stage: fine-tune a distilled student (`keep`: on every parseable teacher answer, or
     on the grader-verified ones) with the task's recipe; skipped if this exact model
-    exists."""
+    exists. The recipe (its data file, its trainer) comes from `still.train.RECIPES`:
+    look it up, check its data, skip if trained, run, log."""
     from still.models import local_path
-    from still.train import train_kd, train_sft
+    from still.train import task_recipe, teacher_recipe
 
     flag = "" if keep == "parsed" else f" --keep {keep}"
     train_file = run.train_file(keep)
     if not train_file.exists():
         raise StageError(f"{train_file} does not exist: run `still export{flag}` first")
-    recipe = run.task.train.recipe
-    data = train_file
-    trainer: Callable[..., Any] = train_sft
-    if recipe == "kd" and not run.task.labels:
-        from functools import partial
-
-        from still.train.kd_tokens import train_kd_tokens
-
-        data = run.tokens_file(keep)
-        try:  # a local teacher gives its whole distribution, live
-            trainer = partial(train_kd_tokens, teacher_model=local_path(run.task.models.teacher))
-        except ValueError:  # an endpoint's: the top-k logprobs stored with its answers
-            from still.train.kd_topk import train_kd_topk
-
-            trainer = train_kd_topk
-        if not data.exists():
-            raise StageError(f"{data} does not exist: run `still export{flag}` first")
-    elif recipe == "dpo":
-        from still.train.dpo import train_dpo_spec
-
-        data, trainer = run.dpo_file, train_dpo_spec
-        if not data.exists():
-            raise StageError(
-                f"{data} does not exist: run `still export-dpo` first (preference pairs: the "
-                "teacher's passing answer against the base student's failing one)"
-            )
-    elif recipe == "kd":
-        data, trainer = run.soft_file(keep), train_kd
-        if not data.exists():
-            raise StageError(
-                f"{data} does not exist: the teacher's answers carry no label scores. Local "
-                "teachers give them in score mode (generation.mode: score); re-run "
-                "`still export` after capturing with one, or use train.recipe: sft"
-            )
+    try:
+        name, recipe = task_recipe(run.task.train.recipe, bool(run.task.labels))
+        _, recipe, teacher = teacher_recipe(name, recipe, run.task.models.teacher)
+    except ValueError as exc:
+        raise StageError(str(exc)) from exc
+    data = run.recipe_file(recipe, keep)
+    if not data.exists():
+        raise StageError(f"{data} does not exist: {recipe.missing.format(flag=flag)}")
+    extra: dict[str, Any] = {} if teacher is None else {"teacher_model": teacher}
     out = run.distilled_dir(keep)
     if (out / "train.json").is_file() and not force:
         info: dict[str, Any] = json.loads((out / "train.json").read_text())
@@ -86,9 +62,10 @@ def train_stage(run: Run, force: bool = False, keep: Keep = "parsed") -> dict[st
         base = local_path(ref)
     except ValueError as exc:
         raise StageError(f"can't train student {ref!r}: {exc}") from exc
-    with training_progress(f"train ({recipe}, {run.task.train.method})") as on_step:
+    trainer = recipe.load()
+    with training_progress(f"train ({run.task.train.recipe}, {run.task.train.method})") as on_step:
         try:
-            trainer(base, data=data, out_dir=out, spec=run.task.train, on_step=on_step)
+            trainer(base, data=data, out_dir=out, spec=run.task.train, on_step=on_step, **extra)
         except ValueError as exc:  # a tokenizer mismatch, no usable rows: say so plainly
             raise StageError(str(exc)) from exc
     info = json.loads((out / "train.json").read_text())
@@ -96,7 +73,7 @@ def train_stage(run: Run, force: bool = False, keep: Keep = "parsed") -> dict[st
     losses = info.get("losses") or [math.nan]
     log.info(
         "%s: %d steps on %d examples in %.0f s, %.0f tok/s, loss %.3f -> %.3f",
-        info.get("recipe", recipe),
+        info.get("recipe", run.task.train.recipe),
         info["steps"],
         info["examples"],
         info["seconds"],

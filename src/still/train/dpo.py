@@ -176,7 +176,3 @@ def train_dpo(
         recipe="dpo",
         skipped_too_long=len(encoded) - len(rows),
     )
-
-
-train_dpo_spec = train_dpo
-"""The name the pipeline's train stage imports (the recipe took keyword arguments once)."""
