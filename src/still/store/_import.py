@@ -26,8 +26,10 @@ the one the request asked for when the row has it (a request log's or an item's
 `request.model`, a chat row's `model`), else the response's; the response's model, often
 a dated snapshot, is also kept as the `response_model` tag.
 
-A malformed row is an error naming its file and line (or item); nothing of that file is
-stored unless `skip_bad` is set, in which case bad rows are reported and left out. Imports
+A malformed row is an error naming its file and line (or item), and so is a second row
+with an id already read but another request or answer (the store keeps one completion per
+id: the other would be lost in silence); nothing of that file is stored unless `skip_bad`
+is set, in which case bad rows are reported and left out. Imports
 are idempotent: a row keeps the id it had (or gets one from its content), and ids already
 in the store are skipped.
 """
@@ -88,13 +90,24 @@ def read_traffic(
         OSError: the file cannot be read.
     """
     out = ImportResult()
+    first: dict[str, tuple[str, Completion]] = {}  # id -> where it was first read, and what
     for where, row in _rows(path):
         try:
             if isinstance(row, ImportFormatError):
                 raise row
-            out.completions.append(
-                _completion(row, where, messages_dir, model, provider, metadata or {})
-            )
+            c = _completion(row, where, messages_dir, model, provider, metadata or {})
+            seen = first.setdefault(c.id, (where, c))
+            if seen[1] is not c and (seen[1].request_hash, seen[1].text) != (
+                c.request_hash,
+                c.text,
+            ):  # the store keeps one completion per id: the other would vanish in silence
+                earlier = seen[0].removeprefix(str(path)).removeprefix(":").strip()
+                earlier = earlier if earlier.startswith("item") else f"line {earlier}"
+                raise ImportFormatError(
+                    f"{where}: id {c.id!r} was already read ({earlier}) with another "
+                    "request or answer; give each completion its own id"
+                )
+            out.completions.append(c)
         except ValueError as exc:  # ImportFormatError, or a field pydantic refused
             err = exc if isinstance(exc, ImportFormatError) else _refused(exc, where)
             if not skip_bad:
@@ -171,14 +184,31 @@ def _refused(exc: ValueError, where: str) -> ImportFormatError:
 def _rows(path: Path) -> Iterator[tuple[str, Any]]:
     """(location, row) pairs: JSON listings by item, JSONL by line. A line that is not
     JSON comes as its ImportFormatError, so the caller can skip it and go on."""
-    text = path.read_text(encoding="utf-8")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = data.count(b"\n", 0, exc.start) + 1
+        raise ImportFormatError(
+            f"{path}:{at}: not UTF-8 text (byte {data[exc.start]:#04x}); export the log "
+            "as UTF-8 (JSON always is)"
+        ) from None
     if path.suffix not in (".jsonl", ".ndjson"):
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
             if path.suffix == ".json":
-                raise ImportFormatError(f"{path}:{exc.lineno}: not JSON ({exc.msg})") from None
+                cut = exc.pos >= len(text.rstrip())
+                raise ImportFormatError(
+                    f"{path}:{exc.lineno}: not JSON ({exc.msg})"
+                    + ("; the file ends mid-document: save or download it again" if cut else "")
+                ) from None
             doc = None  # not one document: read it as JSON lines
+        if isinstance(doc, dict) and doc.get("object") == "list" and "data" not in doc:
+            raise ImportFormatError(
+                f"{path}: a listing ('object': 'list') without 'data'; expected the list "
+                f"endpoint's {{'object': 'list', 'data': [...]}} (keys here: {', '.join(doc)})"
+            )
         if doc is not None:
             items = doc.get("data") if isinstance(doc, dict) and "data" in doc else doc
             if isinstance(items, dict):
@@ -215,6 +245,11 @@ def _completion(
     if "choices" in row:  # a stored completion
         request = _request_part(row, where, messages_dir)
         return _from_chat_completion(row, request, where, model, provider, extra_tags)
+    if "request" in row:
+        raise ImportFormatError(
+            f"{where}: a request log row without its 'response' (a failed call?); add the "
+            "response, or leave such rows out with --skip-bad"
+        )
     if "messages" in row:  # chat JSONL
         msgs = _messages(row["messages"], where)
         if not msgs or msgs[-1].role != "assistant":
@@ -309,9 +344,11 @@ def _from_chat_completion(
         metadata={},
     )
     u = response.get("usage") or {}
+    if not isinstance(u, dict):
+        raise ImportFormatError(f"{where}: usage must be an object, got {type(u).__name__}")
     usage = Usage(
-        prompt_tokens=int(u.get("prompt_tokens") or 0),
-        completion_tokens=int(u.get("completion_tokens") or 0),
+        prompt_tokens=_tokens(u, "prompt_tokens", where),
+        completion_tokens=_tokens(u, "completion_tokens", where),
     )
     cid = response.get("id") if isinstance(response.get("id"), str) else None
     return _finish(
@@ -325,6 +362,16 @@ def _from_chat_completion(
         {**({"response_model": served} if served else {}), **extra_tags},
         price_as=f"{provider}:{served}" if served else None,
     )
+
+
+def _tokens(usage: Mapping[str, Any], key: str, where: str) -> int:
+    """A token count of a response's `usage` (absent or null: 0)."""
+    value = usage.get(key) or 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ImportFormatError(
+            f"{where}: usage.{key} must be a whole number of tokens, got {value!r}"
+        )
+    return value
 
 
 def _finish(
