@@ -18,9 +18,9 @@ as third-party ones and then loads the `llm` entry points.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import threading
-from importlib.metadata import entry_points
 from types import ModuleType
 
 from still.errors import StillError
@@ -52,7 +52,7 @@ def load_plugins() -> list[str]:
         if _loaded is not None:
             return list(_loaded)
         _loaded = []
-        for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+        for ep in sorted(importlib.metadata.entry_points(group=GROUP), key=lambda e: e.name):
             try:
                 target = ep.load()
                 if callable(target) and not isinstance(target, ModuleType):

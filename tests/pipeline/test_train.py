@@ -1,0 +1,48 @@
+"""The train stage looks its recipe up in still.train.RECIPES and says which command writes
+a missing data file, before any model is loaded (scripted models: no torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers import write_task
+from still.pipeline import StageError, capture_role, export_stage, open_run, train_stage
+
+
+def _exported(tmp_path: Path, **task: object):  # type: ignore[no-untyped-def]
+    run = open_run(write_task(tmp_path, student="scripted:echo", **task), tmp_path / "run")
+    capture_role(run, "teacher", "train")
+    export_stage(run, "parsed")
+    return run
+
+
+def test_no_exported_data_names_the_export_to_run(tmp_path: Path) -> None:
+    run = open_run(write_task(tmp_path, student="scripted:echo"), tmp_path / "run")
+    with pytest.raises(StageError, match=r"train.jsonl does not exist: run `still export` first"):
+        train_stage(run)
+    with pytest.raises(StageError, match=r"run `still export --keep correct` first"):
+        train_stage(run, keep="correct")
+
+
+def test_dpo_without_pairs_names_export_dpo(tmp_path: Path) -> None:
+    run = _exported(tmp_path, train={"recipe": "dpo"})
+    with pytest.raises(StageError, match=r"dpo-trl.jsonl does not exist: run `still export-dpo`"):
+        train_stage(run)
+
+
+def test_label_kd_without_scores_says_where_they_come_from(tmp_path: Path) -> None:
+    run = _exported(tmp_path, train={"recipe": "kd"})
+    run.soft_file().unlink()  # a teacher that gave no label scores
+    with pytest.raises(StageError, match=r"train-soft.jsonl does not exist: .*no label scores"):
+        train_stage(run)
+
+
+def test_free_text_kd_from_an_endpoint_teacher_reads_stored_tokens(tmp_path: Path) -> None:
+    # no labels and a teacher that is no local model: kd-topk, on train-tokens.jsonl (no
+    # error about the teacher: the stored top-k logprobs stand in for it)
+    run = _exported(tmp_path, train={"recipe": "kd"}, labels=None)
+    run.tokens_file().unlink()
+    with pytest.raises(StageError, match=r"train-tokens.jsonl does not exist: run `still export`"):
+        train_stage(run)
