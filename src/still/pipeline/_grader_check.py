@@ -20,6 +20,7 @@ from still.bench import Agreement, agreement, check_trust
 from still.graders import Grader, ModelGrader, StringCheck, answer_of, grade, walk
 from still.graders import prepare_graders as _prepare
 from still.pipeline._run import Run, StageError
+from still.tasks import DataError
 
 CHECKS_FILE = "grader_checks.json"
 
@@ -36,7 +37,11 @@ def _reference_check(graders: Sequence[Grader]) -> StringCheck | None:
 def read_gold(path: Path) -> dict[str, str]:
     """example id -> "pass"/"fail" from a JSONL gold file; bad lines name file and line."""
     out: dict[str, str] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -46,25 +51,30 @@ def read_gold(path: Path) -> dict[str, str]:
                 raise ValueError("'passed' must be true or false")
             out[str(row["example_id"])] = "pass" if passed else "fail"
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}:{n}: not a gold row ({exc})") from None
+            raise DataError(
+                f"{path}:{n}: not a gold row ({exc}); write "
+                '{"example_id": "<id>", "passed": true or false} on each line'
+            ) from None
     return out
 
 
 def load_grader_file(path: Path) -> Grader:
     """A grader from a JSON or YAML file in OpenAI grader JSON shape (to try a candidate
-    judge without editing the task)."""
-    import yaml
-    from pydantic import TypeAdapter
+    judge without editing the task).
 
+    Raises:
+        TaskError: the file is not YAML/JSON or not a grader (naming file, line and field),
+            or the grader cannot be built (a bad formula, an unknown metric).
+    """
     from still.graders import build_grader
-    from still.tasks import GraderSpec
+    from still.tasks import TaskError, load_grader_spec
 
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    spec = load_grader_spec(path)
     try:
-        spec: Any = TypeAdapter(GraderSpec).validate_python(raw)
-    except ValueError as exc:
-        raise ValueError(f"{path}: not a grader ({exc})") from None
-    return build_grader(spec)
+        return build_grader(spec)
+    except ValueError as exc:  # a FormulaError, an unknown metric: the file's fault
+        named = "" if repr(spec.name) in str(exc) else f"grader {spec.name!r}: "
+        raise TaskError(f"{path}: {named}{exc}") from exc
 
 
 def check_grader(
