@@ -224,7 +224,13 @@ def _rows(path: Path) -> Iterator[tuple[str, Any]]:
         try:
             yield f"{path}:{n}", json.loads(line)
         except json.JSONDecodeError as exc:
-            yield f"{path}:{n}", ImportFormatError(f"{path}:{n}: not JSON ({exc.msg})")
+            yield (
+                f"{path}:{n}",
+                ImportFormatError(
+                    f"{path}:{n}: not JSON ({exc.msg}); fix that line, or leave bad rows out "
+                    "with --skip-bad"
+                ),
+            )
 
 
 def _completion(

@@ -237,7 +237,7 @@ def _check_duplicate_keys(path: Path, node: yaml.Node | None) -> None:
                 if k.value in seen:
                     raise TaskError(
                         f"{path}:{k.start_mark.line + 1}: duplicate key "
-                        f"{k.value!r} (first on line {seen[k.value]})"
+                        f"{k.value!r} (first on line {seen[k.value]}); keep one of them"
                     )
                 seen[k.value] = k.start_mark.line + 1
             _check_duplicate_keys(path, v)

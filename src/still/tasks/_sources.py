@@ -271,7 +271,8 @@ def _text(path: Path) -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise DataError(
-            f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+            f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the "
+            "file as UTF-8"
         ) from exc
 
 
@@ -324,7 +325,8 @@ def _read_csv(path: Path, delimiter: str, quoted: bool) -> list[Row]:
             dupes = sorted({h for h in names if names.count(h) > 1})
             if dupes:
                 raise DataError(
-                    f"{path}:{start}: duplicate column name(s) in the header: {', '.join(dupes)}"
+                    f"{path}:{start}: duplicate column name(s) in the header: "
+                    f"{', '.join(dupes)}; rename all but one"
                 )
             continue
         record += 1
@@ -333,7 +335,8 @@ def _read_csv(path: Path, delimiter: str, quoted: bool) -> list[Row]:
             raise DataError(
                 f"{path}:{start}: {len(values)} columns, the header has "
                 f"{len(header)} (row {record}, {more} columns; header: "
-                f"{', '.join(h or '<unnamed>' for h in header)})"
+                f"{', '.join(h or '<unnamed>' for h in header)}); fix that row (quote a value "
+                "holding the delimiter)"
             )
         rows.append((f"{path}:{start}", {header[i]: values[i] for i in keep}))
     return rows
@@ -454,7 +457,8 @@ def _read_lines(path: Path, pattern: str | None) -> list[Row]:
         m = rx.fullmatch(line)  # the whole line: a partial match would drop text silently
         if m is None:
             raise DataError(
-                f"{path}:{n}: line does not match data.pattern {pattern!r}: {line[:120]!r}"
+                f"{path}:{n}: line does not match data.pattern {pattern!r}: {line[:120]!r}; "
+                "fix the line or the pattern"
             )
         rows.append((f"{path}:{n}", {k: to_str(v) for k, v in m.groupdict().items()}))
     return rows
