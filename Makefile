@@ -43,7 +43,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow" --deselect tests/test_integration.py
+	$(BIN)/python -m pytest -q -m "not slow"
 
 gguf-tools: setup
 	sh scripts/llama_cpp.sh $(VENV) build

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from helpers import write_task
 from still.cli import main
 from still.store import Store
+from test_helpers import write_task
 
 
 def test_curve_trains_each_size_and_recipe_once(

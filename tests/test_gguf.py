@@ -9,16 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from helpers import write_task
 from still import gguf
 from still.models import get_model
 from still.types import Message, Request, SamplingParams
+from test_helpers import write_task
 
-pytestmark = pytest.mark.skipif(
-    not (Path(gguf.sys.prefix) / "share/llama.cpp/convert_hf_to_gguf.py").is_file()
-    and not gguf.os.environ.get("STILL_LLAMA_CPP"),
-    reason="llama.cpp's converter is not unpacked: run `make setup`",
-)
+pytestmark = [
+    pytest.mark.slow,  # converts, quantizes and reads back real GGUF files
+    pytest.mark.skipif(
+        not (Path(gguf.sys.prefix) / "share/llama.cpp/convert_hf_to_gguf.py").is_file()
+        and not gguf.os.environ.get("STILL_LLAMA_CPP"),
+        reason="llama.cpp's converter is not unpacked: run `make setup`",
+    ),
+]
 
 
 @pytest.fixture(scope="module")

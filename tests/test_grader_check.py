@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from helpers import write_task
 from still.bench import GraderNotTrusted
 from still.cli import main
 from still.pipeline import capture_role, check_grader, export_stage, open_run
+from test_helpers import write_task
 
 JUDGE = {
     "type": "label_model",

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from helpers import write_task
 from still.cli import main
 from still.pipeline import bench_stage, open_run
+from test_helpers import write_task
 
 
 def test_report_rebuilds_from_the_store_without_any_model_call(

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from helpers import write_task
 from still.bench import ModelResult
 from still.cli import main
 from still.pipeline import apply_policy, open_run, select_models
+from test_helpers import write_task
 
 
 def _r(model: str, acc: float, cost: float | None = None, lat: float = 0.1) -> ModelResult:

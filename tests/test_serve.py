@@ -13,47 +13,10 @@ from typing import Any
 import pytest
 
 from still.models import get_model
-from still.serve import create_app
 from still.types import Completion, Message, Request, SamplingParams
+from test_helpers.serve import KEY, Server, free_port
 
-KEY = "sk-still-test-0123456789"
 LABELS = ("human", "location", "number")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """A real uvicorn server in a thread, serving the tiny model."""
-
-    def __init__(self, model_dir: Path, api_key: str | None) -> None:
-        import uvicorn
-
-        self.local = get_model(f"local:{model_dir}")
-        self.app = create_app(self.local, "tiny", api_key=api_key)
-        self.port = _free_port()
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert self.server.started
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-    @property
-    def ref(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1#tiny"
 
 
 @pytest.fixture
@@ -119,7 +82,7 @@ def test_a_wrong_key_is_refused_and_never_echoed(
 
 def test_an_unreachable_server_is_a_failed_completion(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STILL_MAX_RETRIES", "0")
-    remote = get_model(f"http://127.0.0.1:{_free_port()}/v1#nothing")
+    remote = get_model(f"http://127.0.0.1:{free_port()}/v1#nothing")
     outs = remote.complete([_req(remote.name, "Who?"), _req(remote.name, "Where?")])
     assert [c.ok for c in outs] == [False, False]
     assert all((c.error or "").startswith("APIConnectionError") for c in outs)
@@ -140,8 +103,8 @@ def test_a_run_through_the_endpoint_keeps_every_key_out_of_every_file(
 ) -> None:
     """No key variable's value reaches a run's files or the logs: not on success, not when
     the server refuses a wrong key, not when the server fails the request."""
-    from helpers import write_task
     from still.pipeline import bench_stage, capture_role, open_run
+    from test_helpers import write_task
 
     secrets = {
         "STILL_API_KEY": KEY,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import write_task
 from still.cost import Price, price_for
 from still.pipeline import bench_stage, open_run
+from test_helpers import write_task
 
 
 def test_price_lookup_order() -> None:

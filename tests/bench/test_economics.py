@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import write_task
 from still.bench import Comparison, ModelResult, accuracy_by_length, economics
 from still.cost import Price
 from still.pipeline import bench_stage, open_run
+from test_helpers import write_task
 
 
 def _r(role: str, prompt_tokens: float, cost: float | None) -> ModelResult:

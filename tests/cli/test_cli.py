@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from helpers import write_task
 from still.cli import main
+from test_helpers import write_task
 
 
 def _invoke(*args: str) -> tuple[int, str]:

@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 import still.pipeline
-from helpers import write_task
 from still.cli import main
 from still.errors import StillError
 from still.pipeline import StageError
+from test_helpers import write_task
 
 COMMANDS = {
     "bench", "capture", "check-grader", "curve", "estimate", "export", "export-dpo",

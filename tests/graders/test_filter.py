@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import write_task
 from still.graders import FormulaError, parse_filter
 from still.pipeline import StageError, capture_role, export_stage, open_run
+from test_helpers import write_task
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from helpers import write_task
 from still.graders import FormulaError, build_grader, grade
 from still.tasks import Example, GraderSpec, load_task
 from still.types import Completion, Message, Request
+from test_helpers import write_task
 
 SPEC = TypeAdapter(GraderSpec)
 EX = Example(id="e1", fields={"text": "capital of France?"}, answer="Paris", source="t:1")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import write_task
 from still.graders import ModelGrader, parse_score
 from still.pipeline import capture_role, grade_stage, open_run
-from test_serve import KEY, Server
+from test_helpers import write_task
+from test_helpers.serve import KEY, Server
 
 JUDGE_INPUT = [
     {"role": "system", "content": "You grade answers."},

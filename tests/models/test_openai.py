@@ -11,7 +11,7 @@ import pytest
 from still.models import get_model
 from still.models._openai import use_key_variables
 from still.types import Message, Request, SamplingParams
-from test_faults import Endpoint
+from test_helpers.endpoint import Endpoint
 
 OPENAI_SECRET = "sk-openai-secret-0123456789"
 
@@ -112,8 +112,8 @@ def test_a_named_variable_must_be_set_and_not_a_providers_key(
 def test_the_task_field_is_checked_on_load(
     tmp_path: Path, names: dict[str, str], error: str
 ) -> None:
-    from helpers import write_task
     from still.tasks import load_task
+    from test_helpers import write_task
 
     assert load_task(write_task(tmp_path, "scripted:echo", api_key_env={"https://h/v1": "K"}))
     with pytest.raises(Exception, match=error):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import write_task
 from still.pipeline import StageError, capture_role, export_stage, open_run, train_stage
+from test_helpers import write_task
 
 
 def _exported(tmp_path: Path, **task: object):  # type: ignore[no-untyped-def]

@@ -224,8 +224,8 @@ def test_dpo_refuses_empty_data(tiny_model: Path, tmp_path: Path) -> None:
 def test_export_dpo_stage_pairs_teacher_passes_with_student_failures(tmp_path: Path) -> None:
     """The pipeline's DPO export: echo teacher (always right) vs first-label student (right
     on a third), so pairs are exactly the student's misses, none held out."""
-    from helpers import write_task
     from still.pipeline import capture_role, export_dpo_stage, open_run
+    from test_helpers import write_task
 
     task = write_task(tmp_path, student="scripted:first-label", teacher="scripted:echo")
     run = open_run(task, tmp_path / "run")
@@ -244,8 +244,8 @@ def test_dpo_is_a_recipe_of_the_train_stage(tmp_path: Path, tiny_model: Path) ->
     SFT and KD (and says what to run when the pairs are missing)."""
     import pytest
 
-    from helpers import write_task
     from still.pipeline import StageError, capture_role, export_dpo_stage, open_run, train_stage
+    from test_helpers import write_task
 
     train = {"recipe": "dpo", "epochs": 1, "batch_size": 4, "lora_r": 4}
     task = write_task(tmp_path, student=f"local:{tiny_model}", train=train)

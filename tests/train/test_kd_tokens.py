@@ -15,13 +15,13 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import build_tiny_model
-from helpers import write_task
 from still.pipeline import StageError, capture_role, export_stage, open_run, train_stage
 from still.tasks import TrainSpec
 from still.train import kd_tokens
 from still.train._common import load_student, read_token_rows
 from still.train._losses import TokenizerMismatch, answer_logits, divergence
 from still.train.kd_tokens import TokenRow, encode, train_kd_tokens
+from test_helpers import write_task
 
 QA = [("Who wrote the play?", "human"), ("Where is the river?", "location"),
       ("How many days?", "number"), ("What does NASA stand for?", "abbreviation")]  # fmt: skip

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from conftest import build_tiny_model
-from helpers import write_task
 from still.pipeline import StageError, capture_role, export_stage, open_run, train_stage
-from test_serve import KEY, Server
+from test_helpers import write_task
+from test_helpers.serve import KEY, Server
 
 FREE_TEXT = {
     "labels": None,

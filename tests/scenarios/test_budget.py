@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from helpers import write_task
 from still.capture import capture
 from still.cli import main
 from still.cost import (
@@ -24,6 +23,7 @@ from still.models import Provider
 from still.pipeline import capture_role, estimate_run, open_run, total_cost
 from still.store import Store
 from still.types import Message, Request
+from test_helpers import write_task
 
 PRICE = {"input": 1000.0, "output": 2000.0}  # dollars per million tokens: big enough to count
 ZERO = Price(input=0.0, output=0.0)

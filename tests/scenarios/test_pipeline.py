@@ -8,7 +8,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import write_task
 from still.pipeline import (
     StageError,
     bench_stage,
@@ -17,6 +16,7 @@ from still.pipeline import (
     open_run,
     run_all,
 )
+from test_helpers import write_task
 
 
 def test_run_all_then_rerun_calls_no_model(

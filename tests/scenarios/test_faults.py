@@ -3,12 +3,7 @@ and a malformed answer fails its own request only."""
 
 from __future__ import annotations
 
-import json
-import re
-import threading
 import time
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,86 +13,7 @@ from still.models import get_model
 from still.store import Store
 from still.testing import FaultyServer
 from still.types import Completion, Message, Request, SamplingParams
-
-
-class Endpoint:
-    """A loopback chat-completions server (http.server in a thread) that answers
-    `echo: <prompt>`, or the raw body `answers(prompt)` gives. It records each request's
-    headers (`auth`: the Authorization one); with `serial_s` it answers one request at a
-    time, each after that many seconds, so answers arrive one by one."""
-
-    def __init__(
-        self, answers: Callable[[str], bytes | None] | None = None, serial_s: float = 0.0
-    ) -> None:
-        self.answers = answers or (lambda prompt: None)
-        self.serial_s = serial_s
-        self.auth: list[str | None] = []
-        self.headers: list[dict[str, str]] = []  # every request's headers
-        self.answered = 0  # responses written
-        self.lock = threading.Lock()
-        self.closing = False
-
-    def __enter__(self) -> Endpoint:
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = req["messages"][-1]["content"]
-                outer.auth.append(self.headers.get("Authorization"))
-                outer.headers.append(dict(self.headers))
-                body = outer.answers(prompt) or json.dumps(_echo(req["model"], prompt)).encode()
-                with outer.lock:
-                    if outer.closing:
-                        return
-                    time.sleep(outer.serial_s)
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                    outer.answered += 1
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, *args: object) -> None:
-                pass  # a client killed mid-request is what some tests do
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.closing = True
-        self.server.shutdown()
-        self.server.server_close()
-
-    def ref(self, model: str = "m") -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1#{model}"
-
-
-def _echo(model: str, prompt: str) -> dict[str, object]:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 0,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "finish_reason": "stop",
-                "message": {"role": "assistant", "content": f"echo: {prompt}"},
-            }
-        ],
-        "usage": {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4},
-    }
+from test_helpers.endpoint import Endpoint, requests_in
 
 
 def _requests(ref: str, n: int) -> dict[str, Request]:
@@ -203,9 +119,8 @@ def test_sigkill_mid_capture_through_the_endpoint_then_resume(tmp_path: Path) ->
     import sqlite3
     import subprocess
     import sys
-    import time
 
-    from helpers import write_task
+    from test_helpers import write_task
 
     def stored() -> set[str]:
         db = tmp_path / "r" / "still.db"
@@ -241,7 +156,7 @@ def test_sigkill_mid_capture_through_the_endpoint_then_resume(tmp_path: Path) ->
         seen_before = {p: server.seen[p] for p in before}
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
-        total = _requests_in(done.stdout)  # the train split's size
+        total = requests_in(done.stdout)  # the train split's size
         assert 40 <= len(before) < total
         assert f"{total} requests: {len(before)} from the store" in done.stdout
         after = stored()
@@ -253,8 +168,8 @@ def test_sigkill_mid_capture_through_the_endpoint_then_resume(tmp_path: Path) ->
 def test_store_true_and_metadata_pass_through(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: bool
 ) -> None:
-    from helpers import write_task
     from still.pipeline import capture_role, open_run
+    from test_helpers import write_task
 
     if store:
         monkeypatch.setenv("STILL_OPENAI_STORE", "1")
@@ -276,10 +191,3 @@ def test_store_true_and_metadata_pass_through(
                 assert "store" not in body and "metadata" not in body
         # tags are not part of a request's identity: a rerun is answered from the store
         assert capture_role(run, "teacher", "train").from_store == stats.total
-
-
-def _requests_in(summary: str) -> int:
-    """The request count a `still capture` summary line reports ("272 requests: ...")."""
-    found = re.search(r"(\d+) requests: ", summary)
-    assert found, summary
-    return int(found.group(1))

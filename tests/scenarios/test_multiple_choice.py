@@ -131,7 +131,7 @@ def test_a_reader_function_reads_what_no_format_knows(tmp_path: Path) -> None:
 
 def test_the_mmlu_example_reads_the_lm_eval_file() -> None:
     pytest.importorskip("lm_eval", reason="pip install --no-deps lm_eval==0.4.13")
-    task = load_task(Path(__file__).parent.parent / "examples/mmlu/task.yaml")
+    task = load_task(Path(__file__).parents[2] / "examples/mmlu/task.yaml")
     examples, report = load_examples(task)
     assert len(examples) == 272 and report.rows == 273  # one duplicate question
     assert all(e.answer in "ABCD" and all(e.fields[x] for x in "ABCD") for e in examples)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import write_task
 from still.graders import StringCheck, answer_of, grade, output_json
 from still.tasks import Example
 from still.testing import FaultyServer
 from still.types import Completion, Message, Request
+from test_helpers import write_task
 
 SCHEMA = {
     "type": "object",

@@ -15,7 +15,9 @@ import yaml
 
 from still.pipeline import run_all
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow  # the bundled models, end to end: minutes
 
 
 @pytest.fixture

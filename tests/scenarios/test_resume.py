@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import write_task
-from test_faults import Endpoint, _requests_in
+from test_helpers import write_task
+from test_helpers.endpoint import Endpoint, requests_in
 
 
 def _stored_hashes(db: Path) -> set[str]:
@@ -49,7 +49,7 @@ def test_sigkill_during_capture_then_resume(tmp_path: Path) -> None:
 
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    total = _requests_in(done.stdout)  # the train split's size
+    total = requests_in(done.stdout)  # the train split's size
     assert 60 <= len(before) < total, "the kill should land mid-capture"
     after_calls = calls.read_text().splitlines()[calls_before:]
     assert not before & set(after_calls), "a stored request was sent again"
