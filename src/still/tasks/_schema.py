@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -149,14 +150,38 @@ class GenerationSpec(_Strict):
     )
 
 
+_GRADER_VAR = re.compile(r"\{\{\s*([\w.]+)\s*\}\}")
+"""A variable of OpenAI's grader templates: `{{sample.output_text}}`, `{{item.answer}}`."""
+
+
+def _grader_template(text: str) -> str:
+    """Check a grader's `input` or `reference` template when the task is loaded: a broken
+    `{{` would otherwise stay literal text, and every grade would fail in silence."""
+    if "{{" in _GRADER_VAR.sub("", text) or "}}" in _GRADER_VAR.sub("", text):
+        raise ValueError(
+            "a '{{' without its '}}' (or the reverse); write {{sample.output_text}}, "
+            "{{sample.output_json.<key>}} or {{item.<field>}}"
+        )
+    for m in _GRADER_VAR.finditer(text):
+        if m.group(1).split(".")[0] not in ("sample", "item"):
+            raise ValueError(
+                f"{m.group(0)}: a variable starts with `sample.` (the answer) or `item.` "
+                "(the example)"
+            )
+    return text
+
+
+GraderTemplate = Annotated[str, AfterValidator(_grader_template)]
+
+
 class StringCheckSpec(_Strict):
     """`string_check`: compare a templated input with a templated reference."""
 
     type: Literal["string_check"] = "string_check"
     name: str = "correct"
     operation: Literal["eq", "ne", "like", "ilike"] = "eq"
-    input: str = "{{sample.output_text}}"
-    reference: str = "{{item.answer}}"
+    input: GraderTemplate = "{{sample.output_text}}"
+    reference: GraderTemplate = "{{item.answer}}"
 
 
 class TextSimilaritySpec(_Strict):
@@ -164,8 +189,8 @@ class TextSimilaritySpec(_Strict):
 
     type: Literal["text_similarity"]
     name: str
-    input: str = "{{sample.output_text}}"
-    reference: str = "{{item.answer}}"
+    input: GraderTemplate = "{{sample.output_text}}"
+    reference: GraderTemplate = "{{item.answer}}"
     evaluation_metric: str = Field(
         description="fuzzy_match, bleu, gleu, meteor, rouge_1 ... rouge_5, rouge_l or cosine."
     )
