@@ -40,17 +40,17 @@ from typing import Any, Protocol
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import jsonschema  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from transformers import (  # noqa: E402
+import jsonschema
+import numpy as np
+import torch
+from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     LogitsProcessor,
     LogitsProcessorList,
 )
 
-from still.models._local import local_path  # noqa: E402
+from still.models._local import local_path
 
 MODEL = "local:smollm2-135m-instruct"
 REPLAYS = 7
@@ -593,7 +593,7 @@ def run_all(
             t = time.perf_counter()
             lib.setup(tok)
             res.setup_ms = (time.perf_counter() - t) * 1000
-        except Exception as exc:  # a broken library is a row in the table, not a crash
+        except Exception as exc:  # noqa: BLE001 - a broken library is a row in the table, not a crash
             fail(res, exc)
     for case in CASES:
         compiled: list[Any] = []
@@ -605,7 +605,7 @@ def run_all(
                 t = time.perf_counter()
                 compiled[-1] = lib.compile(case.schema)
                 res.compile_ms.append((time.perf_counter() - t) * 1000)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - as above: a failure is a row
                 fail(res, exc)
         for k in range(n):
             prompt = case.instruction(case.inputs[k % len(case.inputs)])
@@ -622,7 +622,7 @@ def run_all(
                     res.seconds += time.perf_counter() - t
                     res.decode_seconds += stamp.times[-1] - stamp.times[0]
                     res.decode_steps += len(stamp.times) - 1
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - as above: a failure is a row
                     fail(res, exc)
                     continue
                 if proc is not None:
@@ -656,7 +656,7 @@ def run_all(
                 try:
                     ms = replay(lib, res, tok, vocab) * 1000
                     res.replay_ms = min(res.replay_ms or ms, ms)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - as above: a failure is a row
                     fail(res, exc)
     return results
 

@@ -57,7 +57,7 @@ def load_plugins() -> list[str]:
                 target = ep.load()
                 if callable(target) and not isinstance(target, ModuleType):
                     target()
-            except Exception as exc:  # noqa: BLE001 - any error in third-party code: name the plugin
+            except Exception as exc:  # any error in third-party code: name the plugin
                 _loaded = None  # the next lookup fails the same way, not half-loaded
                 raise PluginError(
                     f"plugin {ep.name!r} ({ep.value}) failed to load: {exc!r}; fix or "

@@ -18,16 +18,17 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from still.bench import (  # noqa: E402
+from still.bench import (
     Comparison,
     ModelResult,
     baselines,
     compare_pairs,
     gap_closed_interval,
+    percentile,
+    wilson,
 )
-from still.bench._stats import percentile, wilson  # noqa: E402
-from still.report import write_html, write_reports  # noqa: E402
-from still.report._html import headline  # noqa: E402
+from still.report import write_html, write_reports
+from still.report._html import headline
 
 LABELS = ["positive", "negative", "neutral"]
 ROLES = ["teacher", "student", "distilled", "control"]

@@ -33,7 +33,7 @@ class Endpoint:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:  # http.server's name for the POST handler
                 req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 prompt = req["messages"][-1]["content"]
                 outer.auth.append(self.headers.get("Authorization"))

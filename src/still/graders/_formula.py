@@ -427,7 +427,7 @@ class Multi:
         for g in self.graders:
             try:
                 sub: Grade = g.grade(sample, item, example_id, completion_id)
-            except Exception as exc:  # a grader error is a failed grade, never a crash
+            except Exception as exc:  # noqa: BLE001 - a grader error is a failed grade, never a crash
                 return self._fail(
                     example_id, completion_id, f"sub-grader {g.name!r} raised {exc!r}"
                 )

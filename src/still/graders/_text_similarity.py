@@ -218,7 +218,7 @@ class TextSimilarity:
             )
             if math.isnan(raw):
                 raise ValueError(f"{self.evaluation_metric} returned NaN")
-        except Exception as exc:  # a grader error is a failed grade, never a crash or a pass
+        except Exception as exc:  # noqa: BLE001 - a grader error is a failed grade, not a crash
             return Grade(
                 grader=self.name,
                 example_id=example_id,

@@ -100,7 +100,7 @@ class LocalProvider:
         start = time.perf_counter()
         try:
             outs: list[Completion] = fn(batch)
-        except Exception as exc:  # stored as failed completions; the run goes on
+        except Exception as exc:  # noqa: BLE001 - stored as failed completions; the run goes on
             if len(idx) > 1:
                 # one bad request must not fail its neighbours: retry them one by one
                 for i in idx:

@@ -51,7 +51,7 @@ class ScriptedProvider:
                 if self.fail_every and self.calls % self.fail_every == 0:
                     raise RuntimeError(f"scripted failure on call {self.calls}")
                 text = self.answer(req)
-            except Exception as exc:  # a failed request is a stored completion, not a crash
+            except Exception as exc:  # noqa: BLE001 - a failed request is a stored completion
                 out.append(
                     Completion(
                         request=req,
