@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from still import plugins
 from still.graders import build_grader, grade, grader_specs, register_grader
 from still.graders._registry import _FACTORIES
-from still.models import get_model, register_provider
+from still.models import get_model, register_provider, schemes
 from still.models._provider import _SCHEMES
 from still.plugins import PluginError, load_plugins
 from still.tasks import Example
@@ -83,6 +83,7 @@ def plugin_installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         assert select == {"group": plugins.GROUP}
         return importlib.metadata.EntryPoints([ep])
 
+    schemes()  # the built-in providers register first (lazily), into the real registry
     monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
     # what the plugin registers is forgotten afterwards, like the plugin itself
     monkeypatch.setattr("still.graders._registry._FACTORIES", dict(_FACTORIES))
@@ -92,6 +93,15 @@ def plugin_installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     plugins.reset_plugins()
     yield
     plugins.reset_plugins()
+
+
+def test_the_builtin_providers_outlive_a_plugin_test(plugin_installed: None) -> None:
+    assert "scripted" in schemes()
+
+
+def test_after_a_plugin_test_the_builtins_are_still_registered() -> None:
+    assert {"local", "openai", "scripted"} <= set(schemes())
+    assert get_recipe("sft").data == "train.jsonl"
 
 
 def test_an_entry_point_adds_a_grader_a_recipe_and_a_provider(plugin_installed: None) -> None:
