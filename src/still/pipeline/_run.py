@@ -30,7 +30,7 @@ from still.cost import Budget, cost_model_for, require_prices
 from still.curate import Keep
 from still.errors import StillError
 from still.graders import Capture, Grader, answer_of, build_grader, judges
-from still.models import get_model, schemes, use_key_variables
+from still.models import get_model, known_models, schemes, use_key_variables
 from still.settings import runs_root
 from still.store import Store
 from still.tasks import (
@@ -314,8 +314,7 @@ def _check_models(task_path: Path | str, task: Task) -> None:
         if not (sep and scheme in known) and not Path(ref, "config.json").is_file():
             raise TaskError(
                 f"{task_path}: models.{role}: unknown model {ref!r}; use a reference "
-                f"`still models` lists ({', '.join(f'{s}:...' for s in known)}) or a "
-                "model folder"
+                f"`still models` lists ({', '.join(known_models())}) or a model folder"
             )
 
 
