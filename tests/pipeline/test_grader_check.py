@@ -46,7 +46,8 @@ def test_a_judge_that_passes_everything_has_kappa_zero(tmp_path: Path) -> None:
     assert a.accuracy == pytest.approx(n_right / a.n)
     assert a.kappa == pytest.approx(0.0)
     checks = json.loads((run.dir / "grader_checks.json").read_text())
-    assert checks["verdict"]["kappa"] == pytest.approx(0.0)
+    (record,) = checks.values()
+    assert record["grader"] == "verdict" and record["kappa"] == pytest.approx(0.0)
     # judge answers were stored and tagged
     assert run.store.count(metadata={"role": "judge", "grader": "verdict"}) == a.n
 
@@ -90,7 +91,37 @@ def test_an_undefined_kappa_is_not_trusted(tmp_path: Path) -> None:
     _, run = _run(tmp_path, curate={"filter": "verdict == 1", "min_kappa": 0.5})
     check_grader(run, "verdict")
     checks = json.loads((run.dir / "grader_checks.json").read_text())
-    checks["verdict"]["kappa"] = float("nan")
+    (key,) = checks
+    checks[key]["kappa"] = float("nan")
     (run.dir / "grader_checks.json").write_text(json.dumps(checks))
     with pytest.raises(GraderNotTrusted, match="kappa undefined"):
         export_stage(run, "correct")
+
+
+def test_a_check_vouches_only_for_the_judge_it_measured(tmp_path: Path) -> None:
+    """The trust record is keyed by the judge's whole configuration: a judge with the
+    same name but another prompt or model is not vouched for by the old check."""
+    from still.graders import build_grader
+    from still.pipeline import fingerprint
+    from still.tasks import load_task
+
+    curate = {"filter": "verdict == 1", "min_kappa": -1.0}  # any measured kappa passes
+    task, run = _run(tmp_path, curate=curate)
+    check_grader(run, "verdict")
+    assert export_stage(run, "correct").kept > 0  # measured: trusted
+    stricter = {**JUDGE, "input": [{"role": "user", "content": "Strictly: {{sample.output_text}}"}]}
+    other = tmp_path / "other"
+    other.mkdir()
+    changed = open_run(
+        write_task(other, student="scripted:first-label", teacher="scripted:first-label",
+                   graders=[{"type": "string_check", "name": "correct"}, stricter],
+                   curate=curate),
+        run.dir,
+    )  # fmt: skip
+    with pytest.raises(GraderNotTrusted, match="never checked"):
+        export_stage(changed, "correct")
+    judge = run.graders[1]
+    assert fingerprint(judge) == fingerprint(build_grader(load_task(task).graders[1]))
+    assert fingerprint(judge) != fingerprint(changed.graders[1])
+    other_model = build_grader(load_task(task).graders[1].model_copy(update={"model": "x:y"}))
+    assert fingerprint(judge) != fingerprint(other_model)

@@ -22,6 +22,7 @@ from still.pipeline._flow import run_all
 from still.pipeline._gguf import export_gguf_stage
 from still.pipeline._grader_check import (
     check_grader,
+    fingerprint,
     judged_names,
     load_grader_file,
     read_gold,
@@ -58,6 +59,7 @@ __all__ = [
     "export_dpo_stage",
     "export_gguf_stage",
     "export_stage",
+    "fingerprint",
     "grade_stage",
     "judge_capture",
     "judged_names",

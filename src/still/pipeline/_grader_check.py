@@ -11,8 +11,10 @@ judge whose recorded kappa is below the task's `curate.min_kappa` unless forced.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,14 +140,45 @@ def check_grader(
     if not golds:
         raise StageError(f"no answers with a gold verdict to check {name!r} on")
     result = agreement(golds, preds)
-    _save(run, name, role, split, result, gold_file)
+    _save(run, g, role, split, result, gold_file)
     return result
 
 
-def _save(run: Run, name: str, role: str, split: str, a: Agreement, gold_file: Path | None) -> None:
+def fingerprint(grader: Grader) -> str:
+    """A hash of a grader's whole configuration (model, messages, labels, thresholds,
+    sampling parameters; sub-graders of a multi grader included), so a recorded check
+    vouches for exactly the judge it measured: change the judge's model or prompt and it
+    must be checked again, and another judge of the same name is not vouched for."""
+
+    def plain(x: Any) -> Any:
+        if dataclasses.is_dataclass(x) and not isinstance(x, type):
+            return {f.name: plain(getattr(x, f.name)) for f in dataclasses.fields(x)
+                    if not f.name.startswith("_")}  # fmt: skip
+        if hasattr(x, "model_dump"):
+            return plain(x.model_dump())
+        if isinstance(x, Mapping):
+            return {str(k): plain(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        if isinstance(x, (str, int, float, bool)) or x is None:
+            return x
+        return {"type": type(x).__name__, **{k: plain(v) for k, v in vars(x).items()
+                                             if not k.startswith("_")}}  # fmt: skip
+
+    data = {"type": type(grader).__name__, "config": plain(grader)}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _key(grader: Grader) -> str:
+    return f"{grader.name}#{fingerprint(grader)}"
+
+
+def _save(run: Run, g: Grader, role: str, split: str, a: Agreement, gold_file: Path | None) -> None:
     path = run.dir / CHECKS_FILE
     checks: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
-    checks[name] = {
+    checks[_key(g)] = {
+        "grader": g.name,
+        "fingerprint": fingerprint(g),
         "role": role,
         "split": split,
         "gold": str(gold_file) if gold_file else "reference check",
@@ -164,19 +197,22 @@ def judged_names(graders: Sequence[Grader], names: set[str] | None = None) -> se
     }
 
 
-def recorded_check(run: Run, name: str) -> Agreement | None:
-    """The agreement `still check-grader` recorded for grader `name`, or None."""
+def recorded_check(run: Run, grader: Grader) -> Agreement | None:
+    """The agreement `still check-grader` recorded for this exact grader configuration
+    (see `fingerprint`), or None: never checked, or checked in another configuration."""
     path = run.dir / CHECKS_FILE
     checks: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
-    record = checks.get(name)
+    record = checks.get(_key(grader))
     return Agreement.from_record(record) if record is not None else None
 
 
 def require_trusted(run: Run, names: set[str], min_kappa: float, force: bool) -> None:
-    """Refuse (GraderNotTrusted) when a judged grader in `names` has no recorded check with
-    kappa >= min_kappa, unless forced (`still.bench.check_trust` decides)."""
+    """Refuse (GraderNotTrusted) when a judged grader in `names` has no recorded check of
+    its current configuration with kappa >= min_kappa, unless forced (`still.bench.
+    check_trust` decides)."""
+    by_name = {g.name: g for g in run.graders}
     for name in sorted(judged_names(run.graders, names)):
-        check_trust(recorded_check(run, name), min_kappa, force, grader=name)
+        check_trust(recorded_check(run, by_name[name]), min_kappa, force, grader=name)
 
 
 def _names(graders: Sequence[Grader]) -> str:
