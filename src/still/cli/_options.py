@@ -125,6 +125,7 @@ def _say_loaded(run: Run) -> None:
     """One stderr line: the task's name, what loading kept and dropped, the split sizes."""
     click.echo(
         f"{run.task.name}: {run.load_report.summary()}; {len(run.split.train)} train, "
-        f"{len(run.split.heldout)} held-out, {len(run.split.fewshot)} few-shot",
+        f"{len(run.split.validation)} validation, {len(run.split.heldout)} held-out test, "
+        f"{len(run.split.fewshot)} few-shot",
         err=True,
     )
