@@ -65,13 +65,48 @@ def _answers(model_dir: Path) -> list[str]:
     return [c.text for c in local.complete(reqs + labelled)]
 
 
+def _first_logits(model_dir: Path, prompts: list[str]) -> list[list[float]]:
+    """The next-token logits after each prompt, in the chat template (fp32, greedy's input)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    out = []
+    for p in prompts:
+        ids = tok.apply_chat_template([{"role": "user", "content": p}],
+                                      add_generation_prompt=True, return_tensors="pt")  # fmt: skip
+        ids = ids if isinstance(ids, torch.Tensor) else ids["input_ids"]
+        with torch.no_grad():
+            out.append(model(ids).logits[0, -1].tolist())
+    return out
+
+
 def test_f16_and_q8_round_trip_give_the_same_answers(tiny_smol: Path, tmp_path: Path) -> None:
+    """f16 gives exactly the merged model's answers. q8_0 is lossy: it gives the same
+    answer wherever the model's choice is not a near tie, i.e. wherever the top logit
+    beats the runner-up by more than twice q8's largest logit error (a random tiny model
+    has many near ties; a trained one few: the demo's q8 agreed on 99.7%)."""
     f16 = gguf.convert(tiny_smol, tmp_path / "m-f16.gguf", "f16")
     q8 = gguf.convert(tiny_smol, tmp_path / "m-q8_0.gguf", "q8_0")
     assert q8.stat().st_size < f16.stat().st_size
     want = _answers(tiny_smol)
     assert _answers(gguf.load_gguf(f16, tmp_path / "f16-back")) == want
-    assert _answers(gguf.load_gguf(q8, tmp_path / "q8-back")) == want
+    q8_back = gguf.load_gguf(q8, tmp_path / "q8-back")
+    prompts = ["Who wrote Hamlet?", "Where is Paris?", "How many legs has a cat?",
+               "Name a river.", "What is two plus two?", "Who painted the Mona Lisa?"]  # fmt: skip
+    checked = 0
+    for ref, got in zip(_first_logits(tiny_smol, prompts), _first_logits(q8_back, prompts),
+                        strict=True):  # fmt: skip
+        error = max(abs(a - b) for a, b in zip(ref, got, strict=True))
+        spread = max(ref) - min(ref)
+        assert error < 0.1 * spread, "q8_0 logits drifted beyond quantization error"
+        top, second = sorted(ref, reverse=True)[:2]
+        if top - second > 2 * error:  # a clear choice: quantization cannot flip it
+            checked += 1
+            assert got.index(max(got)) == ref.index(max(ref))
+    assert _answers(q8_back)[3:] == want[3:]  # label scoring: the same label for each
+    assert checked >= 1, "no clear choice to compare: the test model is all near ties"
 
 
 def test_q4_k_m_without_llama_quantize_says_how_to_build_it(

@@ -36,12 +36,15 @@ def test_still_run_on_bundled_models(tmp_path: Path, bundled_home: Path) -> None
     path.write_text(yaml.safe_dump(task))
     run, cmp = run_all(path, tmp_path / "run")
 
-    assert [r.role for r in cmp.results] == ["teacher", "student", "distilled", "control"]
+    roles = ["teacher", "student", "distilled", "distilled-verified", "control"]
+    assert [r.role for r in cmp.results] == roles
     for r in cmp.results:
         assert r.n == 24 and r.errors == 0 and r.unparseable == 0, r
         assert r.ci_low <= r.accuracy <= r.ci_high
     split = json.loads((run.dir / "split.json").read_text())
-    assert not set(split["heldout"]) & (set(split["train"]) | set(split["fewshot"]))
+    assert not set(split["heldout"]) & (
+        set(split["train"]) | set(split["fewshot"]) | set(split["validation"])
+    )
     info = json.loads((run.distilled_dir() / "train.json").read_text())
     assert info["steps"] >= 1 and info["losses"]
 
