@@ -207,3 +207,16 @@ def test_a_run_folder_outside_the_run_root_is_refused(
         assert not outside.exists()
     assert open_run(task).dir == root / "toy"  # the default: <run root>/<task name>
     assert open_run(task, root / "mine" / "a").dir.is_dir()
+
+
+def test_a_run_whose_references_confirm_nothing_still_trains_the_teacher_only_student(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """With no usable reference (every teacher answer 'wrong' against it, as with traffic
+    that has none), the verified student has nothing to learn from: `still run` says so
+    and goes on with the teacher-only one instead of failing the whole run."""
+    task = write_task(tmp_path, student=f"local:{tiny_model}", teacher="scripted:const=unknowable",
+                      labels=None)  # fmt: skip
+    run, cmp = run_all(task, tmp_path / "run")
+    roles = [r.role for r in cmp.results]
+    assert "distilled" in roles and "distilled-verified" not in roles

@@ -37,8 +37,18 @@ def run_all(
     if stats.failed == stats.total:
         raise StageError("every teacher request failed; see `still store ls --errors`")
     students = [keep] if keep is not None else list(run.task.curate.students)
-    for k in students:
-        log.info("export (%s): %s", STUDENTS[k], export_stage(run, k, budget).summary())
+    for k in list(students):
+        try:
+            exported = export_stage(run, k, budget)
+        except StageError as exc:
+            if keep is not None or len(students) == 1:
+                raise
+            # data without usable references (production traffic): the verified student
+            # has nothing to learn from; the teacher-only one still does
+            log.warning("no %s student: %s", STUDENTS[k], exc)
+            students.remove(k)
+            continue
+        log.info("export (%s): %s", STUDENTS[k], exported.summary())
         train_stage(run, keep=k)
     roles = tuple(r for r in ROLES if r not in STUDENTS.values() or r in
                   {STUDENTS[k] for k in students})  # fmt: skip
