@@ -21,9 +21,10 @@ PLAN: tuple[tuple[str, str], ...] = (
     ("teacher", "heldout"),
     ("student", "heldout"),
     ("distilled", "heldout"),
+    ("distilled-verified", "heldout"),
     ("control", "heldout"),
 )
-"""The (role, split) captures of `still run`, in order."""
+"""The (role, split) captures of `still run`, in order, with both distilled students."""
 
 
 @dataclass
@@ -57,15 +58,18 @@ class StageEstimate:
 
 
 def estimate_run(
-    run: Run, plan: tuple[tuple[str, str], ...] = PLAN, limit: int | None = None
+    run: Run, plan: tuple[tuple[str, str], ...] | None = None, limit: int | None = None
 ) -> list[StageEstimate]:
-    """Count the tokens and bound the cost of each capture in `plan`.
+    """Count the tokens and bound the cost of each capture in `plan` (default: `still
+    run`'s, with every distilled student the task's `curate.students` trains).
 
-    The distilled student does not exist before training: its requests are built with
+    A distilled student does not exist before training: its requests are built with
     the base student (same tokenizer, same prompt) and priced as the task prices
     `distilled` (by default, not at all: it is a local model).
     """
     task = run.task
+    if plan is None:
+        plan = (("teacher", "train"), *((r, "heldout") for r in run.roles()))
     out = []
     for role, split in plan:
         trained = True
@@ -74,7 +78,8 @@ def estimate_run(
         except StageError:  # the distilled student is not trained yet
             trained = False
             reqs = run.requests("student", split, limit)
-        model = task.models.student if role == "distilled" else run.model_for(role)
+        distilled = role.startswith("distilled")
+        model = task.models.student if distilled else run.model_for(role)
         counter = counter_for(model, task.tokenizers)
         stored = prompt = output = 0
         for req in reqs.values():
@@ -84,12 +89,12 @@ def estimate_run(
             est = estimate(counter, req)
             prompt += est.prompt
             output += est.output_max
-        price = price_for("distilled" if role == "distilled" else model, task.prices)
+        price = price_for("distilled" if distilled else model, task.prices)
         out.append(
             StageEstimate(
                 role=role,
                 split=split,
-                model=model if role != "distilled" else f"{model} (fine-tuned)",
+                model=f"{model} (fine-tuned)" if distilled else model,
                 tokenizer=counter.name,
                 exact=counter.exact,
                 requests=len(reqs),
