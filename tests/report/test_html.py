@@ -23,7 +23,6 @@ from still.bench import (
     ModelResult,
     baselines,
     compare_pairs,
-    gap_closed_interval,
     percentile,
     wilson,
 )
@@ -109,16 +108,8 @@ def _data(priced: bool = True) -> tuple[Comparison, list[dict[str, Any]]]:
 
 
 def _analysed(cmp: Comparison, rows: list[dict[str, Any]], gold: list[str]) -> Comparison:
-    """What the pipeline adds (still.pipeline._bench.analyse): paired tests, the gap
-    closed with its interval, and the baselines."""
-    by = {r: [x["correct"] for x in rows if x["role"] == r] for r in ROLES}
-    cmp.paired = compare_pairs(rows, n_resamples=2000)
-    point, lo, hi = gap_closed_interval(
-        by["teacher"], by["student"], by["distilled"], n_resamples=2000
-    )
-    cmp.gaps = {"distilled": {"gap_closed": point, "ci_low": lo, "ci_high": hi}}
-    cmp.baselines = baselines(gold, gold, LABELS)
-    return cmp
+    """What the pipeline adds: paired tests, the gap closed with its interval, baselines."""
+    return cmp.analyse(rows, baselines(gold, gold, LABELS), n_resamples=2000)
 
 
 class _Page(HTMLParser):

@@ -9,8 +9,6 @@ from still.bench import (
     Comparison,
     ModelResult,
     baselines,
-    compare_pairs,
-    gap_closed_interval,
     wilson,
 )
 from still.report import markdown, verdict
@@ -34,15 +32,7 @@ def _comparison(
         for i, c in enumerate(cs)
     ]
     cmp = Comparison([_result(role, cs) for role, cs in right.items()])
-    cmp.paired = compare_pairs(rows, n_resamples=2000)
-    for d in ("distilled", "distilled-verified"):
-        if d in right:
-            point, lo, hi = gap_closed_interval(
-                right["teacher"], right["student"], right[d], n_resamples=2000
-            )
-            cmp.gaps[d] = {"gap_closed": point, "ci_low": lo, "ci_high": hi}
-    cmp.baselines = baselines(train, test, LABELS)
-    return cmp
+    return cmp.analyse(rows, baselines(train, test, LABELS), n_resamples=2000)
 
 
 def _flips(n: int, p: float, seed: int) -> list[bool]:

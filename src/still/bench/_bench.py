@@ -7,11 +7,12 @@ on its own column, so a model that errors cannot look accurate.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from still.bench._baselines import Baselines
+from still.bench._paired import compare_pairs, gap_closed_interval
 from still.bench._stats import gap_closed, percentile, wilson
 from still.graders import Capture, Grader, answer_of, grade, prepare_graders
 from still.tasks import Example
@@ -137,6 +138,10 @@ def evaluate(
     return summary, rows, all_grades
 
 
+DISTILLED = ("distilled", "distilled-verified")
+"""The distilled students' roles: each gets a gap-closed interval."""
+
+
 @dataclass
 class Comparison:
     """The comparison of every role on the same test examples, with what its claims rest
@@ -166,6 +171,35 @@ class Comparison:
         if not (t and b and d):
             return None
         return gap_closed(t.accuracy, b.accuracy, d.accuracy)
+
+    def analyse(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        baselines: Baselines | None = None,
+        *,
+        n_resamples: int = 10_000,
+    ) -> Comparison:
+        """Fill in what the claims rest on, from the per-example rows (`evaluate`'s): the
+        paired tests between roles and each distilled student's gap closed with its paired
+        interval, over the examples the three roles share; and the baselines, if given.
+
+        Returns:
+            self, analysed.
+        """
+        self.paired = compare_pairs(rows, n_resamples=n_resamples)
+        by_role: dict[str, dict[str, bool]] = {}
+        for r in rows:
+            by_role.setdefault(str(r["role"]), {})[str(r["example_id"])] = bool(r["correct"])
+        for d in DISTILLED:
+            if {"teacher", "student", d} <= set(by_role):
+                ids = [i for i in by_role["teacher"] if i in by_role["student"] and i in by_role[d]]
+                point, low, high = gap_closed_interval(
+                    *([by_role[role][i] for i in ids] for role in ("teacher", "student", d)),
+                    n_resamples=n_resamples,
+                )
+                self.gaps[d] = {"gap_closed": point, "ci_low": low, "ci_high": high}
+        self.baselines = baselines
+        return self
 
     def beats(self, a: str, b: str) -> bool:
         """True when a's paired 95% interval against b lies wholly above zero."""

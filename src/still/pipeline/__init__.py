@@ -34,7 +34,6 @@ from still.pipeline._run import (
     RunRole,
     StageError,
     capture_role,
-    judge_capture,
     open_run,
     open_run_dir,
 )
@@ -61,7 +60,6 @@ __all__ = [
     "export_stage",
     "fingerprint",
     "grade_stage",
-    "judge_capture",
     "judged_names",
     "learning_curve",
     "load_grader_file",

@@ -16,10 +16,8 @@ from still.bench import (
     PositionBias,
     accuracy_by_length,
     baselines,
-    compare_pairs,
     economics,
     evaluate,
-    gap_closed_interval,
     label_distribution,
     rotate_example,
     summarise,
@@ -27,7 +25,7 @@ from still.bench import (
 from still.capture import build_request
 from still.cost import Budget, price_for
 from still.graders import answer_of
-from still.pipeline._run import STUDENTS, Run, StageError, capture_role
+from still.pipeline._run import Run, StageError, capture_role
 from still.report import print_table, verdict, write_reports
 from still.types import Request
 
@@ -116,26 +114,14 @@ def compare(
 
 
 def analyse(run: Run, cmp: Comparison, rows: list[dict[str, Any]]) -> None:
-    """What the comparison's claims rest on, filled into `cmp`: paired tests between the
-    roles, each distilled student's gap closed with its paired interval, and the no-model
-    baselines (majority label chosen on train, scored on the compared examples)."""
-    cmp.paired = compare_pairs(rows)
-    by_role: dict[str, dict[str, bool]] = {}
-    for r in rows:
-        by_role.setdefault(r["role"], {})[r["example_id"]] = bool(r["correct"])
-    for d in STUDENTS.values():
-        if {"teacher", "student", d} <= set(by_role):
-            ids = [i for i in by_role["teacher"] if i in by_role["student"] and i in by_role[d]]
-            point, low, high = gap_closed_interval(
-                *([by_role[role][i] for i in ids] for role in ("teacher", "student", d))
-            )
-            cmp.gaps[d] = {"gap_closed": point, "ci_low": low, "ci_high": high}
+    """What the comparison's claims rest on (`Comparison.analyse`), with the run's
+    baselines: the majority label chosen on train, scored on the compared examples."""
     compared = {str(r["example_id"]) for r in rows}
-    cmp.baselines = baselines(
+    cmp.analyse(rows, baselines(
         [e.answer for e in run.split.train],
         [e.answer for e in run.split.heldout if e.id in compared],
         run.task.labels,
-    )
+    ))  # fmt: skip
 
 
 def bench_stage(

@@ -11,7 +11,7 @@ from still.cost import Budget
 from still.curate import Keep
 from still.pipeline._bench import bench_stage
 from still.pipeline._export import export_stage
-from still.pipeline._run import ROLES, STUDENTS, Run, StageError, capture_role, open_run
+from still.pipeline._run import STUDENTS, Run, StageError, capture_role, open_run
 from still.pipeline._train import train_stage
 
 log = logging.getLogger("still.pipeline")
@@ -50,6 +50,4 @@ def run_all(
             continue
         log.info("export (%s): %s", STUDENTS[k], exported.summary())
         train_stage(run, keep=k)
-    roles = tuple(r for r in ROLES if r not in STUDENTS.values() or r in
-                  {STUDENTS[k] for k in students})  # fmt: skip
-    return run, bench_stage(run, roles, budget=budget)
+    return run, bench_stage(run, run.roles(students), budget=budget)

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -115,10 +116,11 @@ class Run:
             return "local:" + str(path.resolve())
         raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
 
-    def roles(self) -> tuple[RunRole, ...]:
-        """The roles this task compares: teacher, base student, the distilled students
-        its `curate.students` asks for, control."""
-        wanted = {STUDENTS[k] for k in self.task.curate.students}
+    def roles(self, students: Iterable[Keep] | None = None) -> tuple[RunRole, ...]:
+        """The roles compared: teacher, base student, the distilled students named (by
+        default the task's `curate.students`), control."""
+        keeps = self.task.curate.students if students is None else students
+        wanted = {STUDENTS[k] for k in keeps}
         return tuple(r for r in ROLES if r not in STUDENTS.values() or r in wanted)
 
     def examples(self, split: str) -> list[Example]:
@@ -164,11 +166,17 @@ class Run:
     def stored(self, role: str, split: str, include_failed: bool = False) -> dict[str, Completion]:
         """Completions already in the store for a role on a split (by request hash); failed
         attempts too if asked, so they are counted as failures rather than as missing."""
+        return self.lookup(self.requests(role, split), include_failed)
+
+    def lookup(
+        self, requests: dict[str, Request], include_failed: bool = False
+    ) -> dict[str, Completion]:
+        """The stored answer of each request that has one, under the request's key."""
         out = {}
-        for ex_id, req in self.requests(role, split).items():
+        for key, req in requests.items():
             hit = self.store.lookup(req.key(), include_failed=include_failed)
             if hit is not None:
-                out[ex_id] = hit
+                out[key] = hit
         return out
 
     def judge(self, budget: Budget | None = None, call: bool = True) -> Capture:
@@ -178,12 +186,7 @@ class Run:
 
         def ask(requests: dict[str, Request], grader: str) -> dict[str, Completion]:
             if not call:
-                found = {}
-                for key, req in requests.items():
-                    hit = self.store.lookup(req.key(), include_failed=True)
-                    if hit is not None:
-                        found[key] = hit
-                return found
+                return self.lookup(requests, include_failed=True)
             model = next(iter(requests.values())).model
             if model == self.task.models.teacher:
                 log.warning(
@@ -368,8 +371,3 @@ def capture_role(
             answer_of(c, run.task.labels).why == "unparseable" for c in stats.completions.values()
         )
     return stats
-
-
-def judge_capture(run: Run, budget: Budget | None = None) -> Capture:
-    """The run's judges, called through its store (see `Run.judge`)."""
-    return run.judge(budget)
