@@ -5,6 +5,9 @@ examples a pipeline can use, failing early and precisely when something is off:
 
 - `load_task(path)` validates the YAML (`TaskError` names file, line and field, on one
   line), templates' syntax included; `load_grader_spec(path)` does the same for a grader file;
+  a grader `type` and a `train.recipe` may be any name the grader and recipe registries
+  (built-ins and plugins) have written down here (`register_grader_spec`,
+  `register_recipe_name`);
 - `load_examples(task)` reads the data (`resolve_source`, `read_rows`: CSV, TSV, JSONL,
   JSON, Parquet, regex-parsed lines, files inside installed packages), renames columns,
   maps labels, and returns content-addressed `Example`s with a `LoadReport` of every row
@@ -17,6 +20,13 @@ examples a pipeline can use, failing early and precisely when something is off:
 
 from still.tasks._example import Example, example_id
 from still.tasks._load import LoadReport, TaskError, load_examples, load_grader_spec, load_task
+from still.tasks._registry import (
+    BaseGraderSpec,
+    grader_types,
+    recipe_names,
+    register_grader_spec,
+    register_recipe_name,
+)
 from still.tasks._schema import (
     CurateSpec,
     DataSpec,
@@ -42,6 +52,7 @@ from still.tasks._templates import TemplateError, render, role_context
 
 __all__ = [
     "package_folder",
+    "BaseGraderSpec",
     "CurateSpec",
     "DataError",
     "DataSpec",
@@ -66,10 +77,14 @@ __all__ = [
     "TemplateError",
     "TrainSpec",
     "example_id",
+    "grader_types",
     "load_examples",
     "load_grader_spec",
     "load_task",
     "read_rows",
+    "recipe_names",
+    "register_grader_spec",
+    "register_recipe_name",
     "render",
     "resolve_source",
     "role_context",

@@ -185,8 +185,7 @@ def _locate(
 
     The line is that of the deepest node of `loc` present in the file (a missing field
     points at its parent). Location parts below a scalar value (union member tags such as
-    `int`, `float`) are cut off, and so is a grader's type tag (`graders.0.multi.graders`
-    is `graders.0.graders` in the file).
+    `int`, `float`) are cut off.
     """
     if root is None:
         return loc, 1
@@ -199,9 +198,6 @@ def _locate(
                 for k, v in node.value
                 if isinstance(k, yaml.ScalarNode) and k.value == str(key)
             ]
-            if not match and key == _type_of(node):
-                inner, line = _locate(node, loc[depth + 1 :])
-                return loc[:depth] + inner, line
             if not match:
                 break
             line = match[0][0].start_mark.line + 1
@@ -218,14 +214,6 @@ def _locate(
                 return loc[:depth], line
             break
     return loc, line
-
-
-def _type_of(node: yaml.MappingNode) -> str:
-    """A grader mapping's `type` (string_check when it has none, as the schema reads it)."""
-    for k, v in node.value:
-        if isinstance(k, yaml.ScalarNode) and k.value == "type" and isinstance(v, yaml.ScalarNode):
-            return str(v.value)
-    return "string_check"
 
 
 def _check_duplicate_keys(path: Path, node: yaml.Node | None) -> None:

@@ -19,14 +19,22 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
-    Discriminator,
     Field,
-    Tag,
+    PlainValidator,
+    SerializeAsAny,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
+from still.tasks._registry import (
+    BaseGraderSpec,
+    grader_spec_type,
+    grader_types,
+    recipe_names,
+    register_grader_spec,
+)
 from still.types import Price
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -174,7 +182,35 @@ def _grader_template(text: str) -> str:
 GraderTemplate = Annotated[str, AfterValidator(_grader_template)]
 
 
-class StringCheckSpec(_Strict):
+def _grader_spec(value: Any) -> BaseGraderSpec:
+    """One grader, validated by the spec type its `type` names (`string_check` when it has
+    none): a built-in's or a plugin's (`still.graders.register_grader`)."""
+    if isinstance(value, BaseGraderSpec):
+        return value
+    if not isinstance(value, dict):
+        raise PydanticCustomError(
+            "model_type",
+            "a grader is a mapping: its `type` and options (got a {kind})",
+            {"kind": type(value).__name__},
+        )
+    tag = value.get("type", "string_check")
+    spec_type = grader_spec_type(tag) if isinstance(tag, str) else None
+    if spec_type is None:  # _load words this as "unknown type ...; use one of ..."
+        raise PydanticCustomError(
+            "union_tag_invalid",
+            "unknown grader type {tag}",
+            {"tag": tag, "expected_tags": ", ".join(map(repr, grader_types()))},
+        )
+    return spec_type.model_validate(value)
+
+
+GraderSpec = Annotated[SerializeAsAny[BaseGraderSpec], PlainValidator(_grader_spec)]
+"""A grader, in OpenAI grader JSON shape: string_check, text_similarity, python, multi,
+score_model, label_model, or a type a plugin registers. Its `type` picks the spec class
+that validates the rest (and a missing `type` means string_check)."""
+
+
+class StringCheckSpec(BaseGraderSpec):
     """`string_check`: compare a templated input with a templated reference."""
 
     type: Literal["string_check"] = "string_check"
@@ -184,7 +220,7 @@ class StringCheckSpec(_Strict):
     reference: GraderTemplate = "{{item.answer}}"
 
 
-class TextSimilaritySpec(_Strict):
+class TextSimilaritySpec(BaseGraderSpec):
     """`text_similarity`: a similarity metric between input and reference, in [0, 1]."""
 
     type: Literal["text_similarity"]
@@ -202,7 +238,7 @@ class TextSimilaritySpec(_Strict):
     )
 
 
-class PythonSpec(_Strict):
+class PythonSpec(BaseGraderSpec):
     """`python`: `grade(sample, item) -> float` run in a sandboxed process."""
 
     type: Literal["python"]
@@ -214,7 +250,7 @@ class PythonSpec(_Strict):
     memory_mb: int = 512
 
 
-class MultiSpec(_Strict):
+class MultiSpec(BaseGraderSpec):
     """`multi`: sub-graders combined by a formula over their scores (`calculate_output`)."""
 
     type: Literal["multi"]
@@ -245,7 +281,7 @@ class JudgeSampling(_Strict):
     reasoning_effort: str | None = Field(None, description="Accepted; passed to no model yet.")
 
 
-class ScoreModelSpec(_Strict):
+class ScoreModelSpec(BaseGraderSpec):
     """`score_model`: a judge model scores the answer in `range`."""
 
     type: Literal["score_model"]
@@ -257,7 +293,7 @@ class ScoreModelSpec(_Strict):
     sampling_params: JudgeSampling = JudgeSampling()
 
 
-class LabelModelSpec(_Strict):
+class LabelModelSpec(BaseGraderSpec):
     """`label_model`: a judge model picks one of `labels`; `passing_labels` pass."""
 
     type: Literal["label_model"]
@@ -268,30 +304,20 @@ class LabelModelSpec(_Strict):
     passing_labels: list[str]
 
 
-def _grader_type(value: Any) -> str:
-    """The grader type; a grader without one is a string_check (the default grader)."""
-    if isinstance(value, dict):
-        return str(value.get("type", "string_check"))
-    return str(getattr(value, "type", "string_check"))
-
-
-GraderSpec = Annotated[
-    Annotated[StringCheckSpec, Tag("string_check")]
-    | Annotated[TextSimilaritySpec, Tag("text_similarity")]
-    | Annotated[PythonSpec, Tag("python")]
-    | Annotated[MultiSpec, Tag("multi")]
-    | Annotated[ScoreModelSpec, Tag("score_model")]
-    | Annotated[LabelModelSpec, Tag("label_model")],
-    Discriminator(_grader_type),
-]
-"""A grader, in OpenAI grader JSON shape: string_check, text_similarity, python, multi,
-score_model, label_model."""
-MultiSpec.model_rebuild()
+for _spec in (
+    StringCheckSpec,
+    TextSimilaritySpec,
+    PythonSpec,
+    MultiSpec,
+    ScoreModelSpec,
+    LabelModelSpec,
+):  # what still.graders registers too; here so that a task validates on its own
+    register_grader_spec(_spec)
 
 
 def _default_graders() -> list[GraderSpec]:
     """One string_check: the parsed answer equals the reference answer."""
-    return [StringCheckSpec()]  # its sub-graders are GraderSpecs, defined just above
+    return [StringCheckSpec()]
 
 
 class StudentPolicy(_Strict):
@@ -398,14 +424,15 @@ class DPOSpec(_Strict):
 class TrainSpec(_Strict):
     """How the student is fine-tuned on the exported teacher answers."""
 
-    recipe: Literal["sft", "kd", "dpo"] = Field(
+    recipe: str = Field(
         "sft",
         description="sft: learn the teacher's answers (train.jsonl); kd: learn its "
         "distributions: over the labels for a label task (train-soft.jsonl, from a teacher "
         "that gives label scores, as local teachers do), else token by token from a local "
         "teacher sharing the student's tokenizer (train-tokens.jsonl); dpo: prefer the "
         "teacher's passing answers to the base student's failing ones (dpo-trl.jsonl, "
-        "from `still export-dpo`; LoRA).",
+        "from `still export-dpo`; LoRA). Or a recipe a plugin registers "
+        "(`still.train.register_recipe`).",
     )
     method: Literal["lora", "full"] = "lora"
     epochs: float = 2.0
@@ -422,6 +449,14 @@ class TrainSpec(_Strict):
         description="Dollars an hour of the training machine, for the break-even volume in "
         "reports (training seconds x this; default: training counted as free).",
     )
+
+    @field_validator("recipe")
+    @classmethod
+    def _known_recipe(cls, name: str) -> str:
+        known = recipe_names(name)
+        if name not in known:
+            raise ValueError(f"unknown recipe {name!r}; use one of {', '.join(known)}")
+        return name
 
 
 class Task(_Strict):

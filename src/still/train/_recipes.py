@@ -4,7 +4,8 @@ A task's `train.recipe` names a row here. `train_stage` looks the recipe up, che
 data file exists (saying which command writes it), and calls its trainer; it knows no
 recipe by name. Trainers are named as "module:function" and imported only when training
 starts, so listing recipes loads no torch. A plugin adds a row with `register_recipe`
-(see `still.plugins`), the same call the built-ins below go through.
+(see `still.plugins`), the same call the built-ins below go through; it also writes the
+name down in the task schema, so a task file's `train.recipe` may name it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from still.curate import SOFT_FILE, TOKENS_FILE, TRAIN_FILE
 from still.models import local_path
 from still.plugins import load_plugins
+from still.tasks import register_recipe_name
 
 DPO_FILE = "dpo-trl.jsonl"
 """The preference pairs in TRL's format, as `still export-dpo` writes them (one per run)."""
@@ -64,7 +66,9 @@ RECIPES: dict[str, Recipe] = {}
 
 
 def register_recipe(name: str, recipe: Recipe) -> Recipe:
-    """Add (or replace) the recipe `name`; built-ins use this too."""
+    """Add (or replace) the recipe `name`, and let task files name it in `train.recipe`
+    (`still.tasks.register_recipe_name`); built-ins use this too."""
+    register_recipe_name(name)
     RECIPES[name] = recipe
     return recipe
 
