@@ -10,11 +10,15 @@ The library API, one call per stage (the CLI calls exactly these):
 
 or `still.run_all("examples/trec/task.yaml")` for all of it. Lower-level pieces:
 `load_task`, `load_examples`, `split_examples`, `get_model`, `Store`, `grade`, `export`,
-`train_sft`, `evaluate`. Heavy libraries load only when a model or trainer is used.
+`train_sft`, `evaluate`, and the module `still.capture` (`still.capture.capture`: a model
+over examples, into a store). Heavy libraries load only when a model or trainer is used.
+No name here shadows a module of the package: `still.capture` is the module, as
+`import still.capture` promises.
 """
 
+from still import capture
 from still.bench import evaluate
-from still.capture import CaptureStats, build_request, capture
+from still.capture import CaptureStats, build_request
 from still.curate import LeakageError, export
 from still.graders import grade
 from still.models import get_model
