@@ -50,7 +50,7 @@ from transformers import (
     LogitsProcessorList,
 )
 
-from still.models._local import local_path
+from still.models import local_path
 
 MODEL = "local:smollm2-135m-instruct"
 REPLAYS = 7
@@ -447,7 +447,7 @@ class Still:
     name = "still json_schema_processor"
 
     def load(self) -> None:
-        from still.models._constrained import json_schema_processor
+        from still.models import json_schema_processor
 
         self.make = json_schema_processor
 

@@ -17,8 +17,7 @@ from pathlib import Path
 import torch
 
 from still.capture import build_request
-from still.models import get_model
-from still.models._local import LocalProvider
+from still.models import LocalProvider, get_model
 from still.tasks import load_examples, load_task, split_examples
 from still.types import Request
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from still.models._local import local_path
+from still.models import local_path
 from still.tasks import TrainSpec
 from still.train import train_kd, train_sft
 

@@ -175,6 +175,39 @@ def test_the_nouns_import_each_other_without_a_cycle() -> None:
         visit(unit, [])
 
 
+ROOT = SRC.parent
+OUTSIDE = sorted(p for d in ("benchmarks", "scripts") for p in ROOT.joinpath(d).glob("*.py"))
+"""Code that uses still from outside the package, as a user's code would."""
+
+
+def _outside_violations(path: Path, text: str | None = None) -> list[str]:
+    """Imports of a private still module (`still.X._y`) in a script or benchmark."""
+    tree = ast.parse(text if text is not None else path.read_text(encoding="utf-8"))
+    bad = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+        else:
+            continue
+        private = [n for n in names if n.startswith("still.") and _private_owner(n)]
+        if private:  # one line per import statement
+            where = f"{path.relative_to(ROOT)}:{node.lineno}"
+            bad.append(f"{where}: {private[0]} (import from {_private_owner(private[0])})")
+    return bad
+
+
+def test_scripts_and_benchmarks_use_only_public_names() -> None:
+    assert len(OUTSIDE) >= 5
+    bad = [v for p in OUTSIDE for v in _outside_violations(p)]
+    assert not bad, "export what they need from the package's __init__:\n" + "\n".join(bad)
+    planted = "def f():\n    from still.models._local import LocalProvider\n"
+    assert _outside_violations(OUTSIDE[0], planted)
+    assert _outside_violations(OUTSIDE[0], "from still.models import _local\n")
+    assert not _outside_violations(OUTSIDE[0], "from still.models import LocalProvider\n")
+
+
 TOKENS = SRC / "still" / "tokens.py"
 PIPELINE = SRC / "still" / "pipeline" / "_train.py"
 

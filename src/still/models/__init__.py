@@ -15,7 +15,8 @@ from still.models._bundled import (
     is_installed,
 )
 from still.models._chat import answer_token_ids, prompt_token_ids, render_prompt
-from still.models._local import local_path
+from still.models._constrained import json_schema_processor
+from still.models._local import LocalProvider, local_path
 from still.models._openai import use_key_variables
 from still.models._provider import (
     Provider,
@@ -28,12 +29,14 @@ from still.models._provider import (
 __all__ = [
     "BUNDLED",
     "BundledModel",
+    "LocalProvider",
     "Provider",
     "answer_token_ids",
     "bundled_path",
     "dequantize_gguf",
     "get_model",
     "is_installed",
+    "json_schema_processor",
     "known_models",
     "local_path",
     "prompt_token_ids",
