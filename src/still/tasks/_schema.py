@@ -449,6 +449,49 @@ class TrainSpec(_Strict):
         description="Dollars an hour of the training machine, for the break-even volume in "
         "reports (training seconds x this; default: training counted as free).",
     )
+    # How to train, not what: left out of the model's content address (exclude=True), so
+    # the same data, recipe and base model name one model on any machine.
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        exclude=True,
+        description="auto: bf16 mixed precision (autocast, fp32 master weights) on a GPU "
+        "that supports it, else fp32 (on CPU bf16 measured slower); bf16: bf16 autocast on "
+        "any device that has it (a GPU without bf16 is refused); fp32: plain fp32. The "
+        "choice is logged and recorded in train.json.",
+    )
+    save_every: int = Field(
+        0,
+        ge=0,
+        exclude=True,
+        description="Write a checkpoint every N optimizer steps to `<model folder>"
+        ".checkpoints/` (trainable weights, optimizer, schedule, random states, data "
+        "position; the newest 2 kept); a rerun of the same training resumes from the newest "
+        "one. 0 (default): none: a checkpoint of a full fine-tune holds the model three "
+        "times over (weights and AdamW's two moments), and the bundled tasks train in "
+        "minutes; set it for trainings long enough to fear losing.",
+    )
+    processes: int | None = Field(
+        None,
+        ge=1,
+        exclude=True,
+        description="Training processes under Hugging Face accelerate (`still train "
+        "--processes`); default: one per GPU, or 1 on CPU (gloo between CPU processes). "
+        "Each takes a share of every batch: the global batch stays train.batch_size.",
+    )
+    sharding: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        exclude=True,
+        description="With several processes: ddp (each holds the whole model, gradients "
+        "averaged) or fsdp (weights, gradients and optimizer state sharded; GPUs only).",
+    )
+    micro_batch_size: int | None = Field(
+        None,
+        ge=1,
+        exclude=True,
+        description="Rows per forward pass on each process; a process's share of a batch "
+        "is run in micro-batches of this size with gradients accumulated (default: the "
+        "whole share at once).",
+    )
 
     @field_validator("recipe")
     @classmethod

@@ -6,7 +6,9 @@ a teacher's tokens (kd_tokens.py, kd_topk.py), DPO on preference pairs (dpo.py).
 the task's `train.recipe`; plugins add theirs with `register_recipe`.
 """
 
+from still.train._checkpoints import CheckpointMismatch
 from still.train._common import TrainResult
+from still.train._parallel import TrainingSetupError
 from still.train._recipes import (
     DPO_FILE,
     RECIPES,
@@ -21,10 +23,12 @@ from still.train.kd import train_kd
 from still.train.sft import train_sft
 
 __all__ = [
+    "CheckpointMismatch",
     "DPO_FILE",
     "RECIPES",
     "Recipe",
     "TrainResult",
+    "TrainingSetupError",
     "Trainer",
     "get_recipe",
     "register_recipe",

@@ -1,23 +1,31 @@
 """What every training recipe shares: one config (TrainSpec), one way to load the student
-(LoRA or full), one schedule, one result record and one atomic save.
+(LoRA or full), one schedule, one training loop, one result record and one atomic save.
 
 Each recipe (sft.py, kd.py, ...) keeps only what differs, its data and its loss, so
-comparing recipes compares losses, not accidental differences in setup.
+comparing recipes compares losses, not accidental differences in setup. The loop is the
+same for one process and for several (under accelerate, still.train._parallel), in fp32 or
+bf16 autocast, and writes resumable checkpoints (still.train._checkpoints) when asked.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from still.tasks import TrainSpec
+from still.train._checkpoints import Checkpoints, checkpoint_dir, fingerprint
+from still.train._parallel import make_accelerator, resolve_precision, shares
+
+log = logging.getLogger("still.train")
 
 T = TypeVar("T")
 
@@ -38,6 +46,9 @@ class TrainResult:
     recipe: str = "sft"
     tokens: int = 0  # tokens through the forward pass (prompt + answer), all steps
     skipped_no_targets: int = 0  # rows without usable soft targets (top-k KD)
+    precision: str = "fp32"  # what train.precision resolved to: fp32 or bf16 (autocast)
+    processes: int = 1  # training processes that shared each batch
+    resumed_from: int = 0  # the checkpoint's step this run resumed from (0: none)
 
     @property
     def first_loss(self) -> float:
@@ -51,13 +62,37 @@ class TrainResult:
 
 @dataclass
 class Student:
-    """The model being trained, its tokenizer, device and padding id."""
+    """The model being trained, its tokenizer, device and padding id; the accelerate
+    Accelerator it trains under and the precision it computes in; `rng`, the recipe's own
+    random choices (saved in checkpoints, so a resumed run makes the same ones).
+
+    During `train_loop`, `model` is the model as accelerate prepared it (wrapped for DDP
+    with several processes): recipes call it, and `unwrapped` for anything else
+    (generate, config).
+    """
 
     model: Any
     tokenizer: Any
     device: str
     pad: int
     lora: bool
+    base: Path
+    precision: str
+    accelerator: Any
+    rng: random.Random
+
+    @property
+    def unwrapped(self) -> Any:
+        """The model itself, outside any DDP wrapper."""
+        return self.accelerator.unwrap_model(self.model)
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        """The forward pass's precision: bf16 autocast (weights stay fp32), or nothing."""
+        import torch
+
+        if self.precision != "bf16":
+            return nullcontext()
+        return torch.autocast(self.accelerator.device.type, dtype=torch.bfloat16)
 
 
 def read_jsonl(path: Path, valid: Callable[[Any], bool], expected: str) -> list[Any]:
@@ -95,12 +130,19 @@ def read_token_rows(path: Path) -> list[dict[str, Any]]:
 
 def load_student(base_model: Path, spec: TrainSpec) -> Student:
     """The base model in float32, wrapped in LoRA adapters on every linear layer when
-    `spec.method == "lora"`, in training mode, seeded."""
+    `spec.method == "lora"`, in training mode, seeded, on this process's device, with the
+    precision `spec.precision` resolves to there.
+
+    Raises:
+        TrainingSetupError: a setup this machine cannot run (still.train._parallel).
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    accelerator = make_accelerator(spec)
+    device = str(accelerator.device)
+    precision = resolve_precision(spec.precision, accelerator.device.type)
     torch.manual_seed(spec.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer: Any = AutoTokenizer.from_pretrained(base_model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     auto: Any = AutoModelForCausalLM  # its stubs mistype from_pretrained's first argument
@@ -119,14 +161,17 @@ def load_student(base_model: Path, spec: TrainSpec) -> Student:
             ),
         )
     model.train()
-    return Student(model, tokenizer, device, pad, spec.method == "lora")
+    return Student(
+        model, tokenizer, device, pad, spec.method == "lora", Path(base_model), precision,
+        accelerator, random.Random(spec.seed),
+    )  # fmt: skip
 
 
 def total_steps(rows: int, spec: TrainSpec) -> int:
     return max(1, round(math.ceil(rows / spec.batch_size) * spec.epochs))
 
 
-def optimizer(student: Student, spec: TrainSpec, total: int) -> tuple[Any, Any, list[Any]]:
+def optimizer(student: Student, spec: TrainSpec, total: int) -> tuple[Any, Any]:
     """AdamW over the trainable parameters with linear warm-up (10%) and linear decay."""
     import torch
 
@@ -136,38 +181,30 @@ def optimizer(student: Student, spec: TrainSpec, total: int) -> tuple[Any, Any, 
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
     )
-    return opt, sched, params
+    return opt, sched
 
 
-def batches(rows: Sequence[T], spec: TrainSpec, total: int) -> Iterator[list[T]]:
-    """`total` batches of `spec.batch_size` rows: epochs of a seeded shuffle, back to back."""
+def batches(rows: Sequence[T], spec: TrainSpec, total: int, start: int = 0) -> Iterator[list[T]]:
+    """Batches `start + 1` to `total` of `spec.batch_size` rows: epochs of a seeded
+    shuffle, back to back. The first `start` are skipped by replaying the shuffle, so a
+    resumed run sees the rows an uninterrupted one would."""
     rng = random.Random(spec.seed)
     order: list[int] = []
-    for _ in range(total):
+    for n in range(total):
         if len(order) < spec.batch_size:
             fresh = list(range(len(rows)))
             rng.shuffle(fresh)
             order += fresh
-        yield [rows[i] for i in order[: spec.batch_size]]
+        if n >= start:
+            yield [rows[i] for i in order[: spec.batch_size]]
         del order[: spec.batch_size]
-
-
-def step(opt: Any, sched: Any, params: list[Any], loss: Any) -> float:
-    """Backward, clip to norm 1, update; returns the loss as a float."""
-    import torch
-
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt.step()
-    sched.step()
-    opt.zero_grad(set_to_none=True)
-    return float(loss.detach())
 
 
 def save(student: Student, out_dir: Path, result: TrainResult) -> None:
     """Merge LoRA into the weights and save model, tokenizer and train.json, atomically
     (a folder appears complete or not at all)."""
-    model = student.model.merge_and_unload() if student.lora else student.model
+    model = student.unwrapped
+    model = model.merge_and_unload() if student.lora else model
     model.eval()
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     if tmp.exists():
@@ -180,6 +217,74 @@ def save(student: Student, out_dir: Path, result: TrainResult) -> None:
     tmp.rename(out_dir)
 
 
+@dataclass
+class Training:
+    """A running training: the student (its model prepared by accelerate), its optimizer
+    and schedule. `step` is one optimizer step over a global batch; the state methods are
+    what a checkpoint holds."""
+
+    student: Student
+    optimizer: Any
+    scheduler: Any
+    micro_batch_size: int | None = None
+
+    def step(
+        self, batch: list[T], loss_of: Callable[[list[T]], tuple[Any, int]]
+    ) -> tuple[float, int]:
+        """Forward and backward this process's share of `batch` (micro-batch by micro-batch,
+        gradients exchanged after the last), clip to norm 1, update. Returns the global
+        batch's loss (the row-weighted mean of the micro-batches' losses) and its tokens,
+        summed over processes."""
+        import torch
+
+        acc, model = self.student.accelerator, self.student.model
+        parts = shares(batch, acc.process_index, acc.num_processes, self.micro_batch_size)
+        value, tokens = 0.0, 0
+        for i, (rows, weight) in enumerate(parts):
+            with nullcontext() if i == len(parts) - 1 else acc.no_sync(model):
+                with self.student.autocast():
+                    loss, used = loss_of(rows)
+                # the gradient of the global batch's loss: processes' gradients are averaged
+                acc.backward(loss * (weight * acc.num_processes))
+            value += float(loss.detach()) * weight
+            tokens += used if weight else 0
+        if acc.num_processes > 1:
+            both = torch.tensor([value, tokens], dtype=torch.float64, device=acc.device)
+            value, summed = acc.reduce(both, reduction="sum").tolist()
+            tokens = round(summed)
+        acc.clip_grad_norm_(model.parameters(), 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return value, tokens
+
+    def trainable_state(self) -> dict[str, Any]:
+        """The trainable weights by name, on CPU (all of them under full fine-tuning)."""
+        return {
+            name: p.detach().to("cpu", copy=True).contiguous()
+            for name, p in self.student.unwrapped.named_parameters()
+            if p.requires_grad
+        }
+
+    def load_trainable_state(self, weights: dict[str, Any]) -> None:
+        """Put checkpointed trainable weights back (names must match exactly)."""
+        import torch
+
+        params = {n: p for n, p in self.student.unwrapped.named_parameters() if p.requires_grad}
+        if params.keys() != weights.keys():
+            raise ValueError("the checkpoint's weights are not this model's trainable ones")
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(weights[name])
+
+    def optimizer_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = self.optimizer.state_dict()
+        return state
+
+    def load_optimizer_state(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state)
+
+
 def train_loop(
     student: Student,
     rows: Sequence[T],
@@ -189,28 +294,49 @@ def train_loop(
     on_step: Callable[[int, int, float], None] | None = None,
     *,
     recipe: str,
+    data: Path,
+    teacher: Path | None = None,
     skipped_too_long: int = 0,
     skipped_no_targets: int = 0,
 ) -> TrainResult:
     """The loop every recipe shares: `spec.epochs` over `rows` in batches, each batch's
-    loss and token count from the recipe's `loss_of`, an optimizer step, progress through
-    `on_step(step, total, loss)`; then the merged model saved to `out_dir` with its
-    TrainResult (recipe name, rows left out and why, losses, throughput).
+    loss and token count from the recipe's `loss_of` (a mean over the rows it is given),
+    an optimizer step, progress through `on_step(step, total, loss)`; then the merged
+    model saved to `out_dir` with its TrainResult (recipe name, rows left out and why,
+    losses, throughput, precision, processes).
+
+    With `spec.save_every`, a checkpoint every that many steps; a rerun resumes from the
+    newest one that `data` (the recipe's data file), the base model, `teacher` and `spec`
+    still match. With several processes each runs this loop on its share of every batch;
+    only the main one writes.
 
     Raises:
         ValueError: the loss became NaN or infinite (nothing is saved).
+        CheckpointMismatch: the checkpoints beside `out_dir` are another configuration's.
     """
     total = total_steps(len(rows), spec)
+    acc = student.accelerator
     result = TrainResult(
         str(out_dir), spec.method, len(rows), total, spec.epochs, 0.0, 0.0,
         skipped_too_long=skipped_too_long, recipe=recipe,
-        skipped_no_targets=skipped_no_targets,
+        skipped_no_targets=skipped_no_targets, precision=student.precision,
+        processes=acc.num_processes,
     )  # fmt: skip
-    opt, sched, params = optimizer(student, spec, total)
+    opt, sched = optimizer(student, spec, total)
+    student.model, opt = acc.prepare(student.model, opt)
+    training = Training(student, opt, sched, spec.micro_batch_size)
+    checkpoints = Checkpoints(
+        checkpoint_dir(out_dir),
+        fingerprint(spec, recipe, data, student.base, teacher, student.precision),
+    )
+    done, earlier = 0, 0.0  # steps and seconds before this run (resumed)
+    if (progress := checkpoints.load(training)) is not None:
+        done, earlier = progress["step"], progress["seconds"]
+        result.losses, result.tokens = progress["losses"], progress["tokens"]
+        result.resumed_from = done
     start = time.perf_counter()
-    for n, batch in enumerate(batches(rows, spec, total), 1):
-        loss, tokens = loss_of(batch)
-        value = step(opt, sched, params, loss)
+    for n, batch in enumerate(batches(rows, spec, total, done), done + 1):
+        value, tokens = training.step(batch, loss_of)
         if not math.isfinite(value):  # a broken model must not replace a good one
             raise ValueError(
                 f"{recipe}: the loss became {value} at step {n} of {total}, so nothing was "
@@ -220,7 +346,14 @@ def train_loop(
         result.losses.append(value)
         if on_step:
             on_step(n, total, value)
-    result.seconds = time.perf_counter() - start
+        if spec.save_every and n % spec.save_every == 0 and n < total:
+            seconds = earlier + time.perf_counter() - start
+            progress = {"losses": result.losses, "tokens": result.tokens, "seconds": seconds}
+            checkpoints.save(n, training, progress)
+    result.seconds = earlier + time.perf_counter() - start
     result.tokens_per_s = result.tokens / result.seconds if result.seconds else 0.0
-    save(student, out_dir, result)
+    if acc.is_main_process:
+        save(student, out_dir, result)
+        checkpoints.remove()
+    acc.wait_for_everyone()
     return result

@@ -104,7 +104,7 @@ def with_reference(student: Student, rows: Sequence[PairRow], batch_size: int) -
 
     out: list[PairRow] = []
     student.model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), student.autocast():  # the precision training runs in
         for i in range(0, len(rows), batch_size):
             batch = rows[i : i + batch_size]
             lp = _logprobs(student, batch).tolist()
@@ -174,5 +174,6 @@ def train_dpo(
         out_dir,
         on_step,
         recipe="dpo",
+        data=data,
         skipped_too_long=len(encoded) - len(rows),
     )

@@ -173,5 +173,6 @@ def train_kd(
         out_dir,
         on_step,
         recipe=f"kd-{kd.divergence}",
+        data=data,
         skipped_too_long=len(encoded) - len(rows),
     )

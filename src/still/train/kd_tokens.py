@@ -22,7 +22,6 @@ vocabulary: use still.train.kd, which distils over the labels).
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +104,7 @@ def _sample(student: Any, prompts: list[list[int]], max_new: int, eos: set[int])
     mask = (ids != pad).long()
     for i, p in enumerate(prompts):  # a prompt may contain the pad id itself
         mask[i, width - len(p) :] = 1
-    model = student.model
+    model = student.unwrapped  # generate is the model's, not the DDP wrapper's
     model.eval()
     with torch.no_grad():
         out = model.generate(
@@ -154,7 +153,6 @@ def train_kd_tokens(
         p.requires_grad_(False)
     vocab = len(student.tokenizer)
     kd = spec.kd
-    rng = random.Random(spec.seed)
     ends = student.model.generation_config.eos_token_id  # an id, a list of ids or None
     eos = {student.tokenizer.eos_token_id, *(ends if isinstance(ends, list) else [ends])}
     eos.discard(None)
@@ -172,7 +170,7 @@ def train_kd_tokens(
 
     def loss_of(batch: list[TokenRow]) -> tuple[Any, int]:
         answers = [r.answer for r in batch]
-        if kd.on_policy and rng.random() < kd.on_policy:
+        if kd.on_policy and student.rng.random() < kd.on_policy:
             answers = _sample(student, [r.student_prompt for r in batch], kd.max_new_tokens, eos)
         with torch.no_grad():
             t_logits, _ = answer_logits(teacher, [r.teacher_prompt for r in batch], answers,
@@ -193,5 +191,7 @@ def train_kd_tokens(
         out_dir,
         on_step,
         recipe=name,
+        data=data,
+        teacher=teacher_model,
         skipped_too_long=len(encoded) - len(rows),
     )

@@ -171,6 +171,6 @@ def train_kd_topk(
 
     return train_loop(
         student, rows, spec, loss_of, out_dir, on_step,
-        recipe=f"kd-topk-{spec.kd.divergence}", skipped_too_long=too_long,
+        recipe=f"kd-topk-{spec.kd.divergence}", data=data, skipped_too_long=too_long,
         skipped_no_targets=len(raw) - len(rows) - too_long,
     )  # fmt: skip

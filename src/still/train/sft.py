@@ -63,7 +63,7 @@ def train_sft(
 
     # -- setup ---------------------------------------------------------------------------
     student = load_student(base_model, spec)
-    model, tokenizer, device, pad = student.model, student.tokenizer, student.device, student.pad
+    tokenizer, device, pad = student.tokenizer, student.device, student.pad
 
     # -- data ----------------------------------------------------------------------------
     # OpenAI's per-message `weight`: an answer weighted 0 is context, not something to learn
@@ -86,7 +86,8 @@ def train_sft(
         mask = torch.tensor(
             [[1] * len(x) + [0] * (width - len(x)) for x, _ in batch], device=device
         )
-        return model(input_ids=ids, attention_mask=mask, labels=labels).loss, int(mask.sum())
+        out = student.model(input_ids=ids, attention_mask=mask, labels=labels)
+        return out.loss, int(mask.sum())
 
     return train_loop(
         student,
@@ -96,5 +97,6 @@ def train_sft(
         out_dir,
         on_step,
         recipe="sft",
+        data=data,
         skipped_too_long=len(encoded) - len(rows),
     )

@@ -1,0 +1,140 @@
+"""Where and how a training runs: the process count, the precision, and each process's
+share of a batch.
+
+Training runs under Hugging Face accelerate whatever the process count, so one process and
+several go through the same loop (still.train._common): accelerate sets up the process
+group (gloo between CPU processes, NCCL between GPUs), wraps the model for DDP and averages
+the gradients. What is decided here, before any model is loaded, is what the machine can
+run: a setup it cannot (bf16 on a GPU without it, FSDP on CPU or on one process, more
+processes than GPUs) is refused as one line.
+
+Precision is autocast (torch.autocast) around the recipe's forward pass with the weights
+kept in fp32: "bf16 mixed precision". It is applied here, not through accelerate's
+`mixed_precision`, because accelerate fixes that once per Python process and one process
+(a test session, `still curve`) may train several students in different precisions.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from still.errors import StillError
+from still.tasks import TrainSpec
+
+log = logging.getLogger("still.train")
+
+T = TypeVar("T")
+
+
+class TrainingSetupError(StillError, ValueError):
+    """A training setup this machine cannot run (said before the model is loaded)."""
+
+
+def launched_world() -> int:
+    """The process count a launcher (ours, torchrun, `accelerate launch`) started this
+    process in; 1 outside one."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def processes(spec: TrainSpec) -> int:
+    """How many training processes `spec` asks for: `train.processes`, else one per GPU,
+    else 1 (on CPU, where one process already uses every core)."""
+    if spec.processes:
+        return spec.processes
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 1
+
+
+def check_setup(spec: TrainSpec) -> None:
+    """Refuse, as one line, a setup this machine cannot run.
+
+    Raises:
+        TrainingSetupError: more processes than GPUs, FSDP on CPU or on one process, or
+            bf16 asked of a GPU without it.
+    """
+    import torch
+
+    n = max(processes(spec), launched_world())
+    cuda = torch.cuda.is_available()
+    if cuda and n > torch.cuda.device_count():
+        raise TrainingSetupError(
+            f"train.processes={n} but this machine has {torch.cuda.device_count()} GPU(s): "
+            "use one process per GPU at most"
+        )
+    if spec.sharding == "fsdp" and not cuda:
+        raise TrainingSetupError(
+            "train.sharding: fsdp needs GPUs (accelerate shards with FSDP on CUDA only); "
+            "use sharding: ddp on CPU"
+        )
+    if spec.sharding == "fsdp" and n == 1:
+        raise TrainingSetupError(
+            "train.sharding: fsdp on one process shards nothing: use --processes 2 or more, "
+            "or sharding: ddp"
+        )
+    if spec.precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise TrainingSetupError(
+            f"train.precision: bf16: {torch.cuda.get_device_name()} has no bf16; use "
+            "precision: fp32 (or auto)"
+        )
+
+
+def make_accelerator(spec: TrainSpec) -> Any:
+    """The accelerate Accelerator this process trains under: a single process, or one
+    rank of those a launcher started (the process group is set up here)."""
+    import torch
+    from accelerate import Accelerator
+
+    check_setup(spec)
+    cuda = torch.cuda.is_available()
+    plugin = None
+    if spec.sharding == "fsdp":
+        from accelerate import FullyShardedDataParallelPlugin
+
+        plugin = FullyShardedDataParallelPlugin(
+            fsdp_version=2,
+            state_dict_type="FULL_STATE_DICT",
+            auto_wrap_policy="transformer_based_wrap",
+            reshard_after_forward=True,
+        )
+    return Accelerator(cpu=not cuda, fsdp_plugin=plugin)
+
+
+def resolve_precision(choice: str, device_type: str) -> str:
+    """`train.precision` on this device: "bf16" or "fp32" (auto: bf16 on a GPU that has
+    it, fp32 elsewhere: on CPU bf16 measured slower). The choice is logged."""
+    import torch
+
+    if choice != "auto":
+        chosen, why = choice, f"train.precision: {choice}"
+    elif device_type != "cuda":
+        chosen, why = "fp32", "train.precision: auto; bf16 measured slower on CPU"
+    elif torch.cuda.is_bf16_supported():
+        chosen, why = "bf16", "train.precision: auto"
+    else:
+        chosen, why = "fp32", "train.precision: auto; this GPU has no bf16"
+    what = "bf16 mixed precision (autocast, fp32 weights)" if chosen == "bf16" else "fp32"
+    log.info("training in %s on %s (%s)", what, device_type, why)
+    return chosen
+
+
+def shares(
+    batch: Sequence[T], rank: int, world: int, micro: int | None
+) -> list[tuple[list[T], float]]:
+    """This process's part of a global batch, as micro-batches with their weights (each
+    one's share of the global batch's rows), the same number on every process.
+
+    Process `rank` takes rows rank, rank + world, ...; its rows are cut into micro-batches
+    of `micro` rows (default: all at once). A process left without rows for a micro-batch
+    (a batch smaller than the process count, or a shorter share) runs one row at weight 0,
+    so that every process joins every gradient exchange.
+    """
+    mine = list(batch[rank::world])
+    widest = math.ceil(len(batch) / world)
+    size = min(micro or widest, widest)
+    parts = [mine[i * size : (i + 1) * size] for i in range(math.ceil(widest / size))]
+    return [(p, len(p) / len(batch)) if p else ([batch[0]], 0.0) for p in parts]
