@@ -27,7 +27,10 @@ log = logging.getLogger("still.capture")
 def build_messages(
     task: Task, role: str, example: Example, fewshot: Sequence[Example]
 ) -> tuple[Message, ...]:
-    """Render a role's prompt for one example (system message first, if any)."""
+    """Render a role's prompt for one example (system message first, if any); an example
+    of imported traffic gets its recorded conversation, as it was sent."""
+    if example.messages is not None:
+        return example.messages
     spec = task.prompt_for(role)
     shots = list(fewshot[: spec.fewshot])
     ctx = role_context(example, task.labels, shots)

@@ -391,3 +391,24 @@ def test_degenerate_inputs_still_make_a_page(tmp_path: Path) -> None:
     assert headline(Comparison([failed]))[1] == "none"
     empty = write_html(Comparison([]), [], tmp_path / "b.html", title="t").read_text()
     assert "No results." in empty
+
+
+def test_a_priced_model_right_every_time_is_plotted(tmp_path: Path) -> None:
+    """6 of 6 right: the Wilson upper bound rounds to just below 1.0, under the accuracy;
+    the accuracy-cost plot must not fail on the negative error bar that would give (a
+    teacher graded against its own recorded answers is right every time)."""
+    low, high = wilson(6, 6)
+    assert high < 1.0  # the rounding this guards against
+    teacher = ModelResult(
+        role="teacher", model="openai:gpt-4o-mini", n=6, correct=6, accuracy=1.0, ci_low=low,
+        ci_high=high, unparseable=0, errors=0, mean_latency_s=0.5, p95_latency_s=0.5,
+        tokens_per_s=10.0, prompt_tokens_mean=30.0, cost_per_1k=0.006,
+    )  # fmt: skip
+    rows = [
+        {"role": "teacher", "example_id": i, "reference": "x", "prediction": "x",
+         "failure": None, "latency_s": 0.5}
+        for i in range(6)
+    ]  # fmt: skip
+    page = _Page()
+    page.feed(write_html(Comparison([teacher]), rows, tmp_path / "r.html", title="t").read_text())
+    assert "accuracy-cost" in page.plots

@@ -12,7 +12,9 @@ Each stage looks up what is already stored: a second `still run` calls no model 
 request it has answered, and retrains nothing whose inputs did not change. Every stage
 reaches models through `Run.capture` (the store, the run's tags, its price and budget)
 and reads stored answers through `Run.stored`, so how a stage tags or finds completions
-is decided once, here.
+is decided once, here. Imported traffic (a `store:` data source) enters the same way:
+`open_run` stores each recorded answer as the teacher's answer to the request the run
+would send (`record_teacher_answers`), so no stage asks the teacher for it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import hashlib
 import json
 import logging
 import shutil
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -301,7 +304,55 @@ def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
             }
         )
     )
-    return Run(task, d, Store(d / "still.db"), split, report, graders)
+    run = Run(task, d, Store(d / "still.db"), split, report, graders)
+    record_teacher_answers(run)
+    return run
+
+
+def record_teacher_answers(run: Run) -> int:
+    """Imported traffic (a `store:` source): store each example's recorded answer in the
+    run's store as the teacher's answer to the very request the run sends it (the
+    recorded conversation, to `models.teacher`), so every stage finds it where it looks
+    (by request hash: `Run.stored`, `Run.capture`) and the teacher is never asked for it.
+
+    A copy keeps the recorded text, usage, cost, latency and time, and is tagged like a
+    capture (run, task, role=teacher, split) plus `imported=<id in the source store>`.
+    Idempotent: a request already answered in the run's store is left as it is.
+
+    Returns:
+        How many recorded answers were newly stored.
+    """
+    recorded = run.load_report.recorded
+    if not recorded:
+        return 0
+    teacher = run.task.models.teacher
+    copies: list[Completion] = []
+    others: Counter[str] = Counter()
+    for split in SPLITS:
+        for ex in run.examples(split):
+            rec = recorded.get(ex.id)
+            if rec is None:
+                continue
+            req = build_request(run.task, "teacher", teacher, ex, run.split.fewshot)
+            key = req.key()
+            if run.store.lookup(key) is not None:
+                continue
+            if rec.model != teacher:
+                others[rec.model] += 1
+            tags = {"run": run.dir.name, "task": run.task.name, "role": "teacher",
+                    "split": split, "imported": rec.id}  # fmt: skip
+            cid = "cmpl-" + hashlib.sha256(f"{rec.id}\0{key}".encode()).hexdigest()[:24]
+            update = {"id": cid, "request": req, "request_hash": key, "metadata": tags}
+            copies.append(rec.model_copy(update=update))
+    if others:
+        log.warning(
+            "%s: %s recorded answers stand as the teacher %s's (set data.store.model to "
+            "read only the teacher's traffic)",
+            run.task.data.source,
+            ", ".join(f"{n} of {m}'s" for m, n in others.most_common()),
+            teacher,
+        )
+    return run.store.put_new(copies)
 
 
 def _check_models(task_path: Path | str, task: Task) -> None:

@@ -384,7 +384,7 @@ def _accuracy_cost(cmp: Comparison, name: str = "accuracy-cost", what: str = "Ac
         ax.errorbar(
             [x],
             [r.accuracy],
-            yerr=[[r.accuracy - r.ci_low], [r.ci_high - r.accuracy]],
+            yerr=[[max(0.0, r.accuracy - r.ci_low)], [max(0.0, r.ci_high - r.accuracy)]],
             fmt="o",
             markersize=9,
             capsize=5,

@@ -14,6 +14,7 @@ from still.store._import import (
     ImportFormatError,
     ImportResult,
     TrafficRow,
+    imported_completions,
     read_traffic,
     traffic_rows,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "Store",
     "TrafficRow",
     "check_metadata",
+    "imported_completions",
     "read_traffic",
     "traffic_rows",
 ]

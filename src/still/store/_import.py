@@ -4,7 +4,9 @@ A team that already calls a large model in production has its teacher's answers:
 or Azure stored completions (`store=True`), or request logs. Importing them lets `still`
 grade, curate and train on that traffic without calling the teacher again:
 `traffic_rows` reads what was imported back as (messages, answer, metadata) rows, the
-shape a task's data or a training set needs, with no export file in between.
+shape a task's data or a training set needs, with no export file in between, and
+`imported_completions` the completions themselves (a task's `data.source: store:` reads
+them: the recorded answers stand as the teacher's).
 
 Accepted files (the format is recognised per row):
 
@@ -156,19 +158,34 @@ def traffic_rows(
         FileNotFoundError: `store` is a path with no file (a missing store is not read as
             an empty one).
     """
+    found = imported_completions(store, metadata=metadata, model=model)
+    return [TrafficRow(c.request.messages, c.text, dict(c.metadata), c.id) for c in found]
+
+
+def imported_completions(
+    store: Store | str | Path,
+    *,
+    metadata: Mapping[str, str] | None = None,
+    model: str | None = None,
+) -> list[Completion]:
+    """The imported completions themselves, as `traffic_rows` selects them (same filters,
+    oldest first), with their usage, cost and latency: what a task with a `store:` data
+    source keeps as the teacher's recorded answers.
+
+    Raises:
+        FileNotFoundError: `store` is a path with no file.
+    """
     tags = {**(metadata or {}), "source": "import"}
     if isinstance(store, Store):
-        found = store.list(model=model, metadata=tags, errors=False)
-    else:
-        path = Path(store)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no store at {path}: import traffic into it first with "
-                f"`still store import --db {path} <file>`"
-            )
-        with Store(path) as opened:
-            found = opened.list(model=model, metadata=tags, errors=False)
-    return [TrafficRow(c.request.messages, c.text, dict(c.metadata), c.id) for c in found]
+        return store.list(model=model, metadata=tags, errors=False)
+    path = Path(store)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no store at {path}: import traffic into it first with "
+            f"`still store import --db {path} <file>`"
+        )
+    with Store(path) as opened:
+        return opened.list(model=model, metadata=tags, errors=False)
 
 
 def _refused(exc: ValueError, where: str) -> ImportFormatError:

@@ -9,7 +9,9 @@ examples a pipeline can use, failing early and precisely when something is off:
   (built-ins and plugins) have written down here (`register_grader_spec`,
   `register_recipe_name`);
 - `load_examples(task)` reads the data (`resolve_source`, `read_rows`: CSV, TSV, JSONL,
-  JSON, Parquet, regex-parsed lines, files inside installed packages), renames columns,
+  JSON, Parquet, regex-parsed lines, files inside installed packages; or, for `store:`,
+  the completions `still store import` stored, each example keeping its recorded
+  conversation and `LoadReport.recorded` the recorded answer), renames columns,
   maps labels, and returns content-addressed `Example`s with a `LoadReport` of every row
   left out (duplicates, empty answers, labels outside the set);
 - `split_examples(examples, task.split, fewshot)` makes a deterministic train / held-out /

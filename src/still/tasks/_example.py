@@ -6,7 +6,9 @@ split, stored completions, grades, exports) relies on that. Two rows with the sa
 get the same id and are one example: `dedupe` keeps the first and counts the others.
 
 An `Example` keeps its reference answer apart from its other fields: `fields` never holds
-the answer, so a prompt built from `fields` cannot leak it (see `role_context`).
+the answer, so a prompt built from `fields` cannot leak it (see `role_context`). An example
+of imported traffic (a `store:` source) also carries the conversation that was sent, which
+every role gets as it was instead of a rendered prompt.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from collections.abc import Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict
 
+from still.types import Message
+
 
 class Example(BaseModel):
     """One example of a task.
@@ -25,8 +29,11 @@ class Example(BaseModel):
         id: Stable content id, see `example_id` (computed over the fields *and* the answer).
         fields: The row's fields after renaming, as strings, without the answer field.
         answer: The reference answer, after `data.label_map`.
-        source: Where the row came from, `"file:line"` (`"file:row N"` for Parquet), for
-            error messages and audits.
+        source: Where the row came from, `"file:line"` (`"file:row N"` for Parquet;
+            `"store#completion id"` for imported traffic), for error messages and audits.
+        messages: The recorded conversation of an imported completion (a `store:`
+            source), sent to every role as it was; None for an example from a data file,
+            whose prompts are rendered from its fields.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -35,6 +42,7 @@ class Example(BaseModel):
     fields: dict[str, str]
     answer: str
     source: str
+    messages: tuple[Message, ...] | None = None
 
 
 def example_id(fields: Mapping[str, str]) -> str:

@@ -7,11 +7,18 @@ field, and says what to do (`task.yaml: data.sourc (line 7): unknown field, did 
 `LoadReport` saying what was left out and why: duplicate rows, rows without an answer, and
 rows whose answer is outside the declared label set (those are also logged as a warning on
 the "still.tasks" logger, since they usually mean a missing `label_map` entry).
+
+Imported traffic (`data.source: store:...`) goes through the same steps: each completion is
+a row of its metadata tags and `recorded` (its answer), its example keeps the recorded
+conversation and takes its id from it, and `LoadReport.recorded` keeps the completion
+itself, the teacher's recorded answer, for the pipeline to use instead of asking the
+teacher.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,9 +31,10 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from still.errors import StillError
 from still.tasks import _schema
 from still.tasks._example import Example, dedupe, example_id
-from still.tasks._schema import GraderSpec, Task
-from still.tasks._sources import DataError, read_rows, resolve_source
+from still.tasks._schema import RECORDED, GraderSpec, Task
+from still.tasks._sources import DataError, read_recorded, read_rows, resolve_source, store_file
 from still.tasks._templates import TemplateError, check_syntax
+from still.types import Completion
 
 log = logging.getLogger("still.tasks")
 
@@ -245,7 +253,9 @@ class LoadReport:
         empty_answer: Rows dropped because their answer was empty.
         unknown_labels: Answers outside `task.labels` -> how many rows had them (dropped).
         unknown_examples: The first 5 such rows, as `"file:line: 'value'"`.
-        source: The data file read.
+        source: The data file (or store file) read.
+        recorded: For a `store:` source, the imported completion behind each kept example
+            (by example id): the teacher's recorded answer.
     """
 
     rows: int = 0
@@ -255,6 +265,7 @@ class LoadReport:
     unknown_labels: dict[str, int] = field(default_factory=dict)
     unknown_examples: list[str] = field(default_factory=list)
     source: str = ""
+    recorded: dict[str, Completion] = field(default_factory=dict)
 
     def nothing_kept(self) -> str:
         """Why no example was kept and what to do, as one line naming the data file."""
@@ -301,19 +312,38 @@ def load_examples(task: Task) -> tuple[list[Example], LoadReport]:
     Returns:
         The unique examples in file order, and the report.
 
+    With a `store:` source, a completion without the answer tag counts as a row without
+    an answer (traffic is tagged unevenly), its `recorded` answer is not one of its fields,
+    and its id is a hash of its messages alone (tags vary per request: the same
+    conversation asked twice is one example, so it can never sit in two splits).
+
     Raises:
         DataError: The file is missing or malformed, a column named in `data.fields` or
-            the answer field is missing (the message lists the available ones), or a field
-            takes a reserved name (`labels`, `fewshot`, or `answer` when not the answer).
+            the answer field is missing (the message lists the available ones; with a
+            `store:` source, when no completion has it), a field takes a reserved name
+            (`labels`, `fewshot`, or `answer` when not the answer), or a `store:` source
+            has no store file or no matching completion.
     """
-    path = resolve_source(task.data.source, task.base_dir)
-    rows = read_rows(path, task.data, task.base_dir)
+    recorded: list[Completion] = []
+    if task.from_store:
+        traffic = read_recorded(task.data.source, task.data, task.base_dir)
+        path = store_file(task.data.source, task.base_dir)
+        rows = [(r.location, r.row) for r in traffic]
+        recorded = [r.completion for r in traffic]
+        _require_answer_tag(task, rows)
+    else:
+        path = resolve_source(task.data.source, task.base_dir)
+        rows = read_rows(path, task.data, task.base_dir)
     report = LoadReport(rows=len(rows), source=str(path))
     labels = set(task.labels or [])
     unknown: Counter[str] = Counter()
     candidates: list[Example] = []
-    for loc, row in rows:
+    for n, (loc, row) in enumerate(rows):
         fields = _rename(loc, row, task.data.fields)
+        if task.from_store and task.answer != RECORDED:
+            fields.pop(RECORDED, None)  # the teacher's answer: not a field of the example
+        if task.from_store and task.answer not in fields:
+            fields[task.answer] = ""  # untagged traffic: a row without a reference
         if task.answer not in fields:
             raise DataError(
                 f"{loc}: answer field {task.answer!r} not found; set `answer:` (or map a "
@@ -335,6 +365,14 @@ def load_examples(task: Task) -> tuple[list[Example], LoadReport]:
             if len(report.unknown_examples) < 5:
                 report.unknown_examples.append(f"{loc}: {answer!r}")
             continue
+        if task.from_store:
+            msgs = recorded[n].request.messages
+            ex_id = example_id({"messages": json.dumps([m.model_dump() for m in msgs])})
+            candidates.append(
+                Example(id=ex_id, fields=fields, answer=answer, source=loc, messages=msgs)
+            )
+            report.recorded.setdefault(ex_id, recorded[n])  # dedupe keeps the first too
+            continue
         ex_id = example_id({**fields, task.answer: answer})
         candidates.append(Example(id=ex_id, fields=fields, answer=answer, source=loc))
     examples, report.duplicates = dedupe(candidates)
@@ -351,6 +389,19 @@ def load_examples(task: Task) -> tuple[list[Example], LoadReport]:
             "; ".join(report.unknown_examples),
         )
     return examples, report
+
+
+def _require_answer_tag(task: Task, rows: list[tuple[str, dict[str, str]]]) -> None:
+    """A store source's answer tag must be on some completion: on none, it is a typo."""
+    column = task.data.fields.get(task.answer, task.answer)
+    if any(column in row for _, row in rows):
+        return
+    tags = sorted({k for _, row in rows for k in row} - {RECORDED})
+    raise DataError(
+        f"data.source {task.data.source!r}: answer {task.answer!r} is a tag of none of the "
+        f"{len(rows)} imported completions read; set `answer: {RECORDED}` (the recorded "
+        f"answer is the reference) or a tag they carry: {', '.join(tags) or '(none)'}"
+    )
 
 
 def _rename(loc: str, row: dict[str, str], mapping: dict[str, str]) -> dict[str, str]:

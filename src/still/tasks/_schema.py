@@ -45,12 +45,52 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+STORE_SOURCE = "store:"
+"""`data.source` prefix of imported traffic: `store:<store file>`, or `store:` alone."""
+
+RECORDED = "recorded"
+"""The column of a `store:` source that holds each completion's recorded answer."""
+
+
+def is_store_source(source: str) -> bool:
+    """Whether `data.source` names a completion store (imported traffic), not a file."""
+    return source.startswith(STORE_SOURCE)
+
+
+class TrafficFilter(_Strict):
+    """Which imported completions of a `store:` source become examples (all must match)."""
+
+    model: str | None = Field(
+        None,
+        description="Only completions stored under this model reference, as `still store "
+        "import` stored them (the requested model, e.g. `openai:gpt-4o-mini`, or its --model).",
+    )
+    metadata: dict[str, str] = Field(
+        default_factory=dict,
+        description="Only completions carrying every one of these tags, e.g. "
+        "`{app: support-triage, env: prod}` (the log's own metadata, or --meta at import).",
+    )
+
+
 class DataSpec(_Strict):
     """Where the examples come from and how their columns map onto fields."""
 
     source: str = Field(
-        description="A path (relative to the task file) or `package:<pkg>/<path inside it>` "
-        "for a data file shipped inside an installed Python package."
+        description="A path (relative to the task file), `package:<pkg>/<path inside it>` "
+        "for a data file shipped inside an installed Python package, or `store:<store "
+        "file>` for production traffic that `still store import` stored there (`store:` "
+        "alone: $STILL_DB, else ./still.db, the import's default). A store source makes "
+        "each imported completion an example: its messages are sent to every role as they "
+        "were (no `prompts:`), its recorded answer is the teacher's (never asked again), "
+        "its metadata tags are its fields, and the recorded answer is the column "
+        "`recorded` (`answer: recorded`: the reference is the recorded answer itself, so "
+        "grades measure agreement with the production model; or name a tag holding a "
+        "reference). Its id is a hash of the messages: one conversation is one example."
+    )
+    store: TrafficFilter | None = Field(
+        None,
+        description="For a `store:` source: which imported completions to read, by `model` "
+        "and `metadata` tags (default: every successful imported completion).",
     )
     format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "lines"] = Field(
         "auto", description="File format; `auto` guesses from the extension."
@@ -75,6 +115,23 @@ class DataSpec(_Strict):
         default_factory=dict,
         description="Rewrite raw reference values (e.g. {'0': ham, '1': spam}) before use.",
     )
+
+    @model_validator(mode="after")
+    def _store_options(self) -> DataSpec:
+        if is_store_source(self.source):
+            used = [k for k in ("pattern", "reader") if getattr(self, k) is not None]
+            used += ["format"] if self.format != "auto" else []
+            if used:
+                raise ValueError(
+                    f"{', '.join(used)}: a `store:` source holds completions, not a file to "
+                    "parse; remove it"
+                )
+        elif self.store is not None:
+            raise ValueError(
+                "store: filters a `store:` source; set `source: store:<store file>` or "
+                "remove `store:`"
+            )
+        return self
 
 
 class SplitSpec(_Strict):
@@ -511,7 +568,11 @@ class Task(_Strict):
     )
     description: str = ""
     data: DataSpec
-    answer: str = Field(description="The field holding the reference answer.")
+    answer: str = Field(
+        description="The field holding the reference answer. With a `store:` source, "
+        "`recorded` (the recorded answer: grades then measure agreement with it, and "
+        "`curate.students` defaults to [parsed]) or a metadata tag holding a reference."
+    )
     labels: list[str] | None = Field(
         None,
         description="The closed label set, if any. Reference values outside it are "
@@ -526,8 +587,10 @@ class Task(_Strict):
     )
     split: SplitSpec = SplitSpec()
     prompts: dict[str, PromptSpec] = Field(
+        default_factory=dict,
         description="Prompt per role: `teacher` and `student` required; `control` optional "
-        "(default: the teacher's prompt)."
+        "(default: the teacher's prompt). None with a `store:` source: every role gets "
+        "the recorded conversation as it was sent.",
     )
     models: ModelsSpec
     generation: GenerationSpec = GenerationSpec()
@@ -585,11 +648,53 @@ class Task(_Strict):
                 )
         return names
 
+    @model_validator(mode="before")
+    @classmethod
+    def _traffic_students(cls, raw: Any) -> Any:
+        """Traffic graded against its own recorded answers (`answer: recorded`) has no
+        reference to verify the teacher by: by default only the teacher-only student."""
+        if not isinstance(raw, dict) or raw.get("answer") != RECORDED:
+            return raw
+        data, curate = raw.get("data"), raw.get("curate")
+        source = data.get("source") if isinstance(data, dict) else None
+        unset = curate is None or (isinstance(curate, dict) and "students" not in curate)
+        if isinstance(source, str) and is_store_source(source) and unset:
+            return {**raw, "curate": {**(curate or {}), "students": ["parsed"]}}
+        return raw
+
+    @field_validator("prompts")
+    @classmethod
+    def _no_store_prompts(
+        cls, prompts: dict[str, PromptSpec], info: ValidationInfo
+    ) -> dict[str, PromptSpec]:
+        data = info.data.get("data")
+        if prompts and isinstance(data, DataSpec) and is_store_source(data.source):
+            raise ValueError(
+                "a `store:` source sends each recorded conversation to every role as it "
+                "was; remove prompts"
+            )
+        return prompts
+
+    @field_validator("curate")
+    @classmethod
+    def _verifiable(cls, curate: CurateSpec, info: ValidationInfo) -> CurateSpec:
+        data = info.data.get("data")
+        store = isinstance(data, DataSpec) and is_store_source(data.source)
+        if store and info.data.get("answer") == RECORDED and "correct" in curate.students:
+            raise ValueError(
+                "students: `correct` keeps teacher answers the references confirm, and with "
+                "`answer: recorded` the reference is the teacher's own answer; name a tag "
+                "holding a reference in `answer:`, or use students: [parsed]"
+            )
+        return curate
+
     @model_validator(mode="after")
     def _check(self) -> Task:
-        missing = {"teacher", "student"} - set(self.prompts)
-        if missing:
-            raise ValueError(f"prompts: missing role(s) {sorted(missing)}")
+        if not self.from_store:  # a store source's roles get the recorded conversation
+            if not self.prompts:
+                raise ValueError("prompts: required, add `prompts:` with `teacher` and `student`")
+            if missing := {"teacher", "student"} - set(self.prompts):
+                raise ValueError(f"prompts: missing role(s) {sorted(missing)}")
         if self.generation.mode == "score" and not self.labels:
             raise ValueError("generation.mode 'score' needs a `labels` list")
         mc = self.multiple_choice
@@ -628,7 +733,7 @@ class Task(_Strict):
     def prompt_role(self, role: str) -> str:
         """Whose prompt a role gets: its own if declared; the distilled student gets the
         student's (what it was trained on), the control the teacher's."""
-        if role in self.prompts:
+        if role in self.prompts or (role in ("teacher", "student") and self.from_store):
             return role
         fallback = {"control": "teacher", "distilled": "student", "distilled-verified": "student"}
         if role in fallback:
@@ -636,5 +741,14 @@ class Task(_Strict):
         raise KeyError(f"no prompt for role {role!r}; task has {sorted(self.prompts)}")
 
     def prompt_for(self, role: str) -> PromptSpec:
-        """The prompt spec a role gets (see `prompt_role`)."""
-        return self.prompts[self.prompt_role(role)]
+        """The prompt spec a role gets (see `prompt_role`); with a `store:` source, an
+        empty one (its examples carry their messages)."""
+        name = self.prompt_role(role)
+        if name not in self.prompts and self.from_store:
+            return PromptSpec(template="")
+        return self.prompts[name]
+
+    @property
+    def from_store(self) -> bool:
+        """Whether the examples are imported traffic (`data.source: store:...`)."""
+        return is_store_source(self.data.source)

@@ -14,6 +14,14 @@ A source may also be `package:<pkg>/<path>`: a data file shipped inside an insta
 Python package, found without importing the package (some data packages fail to import).
 The path must stay inside that package's folder: `package:x/../../etc/passwd` is refused.
 
+A source may also be `store:<store file>` (or `store:` alone: `$STILL_DB`, else
+`./still.db`, where `still store import` writes by default): production traffic imported
+into a completion store. `read_recorded` reads its imported completions (filtered by
+`data.store`) as rows whose columns are the completion's metadata tags and `recorded`, the
+recorded answer, each with the completion itself, whose messages and answer stand as the
+conversation and the teacher's answer. No matching completion is one error saying what the
+store does hold.
+
 `data.reader: file.py:function` is the one way a task file runs code in this process: it
 imports the task's own Python file. That is deliberate (task files are trusted for
 `reader`, which is declared in the task and visible next to it; README, "Trust model").
@@ -26,12 +34,16 @@ import importlib.util
 import io
 import json
 import math
+import os
 import re
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from still.errors import StillError
-from still.tasks._schema import DataSpec
+from still.store import Store, imported_completions
+from still.tasks._schema import RECORDED, STORE_SOURCE, DataSpec, TrafficFilter
+from still.types import Completion
 
 Row = tuple[str, dict[str, str]]
 """A row's location ("file:line") and its values by column name."""
@@ -85,6 +97,84 @@ def resolve_source(source: str, base_dir: Path) -> Path:
             f"to the task file's folder)"
         )
     return path
+
+
+class Recorded(NamedTuple):
+    """One imported completion of a `store:` source, as a row and as itself."""
+
+    location: str
+    """`<store file>#<completion id>`, for messages and audits."""
+    row: dict[str, str]
+    """Its metadata tags, and `recorded`: the recorded answer."""
+    completion: Completion
+    """The completion: its messages are the example's conversation, its answer the
+    teacher's."""
+
+
+def store_file(source: str, base_dir: Path) -> Path:
+    """The store file a `store:` source names: a path relative to the task file's folder,
+    or, for `store:` alone, `$STILL_DB`, else `./still.db` (`still store import`'s default).
+
+    Raises:
+        DataError: there is no store there (it is never created empty).
+    """
+    rest = source.removeprefix(STORE_SOURCE).strip()
+    if rest:
+        path = Path(rest).expanduser()
+        path = path if path.is_absolute() else base_dir / path
+    else:
+        path = Path(os.environ.get("STILL_DB") or "still.db")
+    if not path.is_file():
+        raise DataError(
+            f"data.source {source!r}: no store at {path}; import traffic into it first with "
+            f"`still store import --db {path} <file>`"
+        )
+    return path
+
+
+def read_recorded(source: str, spec: DataSpec, base_dir: Path) -> list[Recorded]:
+    """Every successful imported completion of a `store:` source that `spec.store`
+    selects, oldest first.
+
+    Raises:
+        DataError: no store file there, or no imported completion matches (the message
+            says what the store holds: how many imported completions, their models and
+            tags), or a value longer than `MAX_VALUE_CHARS`.
+    """
+    path = store_file(source, base_dir)
+    wanted = spec.store or TrafficFilter()
+    with Store(path) as store:
+        found = imported_completions(store, metadata=wanted.metadata, model=wanted.model)
+        if not found:
+            raise DataError(_nothing_matches(source, path, wanted, store))
+    rows = []
+    for c in found:
+        loc = f"{path}#{c.id}"
+        row = {**c.metadata, RECORDED: c.text}
+        _check_sizes(loc, row)
+        rows.append(Recorded(loc, row, c))
+    return rows
+
+
+def _nothing_matches(source: str, path: Path, wanted: TrafficFilter, store: Store) -> str:
+    """Why a store source gives no example, and what the store holds instead."""
+    imported = store.list(metadata={"source": "import"}, errors=False, limit=10_000)
+    if not imported:
+        return (
+            f"data.source {source!r}: {path} holds no imported completion; import traffic "
+            f"with `still store import --db {path} <file>`"
+        )
+    asked = [f"model {wanted.model!r}"] if wanted.model else []
+    asked += [f"{k}={v}" for k, v in wanted.metadata.items()]
+    models = Counter(c.model for c in imported)
+    tags = Counter(f"{k}={v}" for c in imported for k, v in c.metadata.items() if k != "source")
+    top = ", ".join(f"{t} ×{n}" for t, n in tags.most_common(8)) or "none"
+    return (
+        f"data.source {source!r}: none of the {len(imported)} imported completions in "
+        f"{path} matches data.store ({', '.join(asked)}); they have models "
+        f"{', '.join(f'{m} ×{n}' for m, n in models.most_common(5))} and tags {top}: fix "
+        "data.store's model or metadata"
+    )
 
 
 def _package_file(source: str, folder: bool = False) -> Path:
@@ -164,15 +254,19 @@ def read_rows(path: Path, spec: DataSpec, base_dir: Path = Path(".")) -> list[Ro
     """
     rows = _read_any(path, spec, base_dir)
     for loc, row in rows:
-        for column, value in row.items():
-            if len(value) > MAX_VALUE_CHARS:
-                raise DataError(
-                    f"{loc}: column {column!r} holds {len(value) / 1e6:.1f} million "
-                    f"characters, over the {MAX_VALUE_CHARS // 1_000_000} million a value may "
-                    "have (more than any model's context; often a stray quote that swallowed "
-                    "the lines after it): fix the quoting or shorten that value"
-                )
+        _check_sizes(loc, row)
     return rows
+
+
+def _check_sizes(loc: str, row: dict[str, str]) -> None:
+    for column, value in row.items():
+        if len(value) > MAX_VALUE_CHARS:
+            raise DataError(
+                f"{loc}: column {column!r} holds {len(value) / 1e6:.1f} million "
+                f"characters, over the {MAX_VALUE_CHARS // 1_000_000} million a value may "
+                "have (more than any model's context; often a stray quote that swallowed "
+                "the lines after it): fix the quoting or shorten that value"
+            )
 
 
 def _read_any(path: Path, spec: DataSpec, base_dir: Path) -> list[Row]:
