@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from still.curate import LeakageError, export, read_chat_jsonl
+from still.errors import TrainError
 from still.graders import StringCheck
 from still.tasks import Example, StringCheckSpec, Task
 from still.types import Completion, Message, Request
@@ -93,7 +94,7 @@ def test_read_chat_jsonl_names_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     ok = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
     bad.write_text(json.dumps(ok) + "\n" + json.dumps({"messages": [{"role": "user"}]}) + "\n")
-    with pytest.raises(ValueError, match=rf"{bad}:2: not a chat row"):
+    with pytest.raises(TrainError, match=rf"{bad}:2: not a chat row"):
         read_chat_jsonl(bad)
 
 

@@ -17,6 +17,7 @@ import pytest
 from pydantic import Field
 
 from still import plugins
+from still.errors import GraderError, TrainError
 from still.graders import build_grader, grade, grader_specs, register_grader
 from still.graders._registry import _FACTORIES
 from still.models import get_model, register_provider, schemes
@@ -179,9 +180,9 @@ def test_an_entry_point_adds_a_grader_a_recipe_and_a_provider(plugin_installed: 
 
 
 def test_without_the_plugin_its_names_are_unknown() -> None:
-    with pytest.raises(ValueError, match="unknown recipe 'shout'; known: sft, kd"):
+    with pytest.raises(TrainError, match="unknown recipe 'shout'; known: sft, kd"):
         get_recipe("shout")
-    with pytest.raises(ValueError, match="no grader is registered for ShoutSpec"):
+    with pytest.raises(GraderError, match="no grader is registered for ShoutSpec"):
         build_grader(ShoutSpec(name="loud"))
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from still.errors import ModelError
 from still.tokens import (
     JSON_ANSWER_OVERHEAD,
     REPLY_PRIMING,
@@ -47,7 +48,7 @@ def test_task_overrides_name_a_tokenizer(tiny_model: Path) -> None:
     ref = "http://127.0.0.1:9/v1#student"
     assert counter_for(ref, {ref: "cl100k_base"}).name == "cl100k_base"
     assert counter_for(ref, {ref: f"local:{tiny_model}"}).exact
-    with pytest.raises(ValueError, match="neither a local model .* nor an OpenAI encoding"):
+    with pytest.raises(ModelError, match="neither a local model .* nor an OpenAI encoding"):
         counter_for(ref, {ref: "no-such-tokenizer"})
 
 

@@ -57,7 +57,7 @@ def is_free(model: str) -> bool:
     return not sep or scheme in FREE_SCHEMES
 
 
-class UnpricedModel(StillError, ValueError):
+class UnpricedModel(StillError):
     """`--max-cost` was given for a model that may cost money but has no price."""
 
     def __init__(self, model: str) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from still.capture import build_messages
-from still.errors import StillError
+from still.errors import StillError, TrainError
 from still.graders import Capture, Filter, Grader, answer_of, grade, parse_filter, prepare_graders
 from still.settings import scrub
 from still.tasks import Example, Task
@@ -30,7 +30,7 @@ from still.types import Completion, Message
 Keep = Literal["correct", "parsed"]
 
 
-class LeakageError(StillError, ValueError):
+class LeakageError(StillError):
     """A held-out example was about to enter training data."""
 
 
@@ -238,6 +238,6 @@ def read_chat_jsonl(path: Path) -> list[list[dict[str, str]]]:
             if not msgs or msgs[-1]["role"] != "assistant":
                 raise ValueError("the last message must be the assistant's answer")
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}:{n}: not a chat row ({exc})") from exc
+            raise TrainError(f"{path}:{n}: not a chat row ({exc})") from exc
         convs.append(msgs)
     return convs

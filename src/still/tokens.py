@@ -24,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
+from still.errors import ModelError
 from still.types import Message, Request
 
 DEFAULT_ENCODING = "o200k_base"
@@ -145,9 +146,9 @@ def _from_spec(spec: str, ref: str) -> TokenCounter:
 
     try:
         path = local_path(spec)
-    except ValueError as exc:
+    except ModelError as exc:
         names = ", ".join(bpe_openai.list_encoding_names())
-        raise ValueError(
+        raise ModelError(
             f"tokenizers: {ref!r} -> {spec!r} is neither a local model ({exc}) nor an "
             f"OpenAI encoding ({names})"
         ) from None

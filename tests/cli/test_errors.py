@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import still.pipeline
 from still.cli import main
-from still.errors import StillError
+from still.errors import ModelError, StillError
 from still.pipeline import StageError
 from test_helpers import write_task
 
@@ -59,6 +59,32 @@ def test_a_bug_keeps_its_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         CliRunner().invoke(
             main, ["grade", str(task), "--run-dir", str(tmp_path / "r")], catch_exceptions=False
         )
+
+
+def test_a_value_error_is_a_bug_and_keeps_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # user errors are StillErrors; a ValueError from deep inside (numpy, a parser) is a bug
+    task = write_task(tmp_path, student="scripted:first-label")
+    monkeypatch.setattr(still.pipeline, "grade_stage", _failing(ValueError("math domain error")))
+    res = CliRunner().invoke(main, ["grade", str(task), "--run-dir", str(tmp_path / "r")])
+    assert isinstance(res.exception, ValueError) and not isinstance(res.exception, StillError)
+    assert "Error:" not in res.output
+
+
+def test_a_missing_api_key_is_a_still_error_shown_as_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "")  # set but empty: a .env cannot fill it in
+    task = write_task(tmp_path, student="scripted:first-label", teacher="openai:gpt-4o-mini")
+    args = ["capture", str(task), "--run-dir", str(tmp_path / "r"), "--role", "teacher"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
+    assert res.output.splitlines()[-1] == (
+        "Error: openai:gpt-4o-mini: set OPENAI_API_KEY (in the environment or a .env file)"
+    )
+    res = CliRunner().invoke(main, ["-v", *args])
+    assert isinstance(res.exception, ModelError)
 
 
 def test_a_bad_data_row_is_a_still_error_shown_as_one_line(tmp_path: Path) -> None:

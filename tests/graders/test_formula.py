@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from still.errors import GraderError, StillError
 from still.graders import StringCheck
 from still.graders._formula import FUNCTIONS, FormulaError, Multi, evaluate_formula, parse
 from still.graders._text_similarity import TextSimilarity
@@ -104,8 +105,8 @@ def test_arithmetic_errors(formula: str, message: str) -> None:
         evaluate_formula(formula, {"a": 1.0, "b": 2.0})
 
 
-def test_formula_error_is_a_value_error() -> None:
-    assert issubclass(FormulaError, ValueError)
+def test_formula_error_is_a_grader_error_the_cli_shows_as_one_line() -> None:
+    assert issubclass(FormulaError, GraderError) and issubclass(GraderError, StillError)
 
 
 def test_non_finite_variable_is_refused() -> None:
@@ -191,7 +192,7 @@ def test_multi_checks_its_formula_when_built() -> None:
         Multi("m", (_Fixed("a"), _Fixed("b")), "a + c", 0.5)
     with pytest.raises(FormulaError, match="function 'eval'"):
         Multi("m", (_Fixed("a"),), "eval(a)", 0.5)
-    with pytest.raises(ValueError, match="names repeat"):
+    with pytest.raises(GraderError, match="names repeat"):
         Multi("m", (_Fixed("a"), _Fixed("a")), "a", 0.5)
 
 

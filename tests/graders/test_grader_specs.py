@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
+from still.errors import GraderError
 from still.graders import FormulaError, build_grader, grade
 from still.tasks import Example, GraderSpec, load_task
 from still.types import Completion, Message, Request
@@ -65,7 +66,7 @@ def test_type_defaults_to_string_check_and_unknown_types_are_errors() -> None:
     assert build_grader(SPEC.validate_python({"name": "c"})).name == "c"
     with pytest.raises(ValidationError):
         SPEC.validate_python({"type": "mystery", "name": "x"})
-    with pytest.raises(ValueError, match="unknown evaluation_metric"):
+    with pytest.raises(GraderError, match="unknown evaluation_metric"):
         build_grader(
             SPEC.validate_python(
                 {
@@ -126,5 +127,5 @@ def test_an_embedding_model_that_is_not_a_folder_is_refused() -> None:
             "embedding_model": "package:still/no-such-model",
         }
     )
-    with pytest.raises(ValueError, match="embedding_model"):
+    with pytest.raises(GraderError, match="embedding_model"):
         build_grader(spec)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from still.errors import GraderError
 from still.graders import StringCheck, answer_of, check, grade, parse_label
 from still.tasks import Example
 from still.types import Completion, Message, Request
@@ -35,7 +36,7 @@ def test_string_check_operations(op: str, value: str, ref: str, expected: bool) 
 
 
 def test_unknown_operation_is_an_error() -> None:
-    with pytest.raises(ValueError, match="unknown string_check operation"):
+    with pytest.raises(GraderError, match="unknown string_check operation"):
         check("regex", "a", "a")
 
 

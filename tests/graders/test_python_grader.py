@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from still.errors import GraderError
 from still.graders import _sandbox
 from still.graders._python import KILL_GRACE_S, STARTUP_GRACE_S, PythonGrader, sandbox
 from still.graders._sandbox import UNSAFE_ENV, SandboxUnavailable, scrub
@@ -300,9 +301,9 @@ def test_grade_many_hard_kill_fails_the_rest_of_the_batch() -> None:
 
 
 def test_configuration_is_checked() -> None:
-    with pytest.raises(ValueError, match="timeout_s"):
+    with pytest.raises(GraderError, match="timeout_s"):
         PythonGrader(name="py", source=EXACT, pass_threshold=0.5, timeout_s=0)
-    with pytest.raises(ValueError, match="memory_mb"):
+    with pytest.raises(GraderError, match="memory_mb"):
         PythonGrader(name="py", source=EXACT, pass_threshold=0.5, memory_mb=16)
 
 

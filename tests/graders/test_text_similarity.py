@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from still.errors import GraderError
 from still.graders._text_similarity import METRICS, TextSimilarity, cosine, words
 
 SENTENCE = "the quick brown fox jumps over the lazy dog near the river bank"
@@ -164,7 +165,7 @@ def test_missing_template_field_is_a_failed_grade() -> None:
 
 
 def test_unknown_metric_is_refused_when_built() -> None:
-    with pytest.raises(ValueError, match="unknown evaluation_metric 'rouge_9'"):
+    with pytest.raises(GraderError, match="unknown evaluation_metric 'rouge_9'"):
         _grader("rouge_9")
 
 

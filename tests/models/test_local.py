@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 
+from still.errors import ModelError
 from still.models import get_model
 from still.models._local import LocalProvider
 from still.types import Message, Request, SamplingParams
@@ -88,9 +89,9 @@ def test_a_failing_batch_becomes_failed_completions(tiny_model: Path) -> None:
 
 
 def test_unknown_model_lists_known_ones() -> None:
-    with pytest.raises(ValueError, match="local:smollm2-135m-instruct"):
+    with pytest.raises(ModelError, match="local:smollm2-135m-instruct"):
         get_model("nonsense-model")
-    with pytest.raises(ValueError, match="local:gemma3-270m"):
+    with pytest.raises(ModelError, match="local:gemma3-270m"):
         get_model("local:not-a-model")
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from still.errors import ModelError
 from still.models import get_model
 from still.models._openai import use_key_variables
 from still.types import Message, Request, SamplingParams
@@ -77,7 +78,7 @@ def test_a_key_over_plain_http_to_another_machine_is_refused(
     monkeypatch.setenv("GPU_BOX_KEY", "sk-gpu-box-key-42")
     use_key_variables({"http://10.1.2.3:8000/v1": "GPU_BOX_KEY"})
     with pytest.raises(
-        ValueError, match="refusing to send GPU_BOX_KEY over plain http to 10.1.2.3"
+        ModelError, match="refusing to send GPU_BOX_KEY over plain http to 10.1.2.3"
     ):
         get_model("http://10.1.2.3:8000/v1#m")  # refused before any connection
     # the same host over TLS gets it
@@ -86,7 +87,7 @@ def test_a_key_over_plain_http_to_another_machine_is_refused(
     assert remote.client_kwargs["api_key"] == "sk-gpu-box-key-42"  # type: ignore[attr-defined]
     # and OPENAI_BASE_URL pointing openai: at another machine over plain http is refused too
     monkeypatch.setenv("OPENAI_BASE_URL", "http://proxy.example.com/v1")
-    with pytest.raises(ValueError, match="plain http to proxy.example.com"):
+    with pytest.raises(ModelError, match="plain http to proxy.example.com"):
         get_model("openai:gpt-4o-mini")
 
 
@@ -95,9 +96,9 @@ def test_a_named_variable_must_be_set_and_not_a_providers_key(
 ) -> None:
     monkeypatch.delenv("GPU_BOX_KEY", raising=False)
     use_key_variables({"http://127.0.0.1:9/v1": "GPU_BOX_KEY"})
-    with pytest.raises(ValueError, match="set GPU_BOX_KEY"):
+    with pytest.raises(ModelError, match="set GPU_BOX_KEY"):
         get_model("http://127.0.0.1:9/v1#m")
-    with pytest.raises(ValueError, match="may not use OPENAI_API_KEY"):
+    with pytest.raises(ModelError, match="may not use OPENAI_API_KEY"):
         use_key_variables({"https://evil.example.com/v1": "OPENAI_API_KEY"})
 
 

@@ -11,7 +11,7 @@ import yaml
 
 from still.bench import rotate_example
 from still.pipeline import bench_stage, open_run, report_stage
-from still.tasks import DataError, Example, load_examples, load_task
+from still.tasks import DataError, Example, TaskError, load_examples, load_task
 
 LETTERS = ["A", "B", "C", "D"]
 # A teacher that reads the options: it names the letter of the option saying "correct",
@@ -96,7 +96,7 @@ def test_bench_reports_position_bias_and_report_rebuilds_it_without_calls(
 
 def test_multiple_choice_needs_a_label_per_option(tmp_path: Path) -> None:
     path = _mc_task(tmp_path, labels=["A", "B", "C"])
-    with pytest.raises(ValueError, match="3 `labels`|4 option fields need as many"):
+    with pytest.raises(TaskError, match="3 `labels`|4 option fields need as many"):
         load_task(path)
 
 

@@ -54,15 +54,15 @@ def test_invalid_answers_are_unparseable_and_valid_ones_reach_graders() -> None:
 
 def test_task_schema_is_checked_and_sent_to_endpoints(tmp_path: Path) -> None:
     from still.pipeline import capture_role, open_run
-    from still.tasks import load_task
+    from still.tasks import TaskError, load_task
 
     bad = write_task(
         tmp_path, student="scripted:echo", labels=None, output_schema={"type": "objekt"}
     )
-    with pytest.raises(ValueError, match="output_schema is not a valid JSON Schema"):
+    with pytest.raises(TaskError, match="output_schema is not a valid JSON Schema"):
         load_task(bad)
     scored = write_task(tmp_path, student="scripted:echo", output_schema=SCHEMA)
-    with pytest.raises(ValueError, match="output_schema needs generated answers"):
+    with pytest.raises(TaskError, match="output_schema needs generated answers"):
         load_task(scored)
 
     with FaultyServer(faults=False) as server:

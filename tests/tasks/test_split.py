@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from still.tasks import Example, Split, SplitSpec, example_id, split_examples
+from still.tasks import Example, Split, SplitSpec, TaskError, example_id, split_examples
 
 LABELS = ["human", "location", "number"]
 
@@ -134,13 +134,13 @@ def test_fewshot_examples_are_removed_from_train() -> None:
 
 
 def test_impossible_splits_are_errors() -> None:
-    with pytest.raises(ValueError, match="no training examples"):
+    with pytest.raises(TaskError, match="no training examples"):
         split_examples(make(5), SplitSpec(heldout=5))
-    with pytest.raises(ValueError, match="no training examples"):
+    with pytest.raises(TaskError, match="no training examples"):
         split_examples(make(5), SplitSpec(heldout=2), fewshot=3)
     with pytest.raises(ValueError, match="whole count"):
         split_examples(make(5), SplitSpec(heldout=1.5))
     with pytest.raises(ValueError, match="duplicate ids"):
         split_examples(make(5) + make(1), SplitSpec(heldout=1))
-    with pytest.raises(ValueError, match="no examples"):
+    with pytest.raises(TaskError, match="no examples"):
         split_examples([], SplitSpec())

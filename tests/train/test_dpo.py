@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from still.curate import LeakageError
+from still.errors import TrainError
 from still.preference import PreferencePair, dpo_row, pairs_from, write_dpo
 from still.tasks import TrainSpec
 from still.train.dpo import read_pairs, train_dpo
@@ -53,7 +54,7 @@ def test_pairs_from_picks_teacher_right_student_wrong() -> None:
 
 
 def test_pairs_from_refuses_heldout_ids() -> None:
-    with pytest.raises(ValueError, match=r"^2 held-out example\(s\) would enter") as info:
+    with pytest.raises(LeakageError, match=r"^2 held-out example\(s\) would enter") as info:
         pairs_from(PROMPTS, TEACHER, STUDENT, heldout_ids={"a", "f"})
     assert isinstance(info.value, LeakageError)
     assert "a, f" in str(info.value)
@@ -112,7 +113,7 @@ def test_write_is_atomic_and_checks_format(tmp_path: Path) -> None:
 def test_read_pairs_names_the_bad_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     write_dpo(_pairs()[:1], path, "openai")  # the wrong format for the trainer
-    with pytest.raises(ValueError, match=r"bad.jsonl:1: not a TRL preference row"):
+    with pytest.raises(TrainError, match=r"bad.jsonl:1: not a TRL preference row"):
         read_pairs(path)
 
 
@@ -213,10 +214,10 @@ def test_full_dpo_trains_every_weight_reports_progress_and_skips_long_pairs(
 def test_dpo_refuses_empty_data(tiny_model: Path, tmp_path: Path) -> None:
     data = tmp_path / "empty.jsonl"
     write_dpo([], data, "trl")
-    with pytest.raises(ValueError, match="no preference pairs"):
+    with pytest.raises(TrainError, match="no preference pairs"):
         train_dpo(tiny_model, data, tmp_path / "out", _spec())
     write_dpo(_pairs(), data, "trl")
-    with pytest.raises(ValueError, match="no preference pair fits max_length=8"):
+    with pytest.raises(TrainError, match="no preference pair fits max_length=8"):
         train_dpo(tiny_model, data, tmp_path / "out", _spec(max_length=8))
     assert not (tmp_path / "out").exists()
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from still.errors import TrainError
 from still.models import get_model
 from still.tasks import TrainSpec
 from still.train import train_kd
@@ -121,5 +122,5 @@ def test_kd_moves_the_students_label_distribution_onto_the_teachers(
 def test_a_malformed_soft_row_names_file_and_line(tiny_model: Path, tmp_path: Path) -> None:
     path = tmp_path / "train-soft.jsonl"
     path.write_text(json.dumps(_row("How many days?")) + "\n" + '{"messages": []}\n')
-    with pytest.raises(ValueError, match=r"train-soft.jsonl:2: expected an object"):
+    with pytest.raises(TrainError, match=r"train-soft.jsonl:2: expected an object"):
         train_kd(tiny_model, path, tmp_path / "out", TrainSpec(recipe="kd"))

@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from still.errors import TrainError
 from still.models import get_model
 from still.tasks import TrainSpec
 from still.train import train_sft
@@ -93,7 +94,7 @@ def test_training_lowers_loss_and_saves_a_loadable_model(
 def test_training_on_nothing_is_an_error(tiny_model: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    with pytest.raises(ValueError, match="no training rows"):
+    with pytest.raises(TrainError, match="no training rows"):
         train_sft(tiny_model, empty, tmp_path / "out", TrainSpec())
 
 
@@ -103,5 +104,5 @@ def test_answers_weighted_zero_are_not_trained_on(tiny_model: Path, tmp_path: Pa
     for r in rows:
         r["messages"][-1]["weight"] = 0
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(ValueError, match="every answer weight 0"):
+    with pytest.raises(TrainError, match="every answer weight 0"):
         train_sft(tiny_model, data, tmp_path / "out", TrainSpec(epochs=1))

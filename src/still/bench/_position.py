@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from still.models import Provider
-from still.tasks import Example
+from still.tasks import Example, TaskError
 from still.types import Message, Request, SamplingParams
 
 LETTERS = "ABCDEFGHIJ"
@@ -177,13 +177,17 @@ def rotate_example(
     itself (same id, same prompt, so its stored answer is reused).
 
     Raises:
-        ValueError: the reference is not one of `labels`, or an option field is missing.
+        ValueError: the reference is not one of `labels` (load_examples drops those).
+        TaskError: an option field is missing from the example.
     """
     if example.answer not in labels:
         raise ValueError(f"example {example.id}: answer {example.answer!r} is not in {labels}")
     missing = [f for f in options if f not in example.fields]
     if missing:
-        raise ValueError(f"example {example.id} ({example.source}) has no field {missing}")
+        raise TaskError(
+            f"example {example.id} ({example.source}) has no field {missing}; "
+            "multiple_choice.options must name fields of the data"
+        )
     item = MCItem(
         example.id,
         "",

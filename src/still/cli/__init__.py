@@ -27,11 +27,11 @@ from still.cli.stages import (
 from still.cli.store import store
 from still.errors import StillError
 
-USER_ERRORS: tuple[type[Exception], ...] = (StillError, ValueError)
-"""What the CLI shows as one line. `StillError` is the contract; `ValueError` stays only
-until the library's remaining `raise ValueError(...)` for user mistakes (an unknown model,
-a missing API key, training data that does not fit) derive from `StillError`. Every other
-exception (KeyError, TypeError, AttributeError, ...) is a bug and keeps its traceback."""
+USER_ERRORS: tuple[type[Exception], ...] = (StillError,)
+"""What the CLI shows as one line: the library raises a `StillError` for every mistake a
+user can fix (a bad task file, an unknown model, a missing API key, training data that
+does not fit). Every other exception (ValueError, KeyError, TypeError, ...) is a bug and
+keeps its traceback."""
 
 
 class _Still(click.Group):

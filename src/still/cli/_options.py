@@ -110,14 +110,12 @@ def open_folder(run_dir: Path) -> Run:
 
 @contextmanager
 def _loading() -> Iterator[None]:
-    """Loading reads the user's task file, data and templates, so a `ValueError` or `OSError`
-    it raises is about those files (a bad row, an unreadable path, a split that does not
-    fit): it becomes a `StillError`, shown as one line like every other user error."""
+    """Loading reads the user's files, so an `OSError` it raises is about one of them (an
+    unreadable path): it becomes a `StillError`, shown as one line like every other user
+    error (the library raises those for what is wrong inside the files)."""
     try:
         yield
-    except StillError:
-        raise
-    except (ValueError, OSError) as exc:
+    except OSError as exc:
         raise StillError(str(exc)) from exc
 
 

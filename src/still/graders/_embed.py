@@ -19,18 +19,21 @@ BATCH = 32
 
 def resolve_model(spec: str) -> Path:
     """The folder an `embedding_model` names: `package:<pkg>/<folder>`, `local:<path>` or a
-    path. Raises ValueError when it is not a model folder."""
+    path. Raises GraderError when it is not a model folder."""
+    from still.errors import GraderError
     from still.tasks import DataError, package_folder
 
     if spec.startswith("package:"):
         try:
             path = package_folder(spec)
         except DataError as exc:
-            raise ValueError(f"embedding_model: {exc}") from None
+            raise GraderError(f"embedding_model: {exc}") from None
     else:
         path = Path(spec.removeprefix("local:"))
     if not (path / "config.json").is_file():
-        raise ValueError(f"embedding_model {spec!r}: {path} is not a model folder (no config.json)")
+        raise GraderError(
+            f"embedding_model {spec!r}: {path} is not a model folder (no config.json)"
+        )
     return path
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from still.errors import StillError
+from still.errors import GraderError
 from still.graders._registry import build_grader, register_grader
 from still.tasks import MultiSpec
 from still.types import Grade
@@ -42,7 +42,7 @@ MAX_LENGTH = 10_000
 """Longest formula accepted, in characters."""
 
 
-class FormulaError(StillError, ValueError):
+class FormulaError(GraderError):
     """A formula that cannot be parsed or evaluated; the message names the offending part."""
 
 
@@ -397,7 +397,7 @@ class Multi:
         names = [g.name for g in self.graders]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"multi grader {self.name!r}: sub-grader names repeat: {duplicates}")
+            raise GraderError(f"multi grader {self.name!r}: sub-grader names repeat: {duplicates}")
         unknown = sorted(parse(self.calculate_output).names - set(names))
         if unknown:
             raise FormulaError(

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from still.errors import GraderError
 from still.graders._registry import register_grader
 from still.graders._string_check import fill
 from still.tasks import LabelModelSpec, ScoreModelSpec
@@ -72,18 +73,18 @@ class ModelGrader:
     def __post_init__(self) -> None:
         if self.kind == "label":
             if not self.labels:
-                raise ValueError(f"label_model grader {self.name!r} needs labels")
+                raise GraderError(f"label_model grader {self.name!r} needs labels")
             extra = set(self.passing_labels) - set(self.labels)
             if extra:
-                raise ValueError(
+                raise GraderError(
                     f"label_model grader {self.name!r}: passing_labels {sorted(extra)} are "
                     "not among its labels"
                 )
         lo, hi = self.range
         if not lo < hi:
-            raise ValueError(f"score_model grader {self.name!r}: range must be [low, high]")
+            raise GraderError(f"score_model grader {self.name!r}: range must be [low, high]")
         if not self.input:
-            raise ValueError(f"model grader {self.name!r} needs input messages")
+            raise GraderError(f"model grader {self.name!r} needs input messages")
 
     @property
     def threshold(self) -> float:

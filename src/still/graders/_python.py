@@ -56,6 +56,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from still.errors import GraderError
 from still.graders import _sandbox
 from still.graders._registry import register_grader
 from still.graders._sandbox import Mode
@@ -228,13 +229,13 @@ class PythonGrader:
 
     def __post_init__(self) -> None:
         if not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):
-            raise ValueError(f"timeout_s must be a positive number, not {self.timeout_s}")
+            raise GraderError(f"timeout_s must be a positive number, not {self.timeout_s}")
         if self.memory_mb < 64:
-            raise ValueError(
+            raise GraderError(
                 f"memory_mb must be at least 64 (the interpreter needs it), not {self.memory_mb}"
             )
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
+            raise GraderError(f"batch_size must be at least 1, not {self.batch_size}")
 
     def grade(
         self,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
+from still.errors import GraderError
 from still.plugins import load_plugins
 from still.tasks import BaseGraderSpec, register_grader_spec
 from still.types import Grade
@@ -75,7 +76,7 @@ def build_grader(spec: BaseGraderSpec, name: str | None = None) -> Grader:
             key, the variable its formula uses).
 
     Raises:
-        ValueError: a configuration error (unknown metric, bad formula...), at build time,
+        GraderError: a configuration error (unknown metric, bad formula...), at build time,
             or a spec type no grader is registered for.
     """
     load_plugins()
@@ -84,4 +85,4 @@ def build_grader(spec: BaseGraderSpec, name: str | None = None) -> Grader:
         if factory is not None:
             return factory(spec, name or spec.name)
     known = ", ".join(sorted(t.__name__ for t in _FACTORIES))
-    raise ValueError(f"no grader is registered for {type(spec).__name__} (known: {known})")
+    raise GraderError(f"no grader is registered for {type(spec).__name__} (known: {known})")

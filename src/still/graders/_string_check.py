@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from still.errors import GraderError
 from still.graders._registry import register_grader
 from still.tasks import StringCheckSpec
 from still.types import Grade
@@ -48,7 +49,7 @@ def check(operation: str, value: str, reference: str) -> bool:
         return reference in value
     if operation == "ilike":
         return reference.lower() in value.lower()
-    raise ValueError(f"unknown string_check operation {operation!r}: use eq, ne, like, ilike")
+    raise GraderError(f"unknown string_check operation {operation!r}: use eq, ne, like, ilike")
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class StringCheck:
                 fill(self.input, {"sample": sample, "item": item}),
                 fill(self.reference, {"sample": sample, "item": item}),
             )
-        except (KeyError, ValueError) as exc:
+        except (KeyError, GraderError) as exc:
             return Grade(
                 grader=self.name,
                 example_id=example_id,

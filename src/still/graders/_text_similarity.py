@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from still.errors import GraderError, StillError
 from still.graders._embed import embedder
 from still.graders._registry import register_grader
 from still.graders._string_check import fill
@@ -149,7 +150,7 @@ def similarity(metric: str, value: str, reference: str, embed: Embed | None = No
         return _rouge(metric, value, reference)
     if metric == "cosine":
         if embed is None:
-            raise ValueError(
+            raise GraderError(
                 "the cosine metric needs an embedding function: construct the grader with "
                 "embed=... (nothing is downloaded to embed texts)"
             )
@@ -157,14 +158,14 @@ def similarity(metric: str, value: str, reference: str, embed: Embed | None = No
         if len(vectors) != 2:
             raise ValueError(f"embed returned {len(vectors)} vectors for 2 texts")
         return cosine([float(x) for x in vectors[0]], [float(x) for x in vectors[1]])
-    raise ValueError(f"unknown evaluation_metric {metric!r}: use one of {', '.join(METRICS)}")
+    raise GraderError(f"unknown evaluation_metric {metric!r}: use one of {', '.join(METRICS)}")
 
 
 def describe(exc: BaseException) -> str:
     """An exception as a grade's error: our own messages as they are, others with their type."""
     if isinstance(exc, KeyError) and exc.args:
         return str(exc.args[0])  # str(KeyError) would wrap the message in quotes
-    if isinstance(exc, ValueError):
+    if isinstance(exc, ValueError | StillError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
@@ -193,12 +194,12 @@ class TextSimilarity:
         # A misspelt metric is a configuration error: say so when the grader is built,
         # not as thousands of identical failed grades.
         if self.evaluation_metric not in METRICS:
-            raise ValueError(
+            raise GraderError(
                 f"unknown evaluation_metric {self.evaluation_metric!r}: "
                 f"use one of {', '.join(METRICS)}"
             )
         if not math.isfinite(self.pass_threshold):
-            raise ValueError(f"pass_threshold must be a finite number, not {self.pass_threshold}")
+            raise GraderError(f"pass_threshold must be a finite number, not {self.pass_threshold}")
 
     def grade(
         self,

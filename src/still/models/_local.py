@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from still.errors import ModelError
 from still.models._chat import answer_token_ids, prompt_token_ids, render_prompt
 from still.models._provider import register_provider
 from still.types import Completion, Message, Request, SamplingParams, Usage
@@ -483,7 +484,7 @@ _LOADED: dict[str, LocalProvider] = {}
 def local_path(ref: str) -> Path:
     """The model directory behind `local:<bundled name or path>` (or a bare path).
 
-    Converts a bundled model on first use. Raises ValueError naming the known models.
+    Converts a bundled model on first use. Raises ModelError naming the known models.
     """
     from still.models._bundled import BUNDLED, bundled_path
 
@@ -493,7 +494,7 @@ def local_path(ref: str) -> Path:
     if (Path(target) / "config.json").is_file():
         return Path(target)
     known = ", ".join(f"local:{n}" for n in sorted(BUNDLED))
-    raise ValueError(
+    raise ModelError(
         f"unknown local model {target!r}: not a bundled name ({known}) "
         "nor a directory with a config.json"
     )

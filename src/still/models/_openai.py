@@ -47,6 +47,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from still.errors import ModelError
 from still.models._provider import register_provider
 from still.models._ratelimit import RateLimiter
 from still.types import Completion, Request, Usage
@@ -546,12 +547,12 @@ def use_key_variables(names: Mapping[str, str]) -> None:
         names: model reference or base URL -> environment variable name.
 
     Raises:
-        ValueError: a name is OPENAI_API_KEY or AZURE_OPENAI_API_KEY, which go to their
+        ModelError: a name is OPENAI_API_KEY or AZURE_OPENAI_API_KEY, which go to their
             own providers only.
     """
     for where, var in names.items():
         if var in RESERVED_KEY_VARIABLES:
-            raise ValueError(
+            raise ModelError(
                 f"api_key_env: {where} may not use {var}, which goes to its own provider "
                 "only; name a variable of its own for this endpoint"
             )
@@ -592,7 +593,7 @@ def _check_transport(ref: str, base_url: str, var: str) -> None:
     """Refuse to send a key over plain http to another machine."""
     if urlsplit(base_url).scheme == "http" and not is_loopback(base_url):
         host = urlsplit(base_url).hostname
-        raise ValueError(
+        raise ModelError(
             f"{ref}: refusing to send {var} over plain http to {host}; use https:// or a "
             "loopback address"
         )
@@ -603,7 +604,7 @@ def openai_factory(ref: str) -> OpenAIProvider:
     model = ref.partition(":")[2]
     kwargs: dict[str, Any] = {"api_key": _env_key("OPENAI_API_KEY")}
     if not kwargs["api_key"]:
-        raise ValueError(f"{ref}: set OPENAI_API_KEY (in the environment or a .env file)")
+        raise ModelError(f"{ref}: set OPENAI_API_KEY (in the environment or a .env file)")
     if os.environ.get("OPENAI_BASE_URL"):
         kwargs["base_url"] = os.environ["OPENAI_BASE_URL"]
         _check_transport(ref, kwargs["base_url"], "OPENAI_API_KEY")
@@ -616,7 +617,7 @@ def azure_factory(ref: str) -> OpenAIProvider:
     endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT")
     key = _env_key("AZURE_OPENAI_API_KEY")
     if not endpoint or not key:
-        raise ValueError(f"{ref}: set AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_API_KEY")
+        raise ModelError(f"{ref}: set AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_API_KEY")
     _check_transport(ref, endpoint, "AZURE_OPENAI_API_KEY")
     kwargs = {
         "api_key": key,
@@ -629,15 +630,15 @@ def azure_factory(ref: str) -> OpenAIProvider:
 def _url_factory(ref: str) -> OpenAIProvider:
     base, sep, model = ref.partition("#")
     if not sep or not model:
-        raise ValueError(f"{ref}: name the model after '#', e.g. http://127.0.0.1:8000/v1#my-model")
+        raise ModelError(f"{ref}: name the model after '#', e.g. http://127.0.0.1:8000/v1#my-model")
     var = key_variable_for(ref)
     if var is not None:
         if var in RESERVED_KEY_VARIABLES:  # use_key_variables refuses these; never send one
-            raise ValueError(f"{ref}: {var} goes to its own provider only")
+            raise ModelError(f"{ref}: {var} goes to its own provider only")
         _check_transport(ref, base, var)
         key = os.environ.get(var)
         if not key:
-            raise ValueError(f"{ref}: set {var}, the variable the task's api_key_env names")
+            raise ModelError(f"{ref}: set {var}, the variable the task's api_key_env names")
     elif is_loopback(base):
         key = os.environ.get(LOOPBACK_KEY_VARIABLE) or NO_KEY
     else:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from still.errors import ModelError
 from still.plugins import load_plugins
 from still.types import Completion, Request
 
@@ -67,7 +68,7 @@ def get_model(ref: str) -> Provider:
             to such a directory, or `scripted:<mode>` (offline test provider).
 
     Raises:
-        ValueError: the reference matches nothing; the message lists what is known.
+        ModelError: the reference matches nothing; the message lists what is known.
     """
     _load_builtins()
     scheme, sep, rest = ref.partition(":")
@@ -75,7 +76,7 @@ def get_model(ref: str) -> Provider:
         return _SCHEMES[scheme].factory(ref)
     if os.path.isfile(os.path.join(ref, "config.json")):
         return _SCHEMES["local"].factory("local:" + ref)
-    raise ValueError(f"unknown model {ref!r}. Known: {', '.join(known_models())}")
+    raise ModelError(f"unknown model {ref!r}. Known: {', '.join(known_models())}")
 
 
 def known_models() -> list[str]:

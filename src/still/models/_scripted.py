@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from urllib.parse import parse_qsl
 
+from still.errors import ModelError
 from still.models._provider import register_provider
 from still.types import Completion, Request, Usage
 
@@ -111,7 +112,7 @@ def scripted_factory(ref: str) -> ScriptedProvider:
     elif mode == "fail":
         answer = _fail
     else:
-        raise ValueError(
+        raise ModelError(
             f"unknown scripted mode {mode!r}: use echo, const=<text>, first-label, fail"
         )
     return ScriptedProvider(

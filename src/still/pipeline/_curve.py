@@ -26,6 +26,7 @@ from typing import Any
 
 from still.bench import ModelResult, evaluate, gap_closed, gap_closed_interval
 from still.curate import TRAIN_FILE, Keep, export
+from still.errors import ModelError
 from still.pipeline._run import Run, StageError, capture_role
 from still.pipeline._train import training_progress
 from still.tasks import TrainSpec
@@ -60,10 +61,10 @@ def recipe_spec(base: TrainSpec, recipe: str) -> TrainSpec:
     train.kd) or `kd:<divergence>`.
 
     Raises:
-        ValueError: an unknown recipe name.
+        StageError: an unknown recipe name.
     """
     if recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
+        raise StageError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
     if recipe == "sft":
         return base.model_copy(update={"recipe": "sft"})
     kd = base.kd
@@ -111,7 +112,7 @@ def learning_curve(
         )
     try:
         base = local_path(run.task.models.student)
-    except ValueError as exc:
+    except ModelError as exc:
         raise StageError(f"can't train student {run.task.models.student!r}: {exc}") from exc
     capture_role(run, "teacher", "train", limit=max(sizes))
     teacher_train = run.stored("teacher", "train", include_failed=True)

@@ -68,13 +68,14 @@ def load_grader_file(path: Path) -> Grader:
         TaskError: the file is not YAML/JSON or not a grader (naming file, line and field),
             or the grader cannot be built (a bad formula, an unknown metric).
     """
+    from still.errors import GraderError
     from still.graders import build_grader
     from still.tasks import TaskError, load_grader_spec
 
     spec = load_grader_spec(path)
     try:
         return build_grader(spec)
-    except ValueError as exc:  # a FormulaError, an unknown metric: the file's fault
+    except GraderError as exc:  # a FormulaError, an unknown metric: the file's fault
         named = "" if repr(spec.name) in str(exc) else f"grader {spec.name!r}: "
         raise TaskError(f"{path}: {named}{exc}") from exc
 

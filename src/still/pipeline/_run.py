@@ -32,7 +32,7 @@ from typing import Literal
 from still.capture import CaptureStats, build_messages, build_request, capture
 from still.cost import Budget, cost_model_for, require_prices
 from still.curate import Keep
-from still.errors import StillError
+from still.errors import GraderError, StillError
 from still.graders import Capture, Grader, answer_of, build_grader, judges
 from still.models import get_model, known_models, schemes, use_key_variables
 from still.settings import runs_root
@@ -117,7 +117,7 @@ class Run:
                     f"`still train{flag}` first"
                 )
             return "local:" + str(path.resolve())
-        raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+        raise StageError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
 
     def roles(self, students: Iterable[Keep] | None = None) -> tuple[RunRole, ...]:
         """The roles compared: teacher, base student, the distilled students named (by
@@ -133,7 +133,7 @@ class Run:
             return self.split.validation
         if split == "heldout":
             return self.split.heldout
-        raise ValueError(f"unknown split {split!r}: use {', '.join(SPLITS)}")
+        raise StageError(f"unknown split {split!r}: use {', '.join(SPLITS)}")
 
     def requests(
         self, role: str, split: str, limit: int | None = None, model: str | None = None
@@ -274,7 +274,7 @@ def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
     fewshot = max((p.fewshot for p in task.prompts.values()), default=0)
     try:
         split = split_examples(examples, task.split, fewshot)
-    except ValueError as exc:
+    except TaskError as exc:
         raise StageError(f"{task_path}: {exc} ({report.source}: {report.summary()})") from exc
     for role in task.prompts:  # a template naming a field the data lacks fails here
         try:
@@ -285,7 +285,7 @@ def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
     for i, spec in enumerate(task.graders):
         try:
             graders.append(build_grader(spec))
-        except ValueError as exc:  # a FormulaError, an unknown metric: the spec's fault
+        except GraderError as exc:  # a FormulaError, an unknown metric: the spec's fault
             raise TaskError(f"{task_path}: graders.{i} ({spec.name}): {exc}") from exc
     d = confined(Path(run_dir) if run_dir else runs_root() / task.name)
     d.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from still.curate import Keep
+from still.errors import ModelError, TrainError
 from still.pipeline._run import Run, StageError
 
 log = logging.getLogger("still.pipeline")
@@ -46,7 +47,7 @@ def train_stage(run: Run, force: bool = False, keep: Keep = "parsed") -> dict[st
     try:
         name, recipe = task_recipe(run.task.train.recipe, bool(run.task.labels))
         _, recipe, teacher = teacher_recipe(name, recipe, run.task.models.teacher)
-    except ValueError as exc:
+    except (TrainError, ModelError) as exc:
         raise StageError(str(exc)) from exc
     data = run.recipe_file(recipe, keep)
     if not data.exists():
@@ -60,13 +61,13 @@ def train_stage(run: Run, force: bool = False, keep: Keep = "parsed") -> dict[st
     ref = run.task.models.student
     try:
         base = local_path(ref)
-    except ValueError as exc:
+    except ModelError as exc:
         raise StageError(f"can't train student {ref!r}: {exc}") from exc
     trainer = recipe.load()
     with training_progress(f"train ({run.task.train.recipe}, {run.task.train.method})") as on_step:
         try:
             trainer(base, data=data, out_dir=out, spec=run.task.train, on_step=on_step, **extra)
-        except ValueError as exc:  # a tokenizer mismatch, no usable rows: say so plainly
+        except TrainError as exc:  # a tokenizer mismatch, no usable rows: say so plainly
             raise StageError(str(exc)) from exc
     info = json.loads((out / "train.json").read_text())
     info["skipped"] = False

@@ -53,7 +53,7 @@ _KNOWN_KEYS = sorted(
 """Every field name the schema knows, for "did you mean" on an unknown one."""
 
 
-class TaskError(StillError, ValueError):
+class TaskError(StillError):
     """A task file is unreadable or invalid; the message names the file, line and field."""
 
 

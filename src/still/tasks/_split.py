@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from still.tasks._example import Example
+from still.tasks._load import TaskError
 from still.tasks._schema import SplitSpec
 
 
@@ -61,10 +62,10 @@ def _heldout_size(n: int, heldout: int | float) -> int:
     """How many of `n` examples form the held-out prefix."""
     if isinstance(heldout, float) and heldout < 1:
         if heldout <= 0:
-            raise ValueError(f"split.heldout must be > 0, got {heldout}")
+            raise TaskError(f"split.heldout must be > 0, got {heldout}")
         return max(1, round(n * heldout))
     if heldout != int(heldout) or heldout < 1:
-        raise ValueError(
+        raise TaskError(
             f"split.heldout must be a fraction below 1 or a whole count >= 1, got {heldout}"
         )
     return min(int(heldout), n)
@@ -84,15 +85,16 @@ def split_examples(examples: Sequence[Example], spec: SplitSpec, fewshot: int = 
         `train`.
 
     Raises:
-        ValueError: No examples, duplicate ids, a bad `heldout`, or nothing left to train
-            on once the held-out and few-shot examples are taken.
+        TaskError: No examples, a bad `heldout` or `fewshot`, or nothing left to train on
+            once the held-out and few-shot examples are taken.
+        ValueError: duplicate ids (load_examples never gives them).
     """
     if not examples:
-        raise ValueError("no examples to split")
+        raise TaskError("no examples to split")
     if len({e.id for e in examples}) != len(examples):
         raise ValueError("examples have duplicate ids; deduplicate them first (load_examples does)")
     if fewshot < 0:
-        raise ValueError(f"fewshot must be >= 0, got {fewshot}")
+        raise TaskError(f"fewshot must be >= 0, got {fewshot}")
     ordered = sorted(examples, key=lambda e: _digest(spec.seed, e.id))
     n_held = _heldout_size(len(ordered), spec.heldout)
     if isinstance(spec.heldout, float) and spec.heldout < 1:
@@ -103,7 +105,7 @@ def split_examples(examples: Sequence[Example], spec: SplitSpec, fewshot: int = 
     val_ids = {e.id for e in validation}
     rest = [e for e in rest if e.id not in val_ids]
     if len(rest) <= fewshot:
-        raise ValueError(
+        raise TaskError(
             f"{len(examples)} examples: {n_held} held out (split.heldout={spec.heldout}), "
             f"{len(validation)} for validation (split.validation={spec.validation}) and "
             f"{fewshot} few-shot leave no training examples; lower them or add data"
@@ -137,12 +139,12 @@ def _validation(rest: Sequence[Example], spec: SplitSpec) -> list[Example]:
     order = sorted(rest, key=lambda e: _digest(spec.seed, f"validation:{e.id}"))
     if isinstance(size, float) and size < 1:
         if size < 0:
-            raise ValueError(f"split.validation must be >= 0, got {size}")
+            raise TaskError(f"split.validation must be >= 0, got {size}")
         cut = int(size * 16**64)
         picked = [e for e in order if int(_digest(spec.seed, f"validation:{e.id}"), 16) < cut]
         return picked or order[:1]
     if size != int(size) or size < 0:
-        raise ValueError(
+        raise TaskError(
             f"split.validation must be a fraction below 1 or a whole count >= 0, got {size}"
         )
     return order[: int(size)]

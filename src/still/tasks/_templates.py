@@ -34,7 +34,7 @@ _ENV = jinja2.sandbox.SandboxedEnvironment(
 _NO_ATTRIBUTE = re.compile(r"has no attribute '(?P<name>[^']+)'$")
 
 
-class TemplateError(StillError, ValueError):
+class TemplateError(StillError):
     """A template cannot be compiled or rendered; the message names template and variable."""
 
 

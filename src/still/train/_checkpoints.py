@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from still.errors import StillError
+from still.errors import TrainError
 from still.tasks import TrainSpec
 
 log = logging.getLogger("still.train")
@@ -40,7 +40,7 @@ KEEP = 2
 _FILES = ("weights.safetensors", "state.pt")
 
 
-class CheckpointMismatch(StillError, ValueError):
+class CheckpointMismatch(TrainError):
     """A checkpoint was written by another training configuration."""
 
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from still.errors import TrainError
 from still.tasks import TrainSpec
 from still.train._checkpoints import Checkpoints, checkpoint_dir, fingerprint
 from still.train._parallel import make_accelerator, resolve_precision, shares
@@ -98,7 +99,7 @@ class Student:
 def read_jsonl(path: Path, valid: Callable[[Any], bool], expected: str) -> list[Any]:
     """The rows of a recipe's JSONL data file, each checked by `valid` (which may raise
     KeyError, TypeError or IndexError on a malformed row); the first bad row raises
-    ValueError naming file and line and what was `expected` there."""
+    TrainError naming file and line and what was `expected` there."""
     rows = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -109,7 +110,7 @@ def read_jsonl(path: Path, valid: Callable[[Any], bool], expected: str) -> list[
         except (ValueError, KeyError, TypeError, IndexError):
             ok = False
         if not ok:
-            raise ValueError(f"{path}:{n}: expected {expected}")
+            raise TrainError(f"{path}:{n}: expected {expected}")
         rows.append(row)
     return rows
 
@@ -311,7 +312,7 @@ def train_loop(
     only the main one writes.
 
     Raises:
-        ValueError: the loss became NaN or infinite (nothing is saved).
+        TrainError: the loss became NaN or infinite (nothing is saved).
         CheckpointMismatch: the checkpoints beside `out_dir` are another configuration's.
     """
     total = total_steps(len(rows), spec)
@@ -338,7 +339,7 @@ def train_loop(
     for n, batch in enumerate(batches(rows, spec, total, done), done + 1):
         value, tokens = training.step(batch, loss_of)
         if not math.isfinite(value):  # a broken model must not replace a good one
-            raise ValueError(
+            raise TrainError(
                 f"{recipe}: the loss became {value} at step {n} of {total}, so nothing was "
                 "saved; lower the learning rate (train.learning_rate, train.dpo.learning_rate)"
             )

@@ -12,10 +12,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from still.errors import StillError
+from still.errors import TrainError
 
 
-class TokenizerMismatch(StillError, ValueError):
+class TokenizerMismatch(TrainError):
     """Teacher and student tokenize differently: token-level KD is impossible."""
 
 

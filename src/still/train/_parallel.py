@@ -22,7 +22,7 @@ import os
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from still.errors import StillError
+from still.errors import TrainError
 from still.tasks import TrainSpec
 
 log = logging.getLogger("still.train")
@@ -30,7 +30,7 @@ log = logging.getLogger("still.train")
 T = TypeVar("T")
 
 
-class TrainingSetupError(StillError, ValueError):
+class TrainingSetupError(TrainError):
     """A training setup this machine cannot run (said before the model is loaded)."""
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from still.curate import SOFT_FILE, TOKENS_FILE, TRAIN_FILE
+from still.errors import ModelError, TrainError
 from still.models import local_path
 from still.plugins import load_plugins
 from still.tasks import register_recipe_name
@@ -108,11 +109,11 @@ def get_recipe(name: str) -> Recipe:
     """The recipe `name` (plugins loaded first).
 
     Raises:
-        ValueError: no such recipe; the message lists the known ones.
+        TrainError: no such recipe; the message lists the known ones.
     """
     load_plugins()
     if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+        raise TrainError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
     return RECIPES[name]
 
 
@@ -132,13 +133,13 @@ def teacher_recipe(name: str, recipe: Recipe, teacher: str) -> tuple[str, Recipe
     folder, or gives way to its `endpoint_teacher` variant when the teacher is an endpoint.
 
     Raises:
-        ValueError: the recipe needs a local teacher and has no endpoint variant.
+        ModelError: the recipe needs a local teacher and has no endpoint variant.
     """
     if not recipe.teacher:
         return name, recipe, None
     try:
         return name, recipe, local_path(teacher)
-    except ValueError:
+    except ModelError:
         if recipe.endpoint_teacher is None:
             raise
         name = recipe.endpoint_teacher

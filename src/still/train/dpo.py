@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from still.errors import TrainError
 from still.models import answer_token_ids, prompt_token_ids, render_prompt
 from still.tasks import TrainSpec
 from still.train._common import Student, TrainResult, load_student, train_loop
@@ -65,7 +66,7 @@ def read_pairs(path: Path) -> list[dict[str, Any]]:
                 if not isinstance(row[key][0]["content"], str):
                     raise ValueError(f"{key!r} must hold the answer's text")
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}:{n}: not a TRL preference row ({exc})") from exc
+            raise TrainError(f"{path}:{n}: not a TRL preference row ({exc})") from exc
         rows.append({k: row[k] for k in ("prompt", "chosen", "rejected")})
     return rows
 
@@ -143,7 +144,7 @@ def train_dpo(
     # -- setup ---------------------------------------------------------------------------
     raw = read_pairs(data)
     if not raw:
-        raise ValueError(f"{data}: no preference pairs to train on")
+        raise TrainError(f"{data}: no preference pairs to train on")
     student = load_student(base_model, spec)
     beta = spec.dpo.beta
 
@@ -151,7 +152,7 @@ def train_dpo(
     encoded = [encode(student.tokenizer, r, spec.max_length) for r in raw]
     fitting = [e for e in encoded if e is not None]
     if not fitting:
-        raise ValueError(f"{data}: no preference pair fits max_length={spec.max_length}")
+        raise TrainError(f"{data}: no preference pair fits max_length={spec.max_length}")
     rows = with_reference(student, fitting, spec.batch_size)
 
     # -- train: the chosen answer's gain over the rejected one's, relative to the start --

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from still.errors import TrainError
 from still.models import answer_token_ids, prompt_token_ids, render_prompt
 from still.tasks import TrainSpec
 from still.train._common import (
@@ -72,7 +73,7 @@ def encode(tokenizer: Any, row: dict[str, Any], max_length: int) -> SoftRow | No
     labels = sorted(row["teacher_logprobs"])
     l_ids = [answer_token_ids(tokenizer, prompt, lab) for lab in labels]
     if any(not ids for ids in l_ids):
-        raise ValueError(f"a label of {labels} tokenizes to nothing")
+        raise TrainError(f"a label of {labels} tokenizes to nothing")
     if len(p_ids) + max(len(x) for x in l_ids) > max_length:
         return None
     return SoftRow(p_ids, l_ids, [float(row["teacher_logprobs"][lab]) for lab in labels])
@@ -151,9 +152,9 @@ def train_kd(
     encoded = [encode(student.tokenizer, r, spec.max_length) for r in raw]
     rows = [e for e in encoded if e is not None]
     if not rows:
-        raise ValueError(f"{data}: no training rows (or none fit max_length={spec.max_length})")
+        raise TrainError(f"{data}: no training rows (or none fit max_length={spec.max_length})")
     if len({len(r.labels) for r in rows}) != 1:
-        raise ValueError(f"{data}: every row needs the same label set")
+        raise TrainError(f"{data}: every row needs the same label set")
 
     # -- train: divergence between label distributions -----------------------------------
 

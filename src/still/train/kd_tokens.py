@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from still.errors import TrainError
 from still.models import answer_token_ids, prompt_token_ids, render_prompt
 from still.tasks import TrainSpec
 from still.train._common import (
@@ -163,7 +164,7 @@ def train_kd_tokens(
     ]
     rows = [e for e in encoded if e is not None]
     if not rows:
-        raise ValueError(f"{data}: no training rows (or none fit max_length={spec.max_length})")
+        raise TrainError(f"{data}: no training rows (or none fit max_length={spec.max_length})")
 
     # -- train: divergence at every answer token -----------------------------------------
     name = f"kd-tokens-{kd.divergence}" + (f"-on-policy-{kd.on_policy:g}" if kd.on_policy else "")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from still.errors import TrainError
 from still.models import prompt_token_ids, render_prompt
 from still.tasks import TrainSpec
 from still.train._common import (
@@ -158,7 +159,7 @@ def train_kd_topk(
             "a teacher of the student's family."
         )
     if not rows:
-        raise ValueError(
+        raise TrainError(
             f"{data}: no row has the teacher's top-k logprobs: set generation.top_logprobs "
             "(1-20) and capture the teacher again (or, if it was, run `still export` again: "
             "older exports lack teacher_token_logprobs), or use train.recipe: sft"

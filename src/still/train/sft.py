@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from still.curate import read_chat_jsonl
+from still.errors import TrainError
 from still.models import answer_token_ids, prompt_token_ids, render_prompt
 from still.tasks import TrainSpec
 from still.train._common import (
@@ -69,13 +70,13 @@ def train_sft(
     # OpenAI's per-message `weight`: an answer weighted 0 is context, not something to learn
     convs = [c for c in read_chat_jsonl(data) if c[-1].get("weight", 1) != 0]
     if not convs:
-        raise ValueError(
+        raise TrainError(
             f"{data}: no training rows to learn from (empty, or every answer weight 0)"
         )
     encoded = [tokenize(tokenizer, c, spec.max_length) for c in convs]
     rows = [e for e in encoded if e is not None]
     if not rows:
-        raise ValueError(f"{data}: no training rows fit max_length={spec.max_length}")
+        raise TrainError(f"{data}: no training rows fit max_length={spec.max_length}")
 
     # -- train: cross-entropy on the answer tokens ---------------------------------------
 
