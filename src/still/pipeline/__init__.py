@@ -30,6 +30,7 @@ from still.pipeline._grader_check import (
 )
 from still.pipeline._run import (
     ROLES,
+    Engine,
     Run,
     RunRole,
     StageError,
@@ -43,6 +44,7 @@ from still.pipeline._train import train_stage, training_progress
 __all__ = [
     "ROLES",
     "CurvePoint",
+    "Engine",
     "RotatedQuestion",
     "Run",
     "RunRole",

@@ -11,7 +11,7 @@ from still.cost import Budget
 from still.curate import Keep
 from still.pipeline._bench import bench_stage
 from still.pipeline._export import export_stage
-from still.pipeline._run import STUDENTS, Run, StageError, capture_role, open_run
+from still.pipeline._run import STUDENTS, Engine, Run, StageError, capture_role, open_run
 from still.pipeline._train import train_stage
 
 log = logging.getLogger("still.pipeline")
@@ -22,14 +22,17 @@ def run_all(
     run_dir: Path | str | None = None,
     keep: Keep | None = None,
     budget: Budget | None = None,
+    engine: Engine | None = None,
 ) -> tuple[Run, Comparison]:
     """`still run`: capture -> export -> train -> bench, each skipping stored work; every
     model call of every stage counts against one `budget`.
 
     One distilled student per `curate.students` entry (or only `keep`): the teacher-only
-    one (`parsed`) and the grader-verified one (`correct`), compared side by side.
+    one (`parsed`) and the grader-verified one (`correct`), compared side by side. With
+    an `engine` (`--ray`), every model answers there; training stays in this process.
     """
     run = open_run(task_path, run_dir)
+    run.engine = engine
     run.require_prices(budget)
     log.info("%s", run.load_report.summary())
     stats = capture_role(run, "teacher", "train", budget=budget)

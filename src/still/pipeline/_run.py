@@ -24,17 +24,18 @@ import json
 import logging
 import shutil
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from still.capture import CaptureStats, build_messages, build_request, capture
 from still.cost import Budget, cost_model_for, require_prices
 from still.curate import Keep
 from still.errors import GraderError, StillError
 from still.graders import Capture, Grader, answer_of, build_grader, judges
-from still.models import get_model, known_models, schemes, use_key_variables
+from still.models import Provider, get_model, known_models, schemes, use_key_variables
 from still.settings import runs_root
 from still.store import Store
 from still.tasks import (
@@ -70,6 +71,16 @@ class StageError(StillError, RuntimeError):
     """A stage could not do its work (and says so rather than reporting success)."""
 
 
+class Engine(Protocol):
+    """Where a run's models answer when not in this process: `still.capture_ray.RayEngine`
+    (`--ray`) answers on a Ray cluster; the store, tags, prices and budget stay the run's."""
+
+    def model(self, ref: str, batch_size: int, setup: Callable[[], None] | None) -> Provider:
+        """A provider for `ref` that answers there, in blocks of `batch_size` requests;
+        `setup` makes the run's model settings in each process that loads the model."""
+        ...
+
+
 @dataclass
 class Run:
     """A task, its data split and its folder: what every stage works on."""
@@ -80,6 +91,7 @@ class Run:
     split: Split
     load_report: LoadReport
     graders: list[Grader] = field(default_factory=list)
+    engine: Engine | None = None  # None: every model answers in this process
 
     def require_prices(self, budget: Budget | None) -> None:
         """With a budget, refuse before any call when a paid model this run may call
@@ -154,13 +166,20 @@ class Run:
     ) -> CaptureStats:
         """Ask `ref` every request through the run's store: stored answers are reused,
         new ones stored with the run's tags (`run`, `task` plus `tags`) and their cost,
-        within `budget` when given."""
+        within `budget` when given; by the run's `engine` when it has one."""
+        engine, batch = self.engine, self.task.generation.batch_size
+
+        def load() -> Provider:
+            if engine is None:
+                return get_model(ref)
+            return engine.model(ref, batch, partial(use_model_settings, self.task))
+
         return capture(
-            lambda: get_model(ref),
+            load,
             requests,
             self.store,
             metadata={"run": self.dir.name, "task": self.task.name, **tags},
-            batch_size=self.task.generation.batch_size,
+            batch_size=batch,
             desc=desc,
             cost_model=cost_model_for(ref, self.task.prices, self.task.tokenizers),
             budget=budget,
@@ -267,7 +286,7 @@ def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
     """
     task = load_task(task_path)
     _check_models(task_path, task)
-    use_key_variables(task.api_key_env)  # which variable's key each endpoint may get
+    use_model_settings(task)
     examples, report = load_examples(task)
     if not examples:
         raise StageError(report.nothing_kept())
@@ -307,6 +326,13 @@ def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
     run = Run(task, d, Store(d / "still.db"), split, report, graders)
     record_teacher_answers(run)
     return run
+
+
+def use_model_settings(task: Task) -> None:
+    """Make a task's process-wide model settings, before its models load: which variable's
+    key each endpoint may get. `open_run` makes them in this process; an `Engine` makes them
+    again in each of its workers."""
+    use_key_variables(task.api_key_env)
 
 
 def record_teacher_answers(run: Run) -> int:
