@@ -108,7 +108,7 @@ def check(address: str | None) -> None:
 def _unreachable(address: str) -> RayError:
     return RayError(
         f"no Ray cluster reachable at {address}: start one with `ray start --head` and pass "
-        "the address it prints, or give --ray no address to start one on this machine"
+        "the address it prints to --ray-address, or use --ray alone to start one on this machine"
     )
 
 

@@ -172,7 +172,7 @@ def test_a_killed_driver_resumes_without_repeating_stored_answers(
     )
     calls = tmp_path / "calls.log"
     env = {**os.environ, "STILL_SCRIPTED_LOG": str(calls)}
-    args = ["capture", str(task), "--run-dir", str(tmp_path / "r"), "--ray", cluster]
+    args = ["capture", "--ray-address", cluster, str(task), "--run-dir", str(tmp_path / "r")]
     db = tmp_path / "r" / "still.db"
     driver = subprocess.Popen(
         [sys.executable, "-m", "still", *args],
@@ -214,16 +214,17 @@ def test_ray_unreachable_or_missing_is_one_line(
     task = write_task(tmp_path, student="scripted:first-label")
     address = f"127.0.0.1:{_free_port()}"
     res = CliRunner().invoke(main, ["capture", str(task), "--run-dir", str(tmp_path / "r"),
-                                    "--ray", address])  # fmt: skip
+                                    "--ray-address", address])  # fmt: skip
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert res.output.strip().splitlines() == [
         f"Error: no Ray cluster reachable at {address}: start one with `ray start --head` "
-        "and pass the address it prints, or give --ray no address to start one on this machine"
+        "and pass the address it prints to --ray-address, or use --ray alone to start one on "
+        "this machine"
     ]
     assert not (tmp_path / "r").exists(), "nothing may be written"
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if not installed
-    res = CliRunner().invoke(main, ["run", str(task), "--ray"])
+    res = CliRunner().invoke(main, ["run", "--ray", str(task)])  # the flag before TASK_FILE
     assert res.exit_code == 1, res.output
     assert res.output.startswith("Error: --ray needs Ray, which is not installed")
     assert res.output.strip().endswith("pip install 'still[ray]'")

@@ -7,10 +7,11 @@ Each option is defined once here so `capture`, `grade`, `export` and the rest de
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, TypeVar, cast, get_args
 
 import click
 
@@ -73,18 +74,34 @@ MAX_COST = click.option(
     "`still estimate`.",
 )
 
-RAY = click.option(
-    "--ray",
-    "ray_address",
-    is_flag=False,
-    flag_value="local",
-    default=None,
-    metavar="[ADDRESS]",
-    help="Answer on Ray: blocks of requests go to Ray actors (each holding the model) and "
-    "their answers are stored here as blocks finish. ADDRESS: auto, host:port or "
-    "ray://host:port; without one, a Ray instance is started on this machine. Needs "
-    "`pip install 'still[ray]'`.",
-)
+
+def RAY(command: F) -> F:  # noqa: N802 - used as @RAY, beside the other option constants
+    """`--ray` (a flag: a Ray instance on this machine) and `--ray-address ADDRESS` (a
+    cluster), given to the command as one `ray_address` ("local", the address, or None).
+
+    Two options rather than `--ray [ADDRESS]` with an optional value: click would read the
+    task file in `still capture --ray task.yaml` as the address."""
+
+    @functools.wraps(command)
+    def merged(*args: Any, ray: bool, ray_address: str | None, **kwargs: Any) -> Any:
+        return command(*args, ray_address=ray_address or ("local" if ray else None), **kwargs)
+
+    merged = click.option(
+        "--ray-address",
+        "ray_address",
+        metavar="ADDRESS",
+        default=None,
+        help="The Ray cluster for --ray (implies it): auto, host:port or ray://host:port.",
+    )(merged)
+    merged = click.option(
+        "--ray",
+        "ray",
+        is_flag=True,
+        help="Answer on Ray: blocks of requests go to Ray actors (each holding the model) and "
+        "their answers are stored here as blocks finish; a Ray instance is started on this "
+        "machine unless --ray-address names a cluster. Needs `pip install 'still[ray]'`.",
+    )(merged)
+    return cast(F, merged)
 
 
 def ray_engine(address: str | None) -> Engine | None:
