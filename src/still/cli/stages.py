@@ -128,7 +128,14 @@ def export_cmd(
 @RUN_DIR
 @KEEP
 @click.option("--force", is_flag=True, help="Retrain even if this exact model exists.")
-def train_cmd(task_file: Path, run_dir: Path | None, keep: Keep, force: bool) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    help="Training processes (train.processes; default: one per GPU, or 1 on CPU).",
+)
+def train_cmd(
+    task_file: Path, run_dir: Path | None, keep: Keep, force: bool, processes: int | None
+) -> None:
     """Fine-tune a distilled student on its exported data (the task's `train:` recipe,
     LoRA or full).
 
@@ -137,7 +144,11 @@ def train_cmd(task_file: Path, run_dir: Path | None, keep: Keep, force: bool) ->
     from still.pipeline import train_stage
     from still.report import train_summary
 
-    click.echo(train_summary(train_stage(open_task(task_file, run_dir), force, keep)))
+    run = open_task(task_file, run_dir)
+    if processes:  # how to train, not what: the model's folder stays the same
+        train = run.task.train.model_copy(update={"processes": processes})
+        run.task = run.task.model_copy(update={"train": train})
+    click.echo(train_summary(train_stage(run, force, keep)))
 
 
 @click.command("bench")

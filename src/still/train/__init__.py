@@ -8,6 +8,7 @@ the task's `train.recipe`; plugins add theirs with `register_recipe`.
 
 from still.train._checkpoints import CheckpointMismatch
 from still.train._common import TrainResult
+from still.train._launch import TrainingProcessFailed
 from still.train._parallel import TrainingSetupError
 from still.train._recipes import (
     DPO_FILE,
@@ -28,6 +29,7 @@ __all__ = [
     "RECIPES",
     "Recipe",
     "TrainResult",
+    "TrainingProcessFailed",
     "TrainingSetupError",
     "Trainer",
     "get_recipe",

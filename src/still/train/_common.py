@@ -228,18 +228,20 @@ class Training:
     optimizer: Any
     scheduler: Any
     micro_batch_size: int | None = None
+    weight_of: Callable[[Any], float] | None = None
 
     def step(
         self, batch: list[T], loss_of: Callable[[list[T]], tuple[Any, int]]
     ) -> tuple[float, int]:
         """Forward and backward this process's share of `batch` (micro-batch by micro-batch,
         gradients exchanged after the last), clip to norm 1, update. Returns the global
-        batch's loss (the row-weighted mean of the micro-batches' losses) and its tokens,
-        summed over processes."""
+        batch's loss (the micro-batches' losses, each weighted by its share of the batch:
+        `shares`) and its tokens, summed over processes."""
         import torch
 
         acc, model = self.student.accelerator, self.student.model
-        parts = shares(batch, acc.process_index, acc.num_processes, self.micro_batch_size)
+        parts = shares(batch, acc.process_index, acc.num_processes, self.micro_batch_size,
+                       self.weight_of)  # fmt: skip
         value, tokens = 0.0, 0
         for i, (rows, weight) in enumerate(parts):
             with nullcontext() if i == len(parts) - 1 else acc.no_sync(model):
@@ -297,6 +299,7 @@ def train_loop(
     recipe: str,
     data: Path,
     teacher: Path | None = None,
+    weight_of: Callable[[T], float] | None = None,
     skipped_too_long: int = 0,
     skipped_no_targets: int = 0,
 ) -> TrainResult:
@@ -309,7 +312,9 @@ def train_loop(
     With `spec.save_every`, a checkpoint every that many steps; a rerun resumes from the
     newest one that `data` (the recipe's data file), the base model, `teacher` and `spec`
     still match. With several processes each runs this loop on its share of every batch;
-    only the main one writes.
+    only the main one writes. `weight_of(row)` is how much a row counts in `loss_of`'s
+    mean (its answer tokens, for a loss averaged over tokens; default 1), so that a batch
+    split across processes or micro-batches has the loss it has in one piece.
 
     Raises:
         TrainError: the loss became NaN or infinite (nothing is saved).
@@ -325,7 +330,7 @@ def train_loop(
     )  # fmt: skip
     opt, sched = optimizer(student, spec, total)
     student.model, opt = acc.prepare(student.model, opt)
-    training = Training(student, opt, sched, spec.micro_batch_size)
+    training = Training(student, opt, sched, spec.micro_batch_size, weight_of)
     checkpoints = Checkpoints(
         checkpoint_dir(out_dir),
         fingerprint(spec, recipe, data, student.base, teacher, student.precision),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from still.errors import TrainError
@@ -123,18 +123,26 @@ def resolve_precision(choice: str, device_type: str) -> str:
 
 
 def shares(
-    batch: Sequence[T], rank: int, world: int, micro: int | None
+    batch: Sequence[T],
+    rank: int,
+    world: int,
+    micro: int | None,
+    weight: Callable[[T], float] | None = None,
 ) -> list[tuple[list[T], float]]:
     """This process's part of a global batch, as micro-batches with their weights (each
-    one's share of the global batch's rows), the same number on every process.
+    one's share of what the batch's loss is a mean over), the same number on every process.
 
     Process `rank` takes rows rank, rank + world, ...; its rows are cut into micro-batches
-    of `micro` rows (default: all at once). A process left without rows for a micro-batch
-    (a batch smaller than the process count, or a shorter share) runs one row at weight 0,
-    so that every process joins every gradient exchange.
+    of `micro` rows (default: all at once). A row counts `weight(row)` in the recipe's
+    mean loss (its answer tokens, say; default 1: a mean over rows), so the micro-batches'
+    losses, each a mean over its own rows, add up to the whole batch's. A process left
+    without rows for a micro-batch (a batch smaller than the process count, or a shorter
+    share) runs one row at weight 0, so that every process joins every gradient exchange.
     """
+    count = weight or (lambda row: 1.0)
+    whole = sum(count(row) for row in batch)
     mine = list(batch[rank::world])
     widest = math.ceil(len(batch) / world)
     size = min(micro or widest, widest)
     parts = [mine[i * size : (i + 1) * size] for i in range(math.ceil(widest / size))]
-    return [(p, len(p) / len(batch)) if p else ([batch[0]], 0.0) for p in parts]
+    return [(p, sum(count(r) for r in p) / whole) if p else ([batch[0]], 0.0) for p in parts]

@@ -32,6 +32,7 @@ from still.errors import TrainError
 from still.models import answer_token_ids, prompt_token_ids, render_prompt
 from still.tasks import TrainSpec
 from still.train._common import Student, TrainResult, load_student, train_loop
+from still.train._launch import launched
 from still.train._losses import answer_logprobs
 from still.types import Message
 
@@ -117,6 +118,7 @@ def with_reference(student: Student, rows: Sequence[PairRow], batch_size: int) -
     return out
 
 
+@launched
 def train_dpo(
     base_model: Path,
     data: Path,

@@ -36,6 +36,7 @@ from still.train._common import (
     read_jsonl,
     train_loop,
 )
+from still.train._launch import launched
 from still.train._losses import divergence
 from still.types import Message
 
@@ -126,6 +127,7 @@ def label_scores(model: Any, batch: Sequence[SoftRow], pad: int, device: str) ->
     return scores + extra.view(len(batch), k)
 
 
+@launched
 def train_kd(
     base_model: Path,
     data: Path,

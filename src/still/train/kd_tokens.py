@@ -36,6 +36,7 @@ from still.train._common import (
     read_token_rows,
     train_loop,
 )
+from still.train._launch import launched
 from still.train._losses import TokenizerMismatch, answer_logits, divergence
 from still.types import Message
 
@@ -125,6 +126,7 @@ def _sample(student: Any, prompts: list[list[int]], max_new: int, eos: set[int])
     return [a or [next(iter(eos))] for a in answers]
 
 
+@launched
 def train_kd_tokens(
     base_model: Path,
     teacher_model: Path,
@@ -194,5 +196,6 @@ def train_kd_tokens(
         recipe=name,
         data=data,
         teacher=teacher_model,
+        weight_of=lambda row: len(row.answer),  # a mean per answer token (its own, off-policy)
         skipped_too_long=len(encoded) - len(rows),
     )

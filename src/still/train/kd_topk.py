@@ -33,6 +33,7 @@ from still.train._common import (
     read_token_rows,
     train_loop,
 )
+from still.train._launch import launched
 from still.train._losses import TokenizerMismatch, answer_logits, divergence
 from still.types import Message
 
@@ -123,6 +124,7 @@ def _loss(student: Any, batch: Sequence[TopKRow], spec: TrainSpec) -> Any:
     return loss
 
 
+@launched
 def train_kd_topk(
     base_model: Path,
     data: Path,
@@ -173,5 +175,6 @@ def train_kd_topk(
     return train_loop(
         student, rows, spec, loss_of, out_dir, on_step,
         recipe=f"kd-topk-{spec.kd.divergence}", data=data, skipped_too_long=too_long,
+        weight_of=lambda row: len(row.support),  # its divergence is a mean per position
         skipped_no_targets=len(raw) - len(rows) - too_long,
     )  # fmt: skip

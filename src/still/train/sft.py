@@ -23,6 +23,7 @@ from still.train._common import (
     load_student,
     train_loop,
 )
+from still.train._launch import launched
 from still.types import Message
 
 IGNORE = -100
@@ -40,6 +41,7 @@ def tokenize(
     return p_ids + a_ids, [IGNORE] * len(p_ids) + a_ids
 
 
+@launched
 def train_sft(
     base_model: Path,
     data: Path,
@@ -99,5 +101,6 @@ def train_sft(
         on_step,
         recipe="sft",
         data=data,
+        weight_of=lambda row: sum(t != IGNORE for t in row[1]),  # its mean is per token
         skipped_too_long=len(encoded) - len(rows),
     )
