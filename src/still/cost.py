@@ -40,13 +40,13 @@ __all__ = [
 
 
 
-FREE_SCHEMES = frozenset({"local", "scripted"})
+FREE_SCHEMES = frozenset({"local", "scripted", "vllm"})
 """Model reference schemes that run on this machine: free under `--max-cost`."""
 
 
 def is_free(model: str) -> bool:
     """Whether a model reference runs on this machine and so costs no dollars: `local:`,
-    `scripted:`, or a model folder's path (no scheme). Every other scheme may cost money.
+    `vllm:`, `scripted:`, or a model folder's path (no scheme). Every other scheme may cost money.
 
     >>> is_free("local:smollm2-135m-instruct"), is_free("runs/t/distilled-1a2b")
     (True, True)

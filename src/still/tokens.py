@@ -3,8 +3,8 @@
 What a run will cost is decided by tokens, so they are counted the way the model counts
 them, offline:
 
-- `local:` models (bundled or a Hugging Face folder): their own tokenizer and chat template,
-  the exact prompt the provider will feed (`exact=True`).
+- `local:` and `vllm:` models (bundled, a Hugging Face folder or hub id): their own
+  tokenizer and chat template, the exact prompt the provider will feed (`exact=True`).
 - `openai:` and `azure:` models: OpenAI's BPE encodings from the `bpe-openai` package (a
   tiktoken-compatible tokenizer that ships its vocabularies, so nothing is downloaded),
   plus the chat format's per-message overhead from OpenAI's cookbook (3 tokens a message, 3
@@ -133,6 +133,10 @@ def counter_for(ref: str, overrides: Mapping[str, str] | None = None) -> TokenCo
         from still.models import local_path
 
         return HFCounter(_hf(str(local_path(ref))), Path(rest).name)
+    if scheme == "vllm":  # the local provider's prompt, with the model's own tokenizer
+        from still.models import vllm_model
+
+        return HFCounter(_hf(vllm_model(ref)), Path(rest).name)
     if scheme in ("openai", "azure"):
         return _bpe_counter(rest, exact=True)
     return BPECounter(_bpe(DEFAULT_ENCODING), DEFAULT_ENCODING, exact=False)

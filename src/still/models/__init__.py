@@ -1,7 +1,8 @@
 """Models: one Provider interface for everything that answers chat requests.
 
 `get_model("local:smollm2-135m-instruct")` gives a bundled model; a Hugging Face model
-directory, a distilled student and the offline `scripted:` provider work the same way.
+directory, a distilled student and the offline `scripted:` provider work the same way;
+`vllm:` runs the same models (or a hub id) on an in-process vLLM engine.
 Chat-template helpers (`render_prompt`, `prompt_token_ids`, `answer_token_ids`) are the
 local provider's exact prompt, shared with the trainers and token counters so that a
 student is trained on the prompt it is later asked. Nothing here imports torch.
@@ -25,10 +26,12 @@ from still.models._provider import (
     register_provider,
     schemes,
 )
+from still.models._vllm import EngineError, shutdown_engine, use_engine_options, vllm_model
 
 __all__ = [
     "BUNDLED",
     "BundledModel",
+    "EngineError",
     "LocalProvider",
     "Provider",
     "answer_token_ids",
@@ -43,5 +46,8 @@ __all__ = [
     "register_provider",
     "render_prompt",
     "schemes",
+    "shutdown_engine",
+    "use_engine_options",
     "use_key_variables",
+    "vllm_model",
 ]

@@ -92,6 +92,6 @@ def known_models() -> list[str]:
 def _load_builtins() -> None:
     # Importing the modules runs their @register_provider decorators (cheap: no torch);
     # plugins then register theirs through the same decorator (still.plugins).
-    from still.models import _local, _openai, _scripted  # noqa: F401
+    from still.models import _local, _openai, _scripted, _vllm  # noqa: F401
 
     load_plugins()

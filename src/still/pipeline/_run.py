@@ -35,7 +35,14 @@ from still.cost import Budget, cost_model_for, require_prices
 from still.curate import Keep
 from still.errors import GraderError, StillError
 from still.graders import Capture, Grader, answer_of, build_grader, judges
-from still.models import Provider, get_model, known_models, schemes, use_key_variables
+from still.models import (
+    Provider,
+    get_model,
+    known_models,
+    schemes,
+    use_engine_options,
+    use_key_variables,
+)
 from still.settings import runs_root
 from still.store import Store
 from still.tasks import (
@@ -330,9 +337,10 @@ def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
 
 def use_model_settings(task: Task) -> None:
     """Make a task's process-wide model settings, before its models load: which variable's
-    key each endpoint may get. `open_run` makes them in this process; an `Engine` makes them
-    again in each of its workers."""
+    key each endpoint may get, the engine options of `vllm:` models. `open_run` makes them
+    in this process; an `Engine` makes them again in each of its workers."""
     use_key_variables(task.api_key_env)
+    use_engine_options(task.vllm.engine_args())
 
 
 def record_teacher_answers(run: Run) -> int:

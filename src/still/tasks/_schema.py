@@ -215,6 +215,39 @@ class GenerationSpec(_Strict):
     )
 
 
+class VLLMSpec(_Strict):
+    """Engine options of `vllm:` models (vLLM's own names; unset: vLLM's default)."""
+
+    tensor_parallel_size: int | None = Field(None, ge=1, description="GPUs per engine.")
+    max_model_len: int | None = Field(
+        None, ge=1, description="Longest prompt plus answer, in tokens (default: the model's)."
+    )
+    gpu_memory_utilization: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Fraction of GPU memory the engine takes (on vLLM's CPU build: of the "
+        "machine's memory; `still` gives the CPU build a 2 GiB KV cache when unset).",
+    )
+    dtype: str | None = Field(None, description="auto, float32, bfloat16 or float16.")
+    enforce_eager: bool | None = Field(
+        None, description="No CUDA graphs or compilation: starts faster, decodes slower."
+    )
+    enable_prefix_caching: bool = Field(
+        True, description="Compute a prompt prefix shared by requests (few-shot) once."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Any other vllm.LLM engine argument, by vLLM's name "
+        "(e.g. `kv_cache_memory_bytes`, `max_num_seqs`, `quantization`).",
+    )
+
+    def engine_args(self) -> dict[str, Any]:
+        """The options as `vllm.LLM` keyword arguments (those set)."""
+        args = self.model_dump(exclude={"options"}, exclude_none=True)
+        return {**args, **self.options}
+
+
 _GRADER_VAR = re.compile(r"\{\{\s*([\w.]+)\s*\}\}")
 """A variable of OpenAI's grader templates: `{{sample.output_text}}`, `{{item.answer}}`."""
 
@@ -594,6 +627,7 @@ class Task(_Strict):
     )
     models: ModelsSpec
     generation: GenerationSpec = GenerationSpec()
+    vllm: VLLMSpec = VLLMSpec()
     graders: list[GraderSpec] = Field(default_factory=lambda: _default_graders())
     selection: SelectionSpec = SelectionSpec()
     curate: CurateSpec = CurateSpec()
