@@ -32,8 +32,9 @@ ROWS = [
     ("How many days?", "number"),
     ("What does NASA stand for?", "abbreviation"),
 ] * 4
-# 16 rows in batches of 4 for 6 epochs: 24 steps, a checkpoint every 4
-SPEC: dict[str, Any] = {"epochs": 6, "learning_rate": 5e-3, "batch_size": 4, "save_every": 4}
+# 16 rows in batches of 4 for 6 epochs: 24 steps, a checkpoint every 4; fp32 on any device
+SPEC: dict[str, Any] = {"epochs": 6, "learning_rate": 5e-3, "batch_size": 4, "save_every": 4,
+                        "precision": "fp32"}  # fmt: skip
 TOLERANCE = 1e-5  # resumed against uninterrupted weights; on CPU they come out equal
 
 
@@ -195,7 +196,7 @@ def test_dpo_resumes_through_the_same_loop(tiny_model: Path, tmp_path: Path) -> 
     pairs = [PreferencePair(f"ex{i}", prompt(q), c, r) for i, (q, c, r) in enumerate(rows)] * 3
     data = tmp_path / "dpo-trl.jsonl"
     write_dpo(pairs, data, "trl")
-    spec = TrainSpec(method="full", epochs=4, batch_size=4, save_every=3)
+    spec = TrainSpec(method="full", epochs=4, batch_size=4, save_every=3, precision="fp32")
     whole = train_dpo(
         tiny_model, data, tmp_path / "whole", spec.model_copy(update={"save_every": 0})
     )

@@ -175,3 +175,34 @@ def test_still_train_processes_changes_how_not_which_model(
     assert seen["folder"] == open_run(task, run_dir).distilled_dir()
     result = CliRunner().invoke(main, [*args[:-1], "0"])
     assert result.exit_code == 2 and "--processes" in result.output
+
+
+class Stop(Exception):
+    """Stands for a crash of the calling process at a given step."""
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="FSDP shards across 2+ GPUs")
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_fsdp_trains_as_one_process_and_resumes(
+    tiny_model: Path, tmp_path: Path, method: str
+) -> None:
+    """Sharded weights, gradients and optimizer state (gathered whole into checkpoints and
+    the saved model) train as one process does; a run stopped at step 3 resumes."""
+    data = _data(tmp_path)
+    spec = SPEC.model_copy(update={"method": method, "learning_rate": 1e-2, "save_every": 2})
+    one = train_sft(tiny_model, data, tmp_path / "one", spec)
+    sharded = spec.model_copy(update={"sharding": "fsdp", "processes": 2})
+
+    def stop_at_3(step: int, total: int, loss: float) -> None:
+        if step == 3:
+            raise Stop
+
+    out = tmp_path / "fsdp"
+    with pytest.raises(Stop):
+        train_sft(tiny_model, data, out, sharded, on_step=stop_at_3)
+    result = train_sft(tiny_model, data, out, sharded)
+    assert result.resumed_from >= 2 and result.processes == 2
+    assert result.losses == pytest.approx(one.losses, abs=1e-4)
+    a, b = _weights(tmp_path / "one"), _weights(out)
+    assert a.keys() == b.keys(), "LoRA merged, as from one process"
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-4

@@ -84,8 +84,14 @@ class Student:
 
     @property
     def unwrapped(self) -> Any:
-        """The model itself, outside any DDP wrapper."""
+        """The model itself, outside any DDP wrapper (under FSDP, still sharded)."""
         return self.accelerator.unwrap_model(self.model)
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the weights are sharded across processes (FSDP): every process must
+        then take part in each forward pass, generation included (`synced_gpus`)."""
+        return bool(getattr(self.accelerator, "is_fsdp2", False))
 
     def autocast(self) -> AbstractContextManager[Any]:
         """The forward pass's precision: bf16 autocast (weights stay fp32), or nothing."""
@@ -138,7 +144,7 @@ def load_student(base_model: Path, spec: TrainSpec) -> Student:
         TrainingSetupError: a setup this machine cannot run (still.train._parallel).
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     accelerator = make_accelerator(spec)
     device = str(accelerator.device)
@@ -146,6 +152,20 @@ def load_student(base_model: Path, spec: TrainSpec) -> Student:
     torch.manual_seed(spec.seed)
     tokenizer: Any = AutoTokenizer.from_pretrained(base_model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    model = build_model(base_model, spec, device)
+    model.train()
+    return Student(
+        model, tokenizer, device, pad, spec.method == "lora", Path(base_model), precision,
+        accelerator, random.Random(spec.seed),
+    )  # fmt: skip
+
+
+def build_model(base_model: Path, spec: TrainSpec, device: str) -> Any:
+    """The base model in float32 on `device`, with LoRA adapters on every linear layer
+    when `spec.method == "lora"` (initialised from torch's random state)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
     auto: Any = AutoModelForCausalLM  # its stubs mistype from_pretrained's first argument
     model: Any = auto.from_pretrained(base_model, dtype=torch.float32).to(device)
     if spec.method == "lora":
@@ -161,11 +181,7 @@ def load_student(base_model: Path, spec: TrainSpec) -> Student:
                 task_type="CAUSAL_LM",
             ),
         )
-    model.train()
-    return Student(
-        model, tokenizer, device, pad, spec.method == "lora", Path(base_model), precision,
-        accelerator, random.Random(spec.seed),
-    )  # fmt: skip
+    return model
 
 
 def total_steps(rows: int, spec: TrainSpec) -> int:
@@ -201,10 +217,9 @@ def batches(rows: Sequence[T], spec: TrainSpec, total: int, start: int = 0) -> I
         del order[: spec.batch_size]
 
 
-def save(student: Student, out_dir: Path, result: TrainResult) -> None:
-    """Merge LoRA into the weights and save model, tokenizer and train.json, atomically
-    (a folder appears complete or not at all)."""
-    model = student.unwrapped
+def save(student: Student, model: Any, out_dir: Path, result: TrainResult) -> None:
+    """Merge LoRA into the weights of `model` (the student's, whole) and save model,
+    tokenizer and train.json, atomically (a folder appears complete or not at all)."""
     model = model.merge_and_unload() if student.lora else model
     model.eval()
     tmp = out_dir.with_name(out_dir.name + ".tmp")
@@ -227,7 +242,7 @@ class Training:
     student: Student
     optimizer: Any
     scheduler: Any
-    micro_batch_size: int | None = None
+    spec: TrainSpec
     weight_of: Callable[[Any], float] | None = None
 
     def step(
@@ -240,7 +255,7 @@ class Training:
         import torch
 
         acc, model = self.student.accelerator, self.student.model
-        parts = shares(batch, acc.process_index, acc.num_processes, self.micro_batch_size,
+        parts = shares(batch, acc.process_index, acc.num_processes, self.spec.micro_batch_size,
                        self.weight_of)  # fmt: skip
         value, tokens = 0.0, 0
         for i, (rows, weight) in enumerate(parts):
@@ -261,31 +276,78 @@ class Training:
         self.optimizer.zero_grad(set_to_none=True)
         return value, tokens
 
+    # What a checkpoint holds. Under FSDP each process holds a shard: the whole weights
+    # and optimizer state are gathered (collectively) for the main process to write, and
+    # every process takes its shard of them back when resuming.
+
+    def _trainable(self) -> dict[str, Any]:
+        return {n: p for n, p in self.student.unwrapped.named_parameters() if p.requires_grad}
+
     def trainable_state(self) -> dict[str, Any]:
-        """The trainable weights by name, on CPU (all of them under full fine-tuning)."""
-        return {
-            name: p.detach().to("cpu", copy=True).contiguous()
-            for name, p in self.student.unwrapped.named_parameters()
-            if p.requires_grad
-        }
+        """The trainable weights by name, whole, on CPU (all of them under full
+        fine-tuning); collective under FSDP, where only the main process gets them."""
+        if self.student.sharded:
+            whole = _dcp().get_model_state_dict(self.student.model, options=_whole())
+            return {n: whole[n].contiguous() for n in self._trainable() if n in whole}
+        return {n: p.detach().to("cpu", copy=True).contiguous()
+                for n, p in self._trainable().items()}  # fmt: skip
 
     def load_trainable_state(self, weights: dict[str, Any]) -> None:
         """Put checkpointed trainable weights back (names must match exactly)."""
         import torch
 
-        params = {n: p for n, p in self.student.unwrapped.named_parameters() if p.requires_grad}
+        params = self._trainable()
         if params.keys() != weights.keys():
             raise ValueError("the checkpoint's weights are not this model's trainable ones")
+        if self.student.sharded:
+            options = _whole(offload=False, strict=False)
+            _dcp().set_model_state_dict(self.student.model, weights, options=options)
+            return
         with torch.no_grad():
             for name, p in params.items():
                 p.copy_(weights[name])
 
     def optimizer_state(self) -> dict[str, Any]:
+        """The optimizer's state (whole, gathered to the main process under FSDP)."""
+        if self.student.sharded:
+            dcp = _dcp()
+            whole: dict[str, Any] = dcp.get_optimizer_state_dict(
+                self.student.model, self.optimizer.optimizer, options=_whole()
+            )
+            return whole
         state: dict[str, Any] = self.optimizer.state_dict()
         return state
 
     def load_optimizer_state(self, state: dict[str, Any]) -> None:
+        if self.student.sharded:
+            _dcp().set_optimizer_state_dict(self.student.model, self.optimizer.optimizer, state,
+                                            options=_whole(offload=False))  # fmt: skip
+            return
         self.optimizer.load_state_dict(state)
+
+    def final_model(self) -> Any:
+        """The trained model, whole, for the main process to save (None elsewhere under
+        FSDP, where the weights are gathered into a fresh copy on the main process's CPU)."""
+        if not self.student.sharded:
+            return self.student.unwrapped
+        whole = _dcp().get_model_state_dict(self.student.model, options=_whole())
+        if not self.student.accelerator.is_main_process:
+            return None
+        model = build_model(self.student.base, self.spec, "cpu")
+        model.load_state_dict(whole)
+        return model
+
+
+def _dcp() -> Any:
+    """torch.distributed.checkpoint.state_dict: whole state dicts of sharded models."""
+    import torch.distributed.checkpoint.state_dict as dcp
+
+    return dcp
+
+
+def _whole(offload: bool = True, strict: bool = True) -> Any:
+    """Options for whole (unsharded) state dicts, kept on the main process's CPU."""
+    return _dcp().StateDictOptions(full_state_dict=True, cpu_offload=offload, strict=strict)
 
 
 def train_loop(
@@ -330,7 +392,7 @@ def train_loop(
     )  # fmt: skip
     opt, sched = optimizer(student, spec, total)
     student.model, opt = acc.prepare(student.model, opt)
-    training = Training(student, opt, sched, spec.micro_batch_size, weight_of)
+    training = Training(student, opt, sched, spec, weight_of)
     checkpoints = Checkpoints(
         checkpoint_dir(out_dir),
         fingerprint(spec, recipe, data, student.base, teacher, student.precision),
@@ -358,8 +420,9 @@ def train_loop(
             checkpoints.save(n, training, progress)
     result.seconds = earlier + time.perf_counter() - start
     result.tokens_per_s = result.tokens / result.seconds if result.seconds else 0.0
+    model = training.final_model()  # collective under FSDP
     if acc.is_main_process:
-        save(student, out_dir, result)
+        save(student, model, out_dir, result)
         checkpoints.remove()
     acc.wait_for_everyone()
     return result

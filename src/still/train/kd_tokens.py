@@ -117,6 +117,7 @@ def _sample(student: Any, prompts: list[list[int]], max_new: int, eos: set[int])
             temperature=1.0,
             top_k=0,
             pad_token_id=pad,
+            synced_gpus=student.sharded,  # sharded weights: every process runs each step
         )
     model.train()
     answers = []
