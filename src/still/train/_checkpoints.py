@@ -25,6 +25,7 @@ import json
 import logging
 import random
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,7 @@ class Checkpoints:
         from accelerate.utils import gather_object
         from safetensors.torch import save_file
 
+        start = time.perf_counter()
         acc = trainer.student.accelerator
         rngs = gather_object([_rng_state(trainer.student.rng)])
         weights = trainer.trainable_state()  # collective under FSDP
@@ -151,6 +153,7 @@ class Checkpoints:
         tmp.rename(final)
         for _, old in self.steps()[:-KEEP]:
             shutil.rmtree(old, ignore_errors=True)
+        log.info("checkpoint %s written in %.2f s", final, time.perf_counter() - start)
 
     def load(self, trainer: Any) -> dict[str, Any] | None:
         """Restore the newest readable checkpoint into `trainer`; its progress record, or
@@ -172,6 +175,7 @@ class Checkpoints:
                     f"data, base model or precision differ): delete {self.folder} to start "
                     "over, or restore the configuration that wrote it"
                 )
+            start = time.perf_counter()
             try:
                 state, weights = self._read(path, meta)
             except Exception as exc:  # noqa: BLE001 - any unreadable file: use the one before
@@ -185,7 +189,8 @@ class Checkpoints:
             trainer.load_trainable_state(weights)
             trainer.load_optimizer_state(state["optimizer"])
             trainer.scheduler.load_state_dict(state["scheduler"])
-            log.info("resuming from step %d (%s)", step, path)
+            log.info("resuming from step %d (%s, read in %.2f s)", step, path,
+                     time.perf_counter() - start)  # fmt: skip
             return dict(meta)
         if self.steps():
             log.warning("no readable checkpoint in %s: starting from step 0", self.folder)
