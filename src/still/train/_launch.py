@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ParamSpec
 
-from still.errors import StillError
+from still.errors import StillError, TrainError
 from still.train._common import TrainResult
 from still.train._parallel import check_setup, launched_world, processes
 
@@ -47,7 +47,7 @@ GRACE_S = 3.0
 """How long a process gets to stop on SIGTERM before it is killed."""
 
 
-class TrainingProcessFailed(StillError, RuntimeError):
+class TrainingProcessFailed(TrainError):
     """One of several training processes died or failed: the run stopped."""
 
 
@@ -124,7 +124,7 @@ def _failure(
     else a process killed by a signal (dead before the others could notice); else the
     first error a process reported."""
     for _, error in errors:
-        if isinstance(error, StillError | ValueError):
+        if isinstance(error, StillError):
             return error
     rank, what = 0, "failed"
     killed = [r for r, code in enumerate(codes) if code is not None and code < 0]
@@ -224,7 +224,7 @@ def _worker(
         trainer(**arguments)
     except BaseException as exc:  # noqa: BLE001 - every failure is reported, then exit 1
         events.put(("error", rank, _picklable(exc)))
-        if not isinstance(exc, StillError | ValueError):  # a bug: keep its traceback
+        if not isinstance(exc, StillError):  # a bug: keep its traceback
             traceback.print_exc()
         events.close()
         events.join_thread()  # the report is sent before the process ends
