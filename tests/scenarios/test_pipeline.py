@@ -24,8 +24,13 @@ def test_run_all_then_rerun_calls_no_model(
 ) -> None:
     calls = tmp_path / "calls.log"
     monkeypatch.setenv("STILL_SCRIPTED_LOG", str(calls))
-    task = write_task(tmp_path, student=f"local:{tiny_model}")
+    # validation large enough for the teacher check before training to tell (15 examples)
+    task = write_task(tmp_path, student=f"local:{tiny_model}", n=55,
+                      split={"seed": 1, "heldout": 10, "validation": 15})  # fmt: skip
     run, cmp = run_all(task, tmp_path / "run")
+    check = json.loads(run.teacher_check_file.read_text())
+    assert check["n"] == 15 and check["teacher"] == 1.0 and check["problems"] == []
+    assert "Is the teacher worth distilling?" in (run.dir / "report.md").read_text()
     # both distilled students: teacher answers alone, and grader-verified ones
     roles = ["teacher", "student", "distilled", "distilled-verified", "control"]
     assert [r.role for r in cmp.results] == roles
@@ -52,7 +57,8 @@ def test_run_all_then_rerun_calls_no_model(
     assert not heldout_texts & {r["messages"][1]["content"] for r in rows}
 
     n_calls, n_rows = len(calls.read_text().splitlines()), run.store.count()
-    assert n_calls == len(run.split.train) + 10 and n_rows > n_calls  # local calls too
+    # the teacher on train, held-out and validation (its check); the local models too
+    assert n_calls == len(run.split.train) + 10 + 15 and n_rows > n_calls
     model_dir = run.distilled_dir("correct")
     mtime = (model_dir / "model.safetensors").stat().st_mtime
     run2, cmp2 = run_all(task, tmp_path / "run")
@@ -214,9 +220,10 @@ def test_a_run_whose_references_confirm_nothing_still_trains_the_teacher_only_st
 ) -> None:
     """With no usable reference (every teacher answer 'wrong' against it, as with traffic
     that has none), the verified student has nothing to learn from: `still run` says so
-    and goes on with the teacher-only one instead of failing the whole run."""
+    and goes on with the teacher-only one instead of failing the whole run (forced: such a
+    teacher fails the check before training)."""
     task = write_task(tmp_path, student=f"local:{tiny_model}", teacher="scripted:const=unknowable",
                       labels=None)  # fmt: skip
-    run, cmp = run_all(task, tmp_path / "run")
+    run, cmp = run_all(task, tmp_path / "run", force=True)
     roles = [r.role for r in cmp.results]
     assert "distilled" in roles and "distilled-verified" not in roles

@@ -209,17 +209,28 @@ def report_cmd(run_dir: Path) -> None:
 @STUDENTS
 @MAX_COST
 @RAY
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Train even when the teacher does not beat the base student or the baselines "
+    "on the validation split.",
+)
 def run_cmd(
     task_file: Path,
     run_dir: Path | None,
     keep: Keep | None,
     max_cost: float | None,
     ray_address: str | None,
+    force: bool,
 ) -> None:
-    """Run the whole loop: capture (teacher, train split) -> export -> train -> bench,
-    with a teacher-only and a grader-verified distilled student side by side.
+    """Run the whole loop: check the teacher (validation split) -> capture (teacher,
+    train split) -> export -> train -> bench, with a teacher-only and a grader-verified
+    distilled student side by side.
 
-    Every stage skips work already stored: a second run makes no stored model call.
+    Before training, the teacher must beat the base student (paired) and the
+    majority-label and chance baselines on the validation split; otherwise the run stops
+    and says what to try (--force trains anyway). Every stage skips work already stored:
+    a second run makes no stored model call.
     """
     import time
 
@@ -227,5 +238,5 @@ def run_cmd(
 
     start = time.perf_counter()
     engine = ray_engine(ray_address)
-    run, _ = run_all(task_file, run_dir, keep, budget(max_cost), engine)
+    run, _ = run_all(task_file, run_dir, keep, budget(max_cost), engine, force=force)
     click.echo(f"done in {time.perf_counter() - start:.0f} s; reports in {run.dir}/")

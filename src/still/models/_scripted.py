@@ -8,7 +8,9 @@ against it. References:
 - `scripted:first-label` picks the first label (or echoes without labels);
 - `scripted:fail` fails every request (stored as failed completions).
 
-Options follow `?`: `delay=<seconds>` per request; `fail_every=<n>` fails every n-th call.
+Options follow `?`: `delay=<seconds>` per request; `fail_every=<n>` fails every n-th call;
+`bias=<label>:<nats>` adds a constant to one label's score in every scored request and
+answers the best-scored label (a scorer with a label bias, as few-shot prompts make).
 Every call appends one line to the file in `$STILL_SCRIPTED_LOG`, if set, so tests can count
 model calls across processes (a SIGKILLed capture and its resume).
 """
@@ -30,11 +32,19 @@ Answer = Callable[[Request], str]
 class ScriptedProvider:
     """Answers from a function of the request; counts its calls."""
 
-    def __init__(self, name: str, answer: Answer, delay: float = 0.0, fail_every: int = 0) -> None:
+    def __init__(
+        self,
+        name: str,
+        answer: Answer,
+        delay: float = 0.0,
+        fail_every: int = 0,
+        bias: tuple[str, float] | None = None,
+    ) -> None:
         self.name = name
         self.answer = answer
         self.delay = delay
         self.fail_every = fail_every
+        self.bias = bias  # (label, nats) added to that label's score
         self.calls = 0
 
     def complete(self, requests: Sequence[Request]) -> list[Completion]:
@@ -62,6 +72,9 @@ class ScriptedProvider:
                     )
                 )
                 continue
+            scores = _label_scores(text, req.labels, self.bias) if req.labels else None
+            if scores and self.bias is not None:
+                text = max(scores, key=lambda lab: scores[lab])
             prompt_words = sum(len(m.content.split()) for m in req.messages)
             out.append(
                 Completion(
@@ -71,18 +84,23 @@ class ScriptedProvider:
                     finish_reason="stop",
                     usage=Usage(prompt_tokens=prompt_words, completion_tokens=len(text.split())),
                     latency_s=time.perf_counter() - start,
-                    label_logprobs=_label_scores(text, req.labels) if req.labels else None,
+                    label_logprobs=scores,
                 )
             )
         return out
 
 
-def _label_scores(text: str, labels: Sequence[str]) -> dict[str, float]:
+def _label_scores(
+    text: str, labels: Sequence[str], bias: tuple[str, float] | None = None
+) -> dict[str, float]:
     """Scores a scorer would give: high for the label the answer names (the exact label, or
     the first one its text contains: `echo` answers with the whole question), low for the
-    others."""
+    others; plus the `bias` of its label."""
     picked = text if text in labels else next((lab for lab in labels if lab in text), None)
-    return {lab: (0.0 if lab == picked else -10.0) for lab in labels}
+    scores = {lab: (0.0 if lab == picked else -10.0) for lab in labels}
+    if bias is not None and bias[0] in scores:
+        scores[bias[0]] += bias[1]
+    return scores
 
 
 def _last_user(req: Request) -> str:
@@ -97,7 +115,8 @@ def _fail(req: Request) -> str:
     "scripted", "deterministic offline answers: echo, const=<text>, first-label, fail"
 )
 def scripted_factory(ref: str) -> ScriptedProvider:
-    """Build a ScriptedProvider from `scripted:<mode>[?delay=..&fail_every=..]`."""
+    """Build a ScriptedProvider from
+    `scripted:<mode>[?delay=..&fail_every=..&bias=<label>:<nats>]`."""
     body = ref.partition(":")[2]
     mode, _, query = body.partition("?")
     opts = dict(parse_qsl(query))
@@ -115,6 +134,14 @@ def scripted_factory(ref: str) -> ScriptedProvider:
         raise ModelError(
             f"unknown scripted mode {mode!r}: use echo, const=<text>, first-label, fail"
         )
+    bias = None
+    if "bias" in opts:
+        label, _, nats = opts["bias"].rpartition(":")
+        bias = (label, float(nats))
     return ScriptedProvider(
-        ref, answer, delay=float(opts.get("delay", 0)), fail_every=int(opts.get("fail_every", 0))
+        ref,
+        answer,
+        delay=float(opts.get("delay", 0)),
+        fail_every=int(opts.get("fail_every", 0)),
+        bias=bias,
     )

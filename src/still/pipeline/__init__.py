@@ -2,7 +2,9 @@
 
 `Run` and its helpers live in `_run`; each stage, or family of stages, in its own module:
 `_export` (training data), `_train`, `_bench` (grade, bench, report), `_gguf`, `_select`,
-`_curve`, `_estimate`, `_grader_check`, and `_flow` (`still run`: all of them in order).
+`_curve`, `_estimate`, `_grader_check`, `_calibrate` (contextual calibration, applied by
+`Run`), `_teacher_check` (whether to distil at all), and `_flow` (`still run`: all of them
+in order).
 """
 
 from still.pipeline._bench import (
@@ -39,21 +41,25 @@ from still.pipeline._run import (
     open_run_dir,
 )
 from still.pipeline._select import Selection, apply_policy, select_models, write_selection
+from still.pipeline._teacher_check import NotWorthDistilling, TeacherCheck, check_teacher
 from still.pipeline._train import train_stage, training_progress
 
 __all__ = [
     "ROLES",
     "CurvePoint",
     "Engine",
+    "NotWorthDistilling",
     "RotatedQuestion",
     "Run",
     "RunRole",
     "Selection",
     "StageError",
     "StageEstimate",
+    "TeacherCheck",
     "apply_policy",
     "bench_stage",
     "capture_role",
+    "check_teacher",
     "check_grader",
     "compare",
     "estimate_run",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from still.bench import (
@@ -115,11 +116,12 @@ def compare(
 
 def analyse(run: Run, cmp: Comparison, rows: list[dict[str, Any]]) -> None:
     """What the comparison's claims rest on (`Comparison.analyse`), with the run's
-    baselines: the majority label chosen on train, scored on the compared examples."""
+    baselines: the majority label chosen on train, scored on the compared examples (of
+    the comparison's split: the test split, or validation before training)."""
     compared = {str(r["example_id"]) for r in rows}
     cmp.analyse(rows, baselines(
         [e.answer for e in run.split.train],
-        [e.answer for e in run.split.heldout if e.id in compared],
+        [e.answer for e in run.examples(cmp.split) if e.id in compared],
         run.task.labels,
     ))  # fmt: skip
 
@@ -174,6 +176,7 @@ def report_extra(run: Run, cmp: Comparison, rows: list[dict[str, Any]]) -> dict[
             if (b := position_bias_stage(run, r.role, call=False)) is not None
         ],
         "selection": _selection(run),
+        "teacher_check": _read_json(run.teacher_check_file),
     }
 
 
@@ -208,7 +211,11 @@ def choices(run: Run) -> list[dict[str, str]]:
 
 def _selection(run: Run) -> dict[str, Any] | None:
     """What `still select` decided for this run (selection.json), for the report."""
-    path = run.dir / "selection.json"
+    return _read_json(run.dir / "selection.json")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A file a choosing or checking command left in the run folder, for the report."""
     if not path.is_file():
         return None
     try:
@@ -256,15 +263,15 @@ def position_bias_stage(
     if not jobs:
         return None
     ref = run.model_for(role)
+    reqs = {f"{j.question}#{i}": j.request for i, j in enumerate(jobs)}
     if call:
-        reqs = {f"{j.question}#{i}": j.request for i, j in enumerate(jobs)}
         tags = {"role": role, "split": "heldout-rotated"}
         run.capture(ref, reqs, tags, f"{role} position bias", budget)
+    hits = run.calibrated(role, run.lookup(reqs, include_failed=True))
     labels = run.task.labels or []
     answers = []
-    for j in jobs:
-        hit = run.store.lookup(j.request.key(), include_failed=True)
-        picked, _ = answer_of(hit, labels)
+    for key, j in zip(reqs, jobs, strict=True):
+        picked, _ = answer_of(hits.get(key), labels)
         pos = labels.index(picked) if picked in labels else None
         option = None if pos is None else j.options[pos]
         answers.append(Answer(j.question, j.correct_at, pos, option))

@@ -61,15 +61,21 @@ def estimate_run(
     run: Run, plan: tuple[tuple[str, str], ...] | None = None, limit: int | None = None
 ) -> list[StageEstimate]:
     """Count the tokens and bound the cost of each capture in `plan` (default: `still
-    run`'s, with every distilled student the task's `curate.students` trains).
+    run`'s: the teacher check on validation included, with every distilled student the
+    task's `curate.students` trains).
 
     A distilled student does not exist before training: its requests are built with
     the base student (same tokenizer, same prompt) and priced as the task prices
     `distilled` (by default, not at all: it is a local model).
     """
     task = run.task
-    if plan is None:
-        plan = (("teacher", "train"), *((r, "heldout") for r in run.roles()))
+    if plan is None:  # the teacher check before training reads validation, when there is one
+        check = (("teacher", "validation"), ("student", "validation"))
+        plan = (
+            ("teacher", "train"),
+            *(check if run.split.validation else ()),
+            *((r, "heldout") for r in run.roles()),
+        )
     out = []
     for role, split in plan:
         trained = True

@@ -38,6 +38,7 @@ def export_stage(
 
         deciding = set(parse_filter(keep_if).names) if keep_if else {g.name for g in run.graders}
         require_trusted(run, deciding, run.task.curate.min_kappa, force)
+    run.calibration("teacher", budget=budget, call=True)  # content-free answers, if calibrated
     teacher = run.stored("teacher", "train", include_failed=True)
     missing = len(run.split.train) - len(teacher)
     if missing:

@@ -12,6 +12,7 @@ from still.curate import Keep
 from still.pipeline._bench import bench_stage
 from still.pipeline._export import export_stage
 from still.pipeline._run import STUDENTS, Engine, Run, StageError, capture_role, open_run
+from still.pipeline._teacher_check import check_teacher
 from still.pipeline._train import train_stage
 
 log = logging.getLogger("still.pipeline")
@@ -23,6 +24,7 @@ def run_all(
     keep: Keep | None = None,
     budget: Budget | None = None,
     engine: Engine | None = None,
+    force: bool = False,
 ) -> tuple[Run, Comparison]:
     """`still run`: capture -> export -> train -> bench, each skipping stored work; every
     model call of every stage counts against one `budget`.
@@ -30,11 +32,16 @@ def run_all(
     One distilled student per `curate.students` entry (or only `keep`): the teacher-only
     one (`parsed`) and the grader-verified one (`correct`), compared side by side. With
     an `engine` (`--ray`), every model answers there; training stays in this process.
+
+    First, on the validation split, the teacher must beat the base student and the
+    baselines (`check_teacher`): otherwise the run stops before the teacher answers the
+    training split (NotWorthDistilling, saying what to try), unless `force`.
     """
     run = open_run(task_path, run_dir)
     run.engine = engine
     run.require_prices(budget)
     log.info("%s", run.load_report.summary())
+    check_teacher(run, budget, force)
     stats = capture_role(run, "teacher", "train", budget=budget)
     log.info("teacher on train: %s", stats.summary())
     if stats.failed == stats.total:

@@ -43,6 +43,7 @@ from still.models import (
     use_engine_options,
     use_key_variables,
 )
+from still.pipeline._calibrate import CONTENT_FREE_SPLIT, Calibration, content_free_examples
 from still.settings import runs_root
 from still.store import Store
 from still.tasks import (
@@ -99,6 +100,8 @@ class Run:
     load_report: LoadReport
     graders: list[Grader] = field(default_factory=list)
     engine: Engine | None = None  # None: every model answers in this process
+    # (role, model) -> its contextual calibration, once its content-free answers are stored
+    _calibrations: dict[tuple[str, str], Calibration] = field(default_factory=dict, repr=False)
 
     def require_prices(self, budget: Budget | None) -> None:
         """With a budget, refuse before any call when a paid model this run may call
@@ -194,8 +197,65 @@ class Run:
 
     def stored(self, role: str, split: str, include_failed: bool = False) -> dict[str, Completion]:
         """Completions already in the store for a role on a split (by request hash); failed
-        attempts too if asked, so they are counted as failures rather than as missing."""
-        return self.lookup(self.requests(role, split), include_failed)
+        attempts too if asked, so they are counted as failures rather than as missing.
+        A calibrated role's label scores are read calibrated (`calibrated`)."""
+        return self.calibrated(role, self.lookup(self.requests(role, split), include_failed))
+
+    def calibration(
+        self,
+        role: str,
+        model: str | None = None,
+        budget: Budget | None = None,
+        call: bool = False,
+    ) -> tuple[Calibration | None, CaptureStats]:
+        """The contextual calibration of `role`'s prompt (`prompts.<role>.calibrate`) for
+        its model (or `model` in its place), from the label scores of its content-free
+        requests: asked through the store when `call` (stored once, within `budget`),
+        else read from it. None when the role's prompt is not calibrated.
+
+        Raises:
+            StageError: a content-free answer is missing (with `call` False) or failed.
+        """
+        inputs = self.task.prompt_for(role).content_free
+        if not inputs:
+            return None, CaptureStats()
+        ref = model or self.model_for(role)
+        found = self._calibrations.get((role, ref))
+        if found is not None:  # its content-free answers are stored
+            return found, CaptureStats(total=len(inputs), from_store=len(inputs))
+        fields = next(iter(self.split.train + self.split.heldout)).fields
+        requests = {
+            ex.id: build_request(self.task, role, ref, ex, self.split.fewshot)
+            for ex in content_free_examples(fields, inputs)
+        }
+        if call:
+            tags = {"role": role, "split": CONTENT_FREE_SPLIT}
+            stats = self.capture(ref, requests, tags, f"{role} content-free", budget)
+        else:
+            stats = CaptureStats(total=len(requests))
+            stats.completions = self.lookup(requests, include_failed=True)
+            stats.from_store = len(stats.completions)
+        got = [stats.completions.get(k) for k in requests]
+        if any(c is None or c.error or not c.label_logprobs for c in got):
+            what = "failed" if call else "is not stored"
+            raise StageError(
+                f"prompts.{self.task.prompt_role(role)}.calibrate: a content-free answer of "
+                f"{ref} {what}; run `still capture --role {role}` to ask for it again"
+            )
+        cal = Calibration.from_scores([c.label_logprobs for c in got if c and c.label_logprobs])
+        self._calibrations[(role, ref)] = cal
+        return cal, stats
+
+    def calibrated(
+        self, role: str, completions: dict[str, Completion], model: str | None = None
+    ) -> dict[str, Completion]:
+        """A role's answers as the run reads them: with calibrated label scores, and the
+        label they favour as the answer, when the role's prompt is calibrated (the store
+        keeps the raw scores); as they are otherwise."""
+        cal, _ = self.calibration(role, model)
+        if cal is None:
+            return completions
+        return {k: cal.apply(c) for k, c in completions.items()}
 
     def lookup(
         self, requests: dict[str, Request], include_failed: bool = False
@@ -238,6 +298,11 @@ class Run:
         from still.curate import TRAIN_FILE
 
         return self.data_dir(keep) / TRAIN_FILE
+
+    @property
+    def teacher_check_file(self) -> Path:
+        """The teacher check before training (`still run`, validation split), as JSON."""
+        return self.dir / "teacher-check.json"
 
     @property
     def dpo_file(self) -> Path:
@@ -446,11 +511,19 @@ def capture_role(
 ) -> CaptureStats:
     """Stage: answer a split's examples with a role's model (or `model` in its place),
     storing every completion (with its cost, when the model has a price; within `budget`,
-    when given)."""
+    when given), and the content-free requests of a calibrated role (`Run.calibration`);
+    the completions returned are read as `Run.calibrated` reads them."""
     reqs = run.requests(role, split, limit, model)
     ref = model or run.model_for(role)
     desc = f"{role} on {split}" if model is None else f"{ref.rsplit('/', 1)[-1]} on {split}"
     stats = run.capture(ref, reqs, {"role": role, "split": split}, desc, budget)
+    # a calibrated role: its content-free requests too, counted in the stats
+    _, cf = run.calibration(role, model, budget, call=True)
+    stats.total += cf.total
+    stats.from_store += cf.from_store
+    stats.called += cf.called
+    stats.failed += cf.failed
+    stats.completions = run.calibrated(role, stats.completions, model)
     if run.task.labels:
         stats.unparseable = sum(
             answer_of(c, run.task.labels).why == "unparseable" for c in stats.completions.values()

@@ -18,7 +18,13 @@ from still.report._tables import (
     selection_view,
     train_summary,
 )
-from still.report._verdict import Verdict, gap_problems, verdict, verdict_lines
+from still.report._verdict import (
+    Verdict,
+    gap_problems,
+    teacher_problems,
+    verdict,
+    verdict_lines,
+)
 from still.report._write import write_reports
 
 __all__ = [
@@ -37,6 +43,7 @@ __all__ = [
     "sections",
     "selection_models",
     "selection_view",
+    "teacher_problems",
     "train_summary",
     "verdict",
     "verdict_lines",

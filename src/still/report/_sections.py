@@ -39,6 +39,7 @@ def sections(extra: dict[str, Any]) -> list[Section]:
     """Every section the extra statistics make, in reading order; empty ones left out."""
     out = [
         _splits(extra),
+        _teacher_check(extra),
         _gap(extra),
         _paired(extra),
         _economics(extra),
@@ -69,6 +70,32 @@ def _splits(extra: dict[str, Any]) -> Section | None:
     for c in extra.get("choices") or []:
         s.rows.append([str(c["what"]), str(c["chosen"]), str(c["split"]), str(c["how"])])
     return s
+
+
+def _teacher_check(extra: dict[str, Any]) -> Section | None:
+    """What `still run` found before training: was the teacher worth distilling from?"""
+    check = extra.get("teacher_check")
+    if not check:
+        return None
+    t_lo, t_hi = check["teacher_ci"]
+    s_lo, s_hi = check["student_ci"]
+    where = (
+        f"On {check['n']} {check['split']} examples, before training: teacher "
+        f"{_pct(check['teacher'])} [{_pct(t_lo)}, {_pct(t_hi)}], base student "
+        f"{_pct(check['student'])} [{_pct(s_lo)}, {_pct(s_hi)}]"
+    )
+    problems = check.get("problems") or []
+    if not problems:
+        notes = [where + ": the teacher beats the base student (paired) and the baselines "
+                 "beyond its interval, so it was worth distilling from."]  # fmt: skip
+    else:
+        forced = "trained anyway (--force)" if check.get("forced") else "not worth distilling"
+        notes = [f"{where}: {'; '.join(problems)}: {forced}."]
+    if check.get("calibrated"):
+        notes.append(
+            "Label scores read with contextual calibration: " + ", ".join(check["calibrated"]) + "."
+        )
+    return Section("teacher_check", "Is the teacher worth distilling?", notes)
 
 
 def _gap(extra: dict[str, Any]) -> Section | None:

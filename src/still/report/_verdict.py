@@ -8,8 +8,8 @@ on overlapping Wilson intervals or point estimates:
   excludes zero; otherwise "within noise";
 - "gap closed" only when the gap is real and so is the gain: the teacher beats the base
   student (paired), the base student is not below the majority or chance baseline, the
-  teacher is not within its own interval of those baselines, and the distilled student
-  beats the base student (paired). Otherwise the percentage is not printed
+  teacher's interval lies above those baselines, and the distilled student beats the
+  base student (paired). Otherwise the percentage is not printed
   and the reason is said instead (a ratio of two noisy differences can read 356% or
   -1550%: it means nothing when the denominator is noise).
 """
@@ -57,8 +57,11 @@ def _diff(p: dict[str, Any]) -> str:
     return f"{_pts(p['diff'])} points [{_pts(p['diff_low'])}, {_pts(p['diff_high'])}]"
 
 
-def gap_problems(cmp: Comparison) -> list[str]:
-    """Why a "gap closed" figure would mean nothing here (empty: it means something)."""
+def teacher_problems(cmp: Comparison) -> list[str]:
+    """Why the teacher is not worth distilling from on this comparison (empty: it is): it
+    does not beat the base student (paired), or its interval does not lie above the
+    majority-label and chance baselines. `still run` checks these on the validation split
+    before training (still.pipeline); a "gap closed" figure needs them too."""
     t, b = cmp.by_role("teacher"), cmp.by_role("student")
     if t is None or b is None:
         return ["there is no teacher and base student to measure a gap between"]
@@ -67,21 +70,38 @@ def gap_problems(cmp: Comparison) -> list[str]:
     if p is None or p["diff_low"] is None or p["diff_low"] <= 0:
         what = "" if p is None else f" ({_diff(p)}, paired)"
         out.append(f"the teacher does not beat the base student beyond noise{what}")
+    for name, value in _baselines(cmp):
+        if t.ci_low <= value:
+            where = "within its interval of" if value <= t.ci_high else "below"
+            out.append(
+                f"the teacher ({t.accuracy:.1%} [{t.ci_low:.1%}, {t.ci_high:.1%}]) is "
+                f"{where} the {name} baseline ({value:.1%})"
+            )
+    return out
+
+
+def _baselines(cmp: Comparison) -> list[tuple[str, float]]:
+    """The comparison's baselines that are known, by name."""
     base = cmp.baselines
-    if base is not None:
-        for name, value in (("majority-label", base.majority), ("chance", base.chance)):
-            if value is None:
-                continue
-            if b.accuracy < value:
-                out.append(
-                    f"the base student ({b.accuracy:.1%}) is below the {name} baseline "
-                    f"({value:.1%}), so part of any gain is only reaching that baseline"
-                )
-            if t.ci_low <= value <= t.ci_high:
-                out.append(
-                    f"the teacher ({t.accuracy:.1%} [{t.ci_low:.1%}, {t.ci_high:.1%}]) is "
-                    f"within its interval of the {name} baseline ({value:.1%})"
-                )
+    if base is None:
+        return []
+    named = (("majority-label", base.majority), ("chance", base.chance))
+    return [(name, value) for name, value in named if value is not None]
+
+
+def gap_problems(cmp: Comparison) -> list[str]:
+    """Why a "gap closed" figure would mean nothing here (empty: it means something): the
+    teacher's problems (`teacher_problems`), or a base student below a baseline."""
+    out = teacher_problems(cmp)
+    b = cmp.by_role("student")
+    if b is None or cmp.by_role("teacher") is None:
+        return out
+    for name, value in _baselines(cmp):
+        if b.accuracy < value:
+            out.append(
+                f"the base student ({b.accuracy:.1%}) is below the {name} baseline "
+                f"({value:.1%}), so part of any gain is only reaching that baseline"
+            )
     return out
 
 

@@ -176,6 +176,27 @@ class PromptSpec(_Strict):
     fewshot: int = Field(
         0, description="How many training examples to show; drawn once with the split seed."
     )
+    calibrate: bool | list[str] = Field(
+        False,
+        description="Contextual calibration of label scores (Zhao et al. 2021, label tasks "
+        "scored over `labels`): each label is also scored on this prompt with every field of "
+        "the example replaced by a content-free input (same few-shot examples), and each "
+        "answer's label probabilities are divided by their average there, then renormalised. "
+        "The parsed answer, grades, reports and KD's soft targets all read the calibrated "
+        "scores; the store keeps the raw ones. `true`: the inputs 'N/A', '' and '[MASK]'; or "
+        "a list of content-free inputs. Applies to every role using this prompt.",
+    )
+
+    @property
+    def content_free(self) -> list[str]:
+        """The content-free inputs of contextual calibration (empty: not calibrated)."""
+        if self.calibrate is True:
+            return list(CONTENT_FREE)
+        return list(self.calibrate) if self.calibrate else []
+
+
+CONTENT_FREE = ("N/A", "", "[MASK]")
+"""The default content-free inputs of contextual calibration (Zhao et al. 2021)."""
 
 
 class ModelsSpec(_Strict):
@@ -213,6 +234,7 @@ class GenerationSpec(_Strict):
         "teacher that is not a local model (train.recipe: kd): top-k KD for free text; for a "
         "label task, its distribution over the labels, read off the label's first token.",
     )
+
 
 
 class VLLMSpec(_Strict):
@@ -731,6 +753,12 @@ class Task(_Strict):
                 raise ValueError(f"prompts: missing role(s) {sorted(missing)}")
         if self.generation.mode == "score" and not self.labels:
             raise ValueError("generation.mode 'score' needs a `labels` list")
+        calibrated = [role for role, p in self.prompts.items() if p.content_free]
+        if calibrated and not self.scoring:
+            raise ValueError(
+                f"prompts.{calibrated[0]}.calibrate divides label scores: it needs `labels` "
+                "and scored answers (generation.mode: score or auto)"
+            )
         mc = self.multiple_choice
         if mc is not None:
             if not self.labels or len(self.labels) != len(mc.options):
