@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -89,12 +90,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {name}; torch {torch.__version__}; matmul peak {peak / 1e12:.1f} "
           f"TFLOP/s ({peak_dtype})")  # fmt: skip
 
-    run = open_run(args.task, args.run_dir)
-    train_file = run.train_file("parsed")
-    if not train_file.exists():
-        print(f"{train_file} is missing: run `still run {args.task}` (or capture + export) "
-              "first", file=sys.stderr)  # fmt: skip
+    source = open_run(args.task, args.run_dir)
+    if not source.train_file("parsed").exists():
+        print(f"{source.train_file('parsed')} is missing: run `still run {args.task}` (or "
+              "capture + export) first", file=sys.stderr)  # fmt: skip
         return 2
+    # Work on a copy of the run folder, without its trained models: retraining in place
+    # would replace the user's student, and the store would then serve the old student's
+    # answers for the new one at the same path. The copy's models have new paths.
+    work = source.dir.with_name(source.dir.name + ".gpu-check")
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(source.dir, work, ignore=shutil.ignore_patterns("distilled-*", "curve", "gguf"))
+    run = open_run(args.task, work)
+    train_file = run.train_file("parsed")
     limit = None
     if args.dry_run:  # the same paths on a few rows: 8 training rows, 8 held-out questions
         rows = train_file.read_text(encoding="utf-8").splitlines()[:8]
@@ -150,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         print("| " + " | ".join(str(r[h]) for h in head) + " |")
     if args.out:
         args.out.write_text(json.dumps({"device": name, "peak_flops": peak, "rows": results}))
+    print(f"\nmodels and reports of this check: {work}")
     return 0
 
 

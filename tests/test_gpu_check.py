@@ -22,6 +22,7 @@ def test_gpu_check_dry_run_trains_and_benches_each_method(tmp_path: Path, tiny_m
     capture_role(run, "teacher", "train")
     export_stage(run, "parsed")
     out = tmp_path / "gpu.json"
+    exported = run.train_file("parsed").read_bytes()
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "gpu_check.py"), str(task),
          "--run-dir", str(run.dir), "--dry-run", "--out", str(out)],
@@ -34,6 +35,10 @@ def test_gpu_check_dry_run_trains_and_benches_each_method(tmp_path: Path, tiny_m
         assert r["steps"] >= 1 and r["tokens_per_s"] > 0 and r["mfu_pct"] > 0
         assert r["heldout_accuracy"].endswith("]")  # benched: "x% [lo, hi]"
     assert "| method | precision |" in proc.stdout
+    # it trained on a copy: the user's run folder keeps its data and has no new model
+    assert run.train_file("parsed").read_bytes() == exported
+    assert not list(run.dir.glob("distilled-*"))
+    assert list(run.dir.with_name(run.dir.name + ".gpu-check").glob("distilled-*"))
 
 
 def test_gpu_check_refuses_without_cuda_unless_dry_run(tmp_path: Path) -> None:
