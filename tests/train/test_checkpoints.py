@@ -25,13 +25,8 @@ from still.tasks import TrainSpec
 from still.train import CheckpointMismatch, train_sft
 from still.train._common import batches
 from still.train.dpo import train_dpo
+from test_helpers.training import write_chat_data
 
-ROWS = [
-    ("Who wrote the play?", "human"),
-    ("Where is the river?", "location"),
-    ("How many days?", "number"),
-    ("What does NASA stand for?", "abbreviation"),
-] * 4
 # 16 rows in batches of 4 for 6 epochs: 24 steps, a checkpoint every 4; fp32 on any device
 SPEC: dict[str, Any] = {"epochs": 6, "learning_rate": 5e-3, "batch_size": 4, "save_every": 4,
                         "precision": "fp32"}  # fmt: skip
@@ -40,21 +35,6 @@ TOLERANCE = 1e-5  # resumed against uninterrupted weights; on CPU they come out 
 
 class Stop(Exception):
     """Stands for a crash at a given step (raised from on_step)."""
-
-
-def _data(tmp_path: Path) -> Path:
-    path = tmp_path / "train.jsonl"
-    path.write_text(
-        "".join(
-            json.dumps({"messages": [
-                {"role": "system", "content": "Classify."},
-                {"role": "user", "content": q},
-                {"role": "assistant", "content": a},
-            ]}) + "\n"
-            for q, a in ROWS
-        )
-    )  # fmt: skip
-    return path
 
 
 def _crash_at(step: int) -> Any:
@@ -82,7 +62,7 @@ def _steps(out: Path) -> list[str]:
 def reference(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Uninterrupted runs, LoRA and full, without checkpoints."""
     root = tmp_path_factory.mktemp("reference")
-    data = _data(root)
+    data = write_chat_data(root)
     out = {}
     for method in ("lora", "full"):
         out[method] = root / method
@@ -120,7 +100,7 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(
     method: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    data, out = _data(tmp_path), tmp_path / "student"
+    data, out = write_chat_data(tmp_path), tmp_path / "student"
     spec = {**SPEC, "method": method}
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
@@ -154,7 +134,7 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(
     tiny_model: Path, tmp_path: Path, reference: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
-    data, out = _data(tmp_path), tmp_path / "student"
+    data, out = write_chat_data(tmp_path), tmp_path / "student"
     spec = TrainSpec(**SPEC, method="full")
     with pytest.raises(Stop):
         train_sft(tiny_model, data, out, spec, on_step=_crash_at(14))
@@ -169,7 +149,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(
 
 
 def test_a_checkpoint_of_another_configuration_is_refused(tiny_model: Path, tmp_path: Path) -> None:
-    data, out = _data(tmp_path), tmp_path / "student"
+    data, out = write_chat_data(tmp_path), tmp_path / "student"
     with pytest.raises(Stop):
         train_sft(tiny_model, data, out, TrainSpec(**SPEC), on_step=_crash_at(5))
     steps: list[int] = []
@@ -223,7 +203,7 @@ def test_bf16_on_cpu_trains_and_auto_is_fp32(
 ) -> None:
     if torch.cuda.is_available():
         pytest.skip("auto is bf16 on a GPU with bf16")
-    data = _data(tmp_path)
+    data = write_chat_data(tmp_path)
     caplog.set_level(logging.INFO, logger="still.train")
     spec = TrainSpec(method="full", epochs=4, learning_rate=5e-3, batch_size=4)
     auto = train_sft(tiny_model, data, tmp_path / "auto", spec)

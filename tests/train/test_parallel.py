@@ -19,34 +19,14 @@ from still.errors import StillError
 from still.tasks import TrainSpec
 from still.train import TrainingProcessFailed, TrainingSetupError, train_sft
 from still.train._parallel import check_setup, shares
+from test_helpers.training import write_chat_data
 
-ROWS = [
-    ("Who wrote the play?", "human"),
-    ("Where is the river?", "location"),
-    ("How many days?", "number"),
-    ("What does NASA stand for?", "abbreviation"),
-] * 4
 SPEC = TrainSpec(method="full", epochs=4, learning_rate=5e-3, batch_size=4, precision="fp32")
 TOLERANCE = 1e-5  # losses and weights, 2 processes against 1 (float sums in another order)
 two_processes = pytest.mark.skipif(
     torch.cuda.is_available() and torch.cuda.device_count() < 2,
     reason="with CUDA, two processes need two GPUs",
 )
-
-
-def _data(tmp_path: Path, rows: list[tuple[str, str]] = ROWS) -> Path:
-    path = tmp_path / "train.jsonl"
-    path.write_text(
-        "".join(
-            json.dumps({"messages": [
-                {"role": "system", "content": "Classify."},
-                {"role": "user", "content": q},
-                {"role": "assistant", "content": a},
-            ]}) + "\n"
-            for q, a in rows
-        )
-    )  # fmt: skip
-    return path
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -78,7 +58,7 @@ def test_shares_give_every_process_the_same_number_of_micro_batches() -> None:
 
 
 def test_micro_batches_add_up_to_the_whole_batch(tiny_model: Path, tmp_path: Path) -> None:
-    data = _data(tmp_path)
+    data = write_chat_data(tmp_path)
     whole = train_sft(tiny_model, data, tmp_path / "whole", SPEC)
     micro = train_sft(tiny_model, data, tmp_path / "micro", SPEC.model_copy(
         update={"micro_batch_size": 1}))  # fmt: skip
@@ -90,7 +70,7 @@ def test_micro_batches_add_up_to_the_whole_batch(tiny_model: Path, tmp_path: Pat
 def test_two_processes_train_as_one_and_one_killed_resumes(
     tiny_model: Path, tmp_path: Path
 ) -> None:
-    data = _data(tmp_path)
+    data = write_chat_data(tmp_path)
     one = train_sft(tiny_model, data, tmp_path / "one", SPEC)
     out = tmp_path / "two"
     spec = SPEC.model_copy(update={"processes": 2, "save_every": 2})
@@ -145,7 +125,7 @@ def test_setups_this_machine_cannot_run_are_refused_before_training(
         return
     fsdp_cpu = SPEC.model_copy(update={"sharding": "fsdp", "processes": 2})
     with pytest.raises(TrainingSetupError, match="fsdp needs GPUs") as info:
-        train_sft(tiny_model, _data(tmp_path), tmp_path / "out", fsdp_cpu)
+        train_sft(tiny_model, write_chat_data(tmp_path), tmp_path / "out", fsdp_cpu)
     assert "\n" not in str(info.value)
     assert not _workers(), "refused before any process started"
 
@@ -188,7 +168,7 @@ def test_fsdp_trains_as_one_process_and_resumes(
 ) -> None:
     """Sharded weights, gradients and optimizer state (gathered whole into checkpoints and
     the saved model) train as one process does; a run stopped at step 3 resumes."""
-    data = _data(tmp_path)
+    data = write_chat_data(tmp_path)
     spec = SPEC.model_copy(update={"method": method, "learning_rate": 1e-2, "save_every": 2})
     one = train_sft(tiny_model, data, tmp_path / "one", spec)
     sharded = spec.model_copy(update={"sharding": "fsdp", "processes": 2})
