@@ -22,6 +22,7 @@ from still.models._openai import use_key_variables
 from still.models._provider import (
     Provider,
     get_model,
+    isolate_failures,
     known_models,
     register_provider,
     schemes,
@@ -39,6 +40,7 @@ __all__ = [
     "dequantize_gguf",
     "get_model",
     "is_installed",
+    "isolate_failures",
     "json_schema_processor",
     "known_models",
     "local_path",

@@ -24,13 +24,13 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from still.errors import ModelError
 from still.models._chat import answer_token_ids, prompt_token_ids, render_prompt
-from still.models._provider import register_provider
+from still.models._provider import isolate_failures, register_provider
 from still.types import Completion, Message, Request, SamplingParams, Usage
 
 if TYPE_CHECKING:
@@ -80,44 +80,15 @@ class LocalProvider:
         results: dict[int, Completion] = {}
         scored = [i for i, r in enumerate(requests) if r.labels]
         if scored:
-            self._run(requests, scored, self._score, results)
+            _answer(requests, scored, self._score, results)
         groups: dict[tuple[SamplingParams, str], list[int]] = {}
         for i, r in enumerate(requests):
             if not r.labels:
                 schema = json.dumps(r.json_schema, sort_keys=True) if r.json_schema else ""
                 groups.setdefault((r.params, schema), []).append(i)
         for idx in groups.values():
-            self._run(requests, idx, self._generate, results)
+            _answer(requests, idx, self._generate, results)
         return [results[i] for i in range(len(requests))]
-
-    def _run(
-        self,
-        requests: Sequence[Request],
-        idx: list[int],
-        fn: Any,
-        results: dict[int, Completion],
-    ) -> None:
-        batch = [requests[i] for i in idx]
-        start = time.perf_counter()
-        try:
-            outs: list[Completion] = fn(batch)
-        except Exception as exc:  # noqa: BLE001 - stored as failed completions; the run goes on
-            if len(idx) > 1:
-                # one bad request must not fail its neighbours: retry them one by one
-                for i in idx:
-                    self._run(requests, [i], fn, results)
-                return
-            err = f"{type(exc).__name__}: {exc}"
-            outs = [
-                Completion(
-                    request=batch[0],
-                    request_hash=batch[0].key(),
-                    error=err,
-                    latency_s=time.perf_counter() - start,
-                )
-            ]
-        for i, c in zip(idx, outs, strict=True):
-            results[i] = c
 
     # -- scoring -------------------------------------------------------------------------
     def _score(self, batch: list[Request]) -> list[Completion]:
@@ -442,6 +413,17 @@ class LocalProvider:
                 entry.setdefault(self.tokenizer.decode([i]), float(v))
             steps.append(entry)
         return tuple(steps)
+
+
+def _answer(
+    requests: Sequence[Request],
+    idx: list[int],
+    fn: Callable[[list[Request]], list[Completion]],
+    results: dict[int, Completion],
+) -> None:
+    """Answer `requests[idx]` with `fn` into `results`, one bad request failing alone."""
+    outs = isolate_failures([requests[i] for i in idx], fn)
+    results.update(zip(idx, outs, strict=True))
 
 
 class _FirstToken:

@@ -12,6 +12,7 @@ the same way (entry points in the group `still`, loaded on the first lookup).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -33,6 +34,44 @@ class Provider(Protocol):
 
 
 ProviderFactory = Callable[[str], Provider]
+ERROR_CHARS = 300
+"""The most characters of an exception's text kept in a failed completion's `error`."""
+
+
+def isolate_failures(
+    batch: Sequence[Request],
+    answer: Callable[[list[Request]], list[Completion]],
+    give_up: Callable[[BaseException], bool] = lambda exc: False,
+) -> list[Completion]:
+    """Answer `batch` with `answer` in one call; if that raises, answer each request alone,
+    so one bad request (a prompt too long, a label that tokenizes to nothing) becomes one
+    failed completion and its neighbours are answered.
+
+    Args:
+        batch: The requests, answered together when nothing fails.
+        answer: Answers a list of requests, one completion each, in order; may raise.
+        give_up: Called with the exception of a failed call; when true (an engine that
+            died cannot answer any request alone either), every request of that call fails
+            with it, unretried.
+
+    Returns:
+        One completion per request, in order; a failed one has `error` set to the
+        exception's type and its text on one line (`ERROR_CHARS` at most), and the failed
+        call's wall time shared out as its `latency_s`.
+    """
+    requests = list(batch)
+    start = time.perf_counter()
+    try:
+        return answer(requests)
+    except Exception as exc:  # noqa: BLE001 - stored as failed completions; the run goes on
+        if not give_up(exc) and len(requests) > 1:
+            return [c for r in requests for c in isolate_failures([r], answer, give_up)]
+        err = f"{type(exc).__name__}: {' '.join(str(exc).split())[:ERROR_CHARS]}"
+        wall = time.perf_counter() - start
+        return [
+            Completion(request=r, request_hash=r.key(), error=err, latency_s=wall / len(requests))
+            for r in requests
+        ]
 
 
 @dataclass(frozen=True)

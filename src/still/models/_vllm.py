@@ -40,6 +40,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -50,7 +51,7 @@ from typing import Any
 
 from still.errors import StillError
 from still.models._chat import answer_token_ids, prompt_token_ids, render_prompt
-from still.models._provider import register_provider
+from still.models._provider import isolate_failures, register_provider
 from still.types import Completion, Message, Request, SamplingParams, Usage
 
 INSTALL_HINT = (
@@ -236,39 +237,11 @@ class VLLMProvider:
         generated = [i for i, r in enumerate(requests) if not r.labels]
         for idx, fn in ((scored, self._score), (generated, self._generate)):
             if idx:
-                self._run(engine, requests, idx, fn, results)
+                outs = isolate_failures(
+                    [requests[i] for i in idx], functools.partial(fn, engine), _give_up
+                )
+                results.update(zip(idx, outs, strict=True))
         return [results[i] for i in range(len(requests))]
-
-    def _run(
-        self,
-        engine: Any,
-        requests: Sequence[Request],
-        idx: list[int],
-        fn: Any,
-        results: dict[int, Completion],
-    ) -> None:
-        batch = [requests[i] for i in idx]
-        start = time.perf_counter()
-        try:
-            outs: list[Completion] = fn(engine, batch)
-        except Exception as exc:  # noqa: BLE001 - stored as failed completions; the run goes on
-            dead = _engine_dead(exc)
-            if dead:
-                _Engine.shutdown()  # the next batch starts a new engine
-            elif len(idx) > 1:
-                # one bad request (a prompt longer than max_model_len) must not fail its
-                # neighbours: vLLM refuses the whole call, so retry them one by one
-                for i in idx:
-                    self._run(engine, requests, [i], fn, results)
-                return
-            err = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-            wall = time.perf_counter() - start
-            outs = [
-                Completion(request=r, request_hash=r.key(), error=err, latency_s=wall / len(batch))
-                for r in batch
-            ]
-        for i, c in zip(idx, outs, strict=True):
-            results[i] = c
 
     # -- scoring -------------------------------------------------------------------------
     def _score(self, engine: Any, batch: list[Request]) -> list[Completion]:
@@ -460,6 +433,16 @@ def _engine_dead(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover - another vLLM layout
         return False
     return isinstance(exc, EngineDeadError)
+
+
+def _give_up(exc: BaseException) -> bool:
+    """For `isolate_failures`: a dead engine fails its whole call (the next batch starts a
+    new one); anything else, such as vLLM refusing a whole call for one prompt longer than
+    max_model_len, is retried request by request."""
+    if not _engine_dead(exc):
+        return False
+    _Engine.shutdown()
+    return True
 
 
 @register_provider("vllm", "a vLLM engine in this process: a bundled name, model folder or hub id")
