@@ -37,6 +37,7 @@ from still.models import (
     vllm_model,
 )
 from still.pipeline import open_run
+from still.serve import to_requests
 from still.tasks import TaskError, load_examples, load_task, split_examples
 from still.types import Request, SamplingParams
 from test_helpers import write_task
@@ -194,6 +195,35 @@ def test_seeded_sampling_repeats_and_seeds_differ(
 
     assert ask(7) == ask(7)
     assert len({ask(s) for s in range(1, 5)}) > 1
+
+
+@pytest.mark.vllm
+@needs_vllm
+@pytest.mark.parametrize("engine", ["vllm", "local"])
+def test_n_samples_are_answered_as_local_answers_them(
+    pair: tuple[Provider, Provider], trec: Any, engine: str
+) -> None:
+    """`n` is n requests (`still serve` makes them: seeds seed, seed + 1, ...; without a
+    seed the same request n times), answered in one batch. Both engines: the seeded samples
+    differ, and each is its request's answer alone (batch-mates do not move its seed);
+    unseeded copies are n samples, not one copied n times."""
+    provider = pair[0] if engine == "vllm" else pair[1]
+    base = _requests(trec, "student", labels=None)[0]
+    body = {
+        "messages": [m.model_dump() for m in base.messages],
+        "temperature": 1.0,
+        "max_tokens": 12,
+        "n": 4,
+        "seed": 5,
+    }
+    seeded, _ = to_requests(body, provider.name)
+    got = provider.complete(seeded)
+    assert all(c.ok for c in got), [c.error for c in got]
+    assert len({c.text for c in got}) > 1
+    assert [c.text for c in got] == [provider.complete([r])[0].text for r in seeded]
+    copies, _ = to_requests({**body, "seed": None}, provider.name)
+    assert len({r.key() for r in copies}) == 1
+    assert len({c.text for c in provider.complete(copies)}) > 1
 
 
 @pytest.mark.vllm
