@@ -23,7 +23,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -108,7 +108,7 @@ def load_grader_spec(path: str | Path) -> GraderSpec:
     try:
         spec: GraderSpec = TypeAdapter(GraderSpec).validate_python(raw)
     except ValidationError as exc:
-        raise TaskError(_schema_message(p, root, exc, what="grader")) from exc
+        raise TaskError(_schema_message(p, root, exc, what="grader", schema=None)) from exc
     return spec
 
 
@@ -140,7 +140,11 @@ def _read_yaml(p: Path, what: str) -> tuple[yaml.Node | None, object]:
 
 
 def _schema_message(
-    path: Path, root: yaml.Node | None, exc: ValidationError, what: str = "task"
+    path: Path,
+    root: yaml.Node | None,
+    exc: ValidationError,
+    what: str = "task",
+    schema: type[BaseModel] | None = Task,
 ) -> str:
     """One line for all invalid fields: `task.yaml: split.heldout (line 7): <why> (got 'x')`,
     further fields after `; `.
@@ -158,7 +162,7 @@ def _schema_message(
         if err["type"] == "missing":
             msg, shown = f"required, add `{loc[-1]}:`" if loc else "required", ""
         elif err["type"] == "extra_forbidden":
-            msg, shown = _unknown_field(loc, exc.errors()), ""
+            msg, shown = _unknown_field(loc, exc.errors(), schema), ""
         elif err["type"] == "union_tag_invalid":  # a grader `type` no grader has
             loc, line = _locate(root, (*err["loc"], "type"))
             ctx = err.get("ctx") or {}
@@ -175,15 +179,42 @@ def _schema_message(
     return f"{path}: " + "; ".join(parts)
 
 
-def _unknown_field(loc: tuple[int | str, ...], errors: list[Any]) -> str:
+def _unknown_field(
+    loc: tuple[int | str, ...], errors: list[Any], schema: type[BaseModel] | None
+) -> str:
     """An unknown field's message and what to do: the closest known name, if any (a field
     the same object misses counts first: `sourc` beside a missing `source`)."""
     missing = [
         str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"][:-1] == loc[:-1]
     ]
-    close = difflib.get_close_matches(str(loc[-1]), missing + _KNOWN_KEYS, n=1, cutoff=0.75)
+    known = (_sibling_fields(schema, loc[:-1]) if schema else []) or _KNOWN_KEYS
+    close = difflib.get_close_matches(str(loc[-1]), missing + known, n=1, cutoff=0.75)
     hint = f"did you mean `{close[0]}`?" if close else "remove it or fix its spelling"
     return f"unknown field, {hint}"
+
+
+def _sibling_fields(schema: type[BaseModel], parent: tuple[int | str, ...]) -> list[str]:
+    """The field names of the schema object at `parent`, found by walking `schema`
+    along the error's location: a typo is matched against its own block's keys first, so
+    `data.store.mdoel` suggests `model`, not `mode` from `generation:`. List indices, dict
+    keys and union tags in the location match no field and are stepped over."""
+    current = [schema]
+    for key in parent:
+        inner = [
+            m
+            for model in current
+            if isinstance(key, str) and key in model.model_fields
+            for m in _models_in(model.model_fields[key].annotation)
+        ]
+        current = inner or current
+    return sorted({f for model in current for f in model.model_fields} - {"base_dir"})
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (`X | None`, `list[X]`, `dict[str, X]`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
 
 
 def _locate(
