@@ -59,6 +59,7 @@ def export(
     capture: Capture | None = None,
     keep_if: str | None = None,
     heldout: Sequence[Example] = (),
+    drop: Mapping[str, str] | None = None,
 ) -> ExportStats:
     """Write the teacher completions that pass as student-prompt chat JSONL.
 
@@ -79,6 +80,9 @@ def export(
         heldout: the held-out examples: a training row whose student prompt has the same
             text as one of theirs (lowercased, whitespace collapsed) is dropped, counted
             as "held-out text".
+        drop: example ids to leave out, with the reason (`low confidence: ...`: the
+            gold-free filter, `still.pipeline._confidence`), counted by its first word(s)
+            before a colon.
 
     Besides `out`, writes `train-soft.jsonl` (SOFT_FILE: the teacher's label scores of
     the same rows, when it gave them), `train-tokens.jsonl` (TOKENS_FILE: with the
@@ -118,6 +122,8 @@ def export(
         reason: str | None = "held-out text"  # the same question under another id
         if key not in heldout_text:
             reason = _drop_reason(answer, why, keep, flt, graders, ex, comp, task, scores)
+        if reason is None and drop and ex.id in drop:
+            reason = drop[ex.id]
         if reason is None and key in seen:
             reason = "duplicate prompt"
         report.append(

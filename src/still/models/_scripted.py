@@ -10,13 +10,18 @@ against it. References:
 
 Options follow `?`: `delay=<seconds>` per request; `fail_every=<n>` fails every n-th call;
 `bias=<label>:<nats>` adds a constant to one label's score in every scored request and
-answers the best-scored label (a scorer with a label bias, as few-shot prompts make).
+answers the best-scored label (a scorer with a label bias, as few-shot prompts make);
+`wrong=<i>/<m>` answers the label after the right one (in label order) to the questions
+whose last user message hashes into bucket i of m, scoring it only just above the right
+one (a noisy scorer, unsure when it errs): two providers with different buckets are wrong
+on disjoint questions.
 Every call appends one line to the file in `$STILL_SCRIPTED_LOG`, if set, so tests can count
 model calls across processes (a SIGKILLed capture and its resume).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -39,12 +44,14 @@ class ScriptedProvider:
         delay: float = 0.0,
         fail_every: int = 0,
         bias: tuple[str, float] | None = None,
+        wrong: tuple[int, int] | None = None,
     ) -> None:
         self.name = name
         self.answer = answer
         self.delay = delay
         self.fail_every = fail_every
         self.bias = bias  # (label, nats) added to that label's score
+        self.wrong = wrong  # (bucket, buckets): questions answered wrong
         self.calls = 0
 
     def complete(self, requests: Sequence[Request]) -> list[Completion]:
@@ -74,7 +81,10 @@ class ScriptedProvider:
                 continue
             scores = _label_scores(text, req.labels, self.bias) if req.labels else None
             if scores and self.bias is not None:
-                text = max(scores, key=lambda lab: scores[lab])
+                text = max(scores, key=scores.__getitem__)
+            wrong = self.wrong
+            if scores and wrong is not None and _bucket(req, wrong[1]) == wrong[0]:
+                text, scores = _wrong(scores)
             prompt_words = sum(len(m.content.split()) for m in req.messages)
             out.append(
                 Completion(
@@ -103,6 +113,22 @@ def _label_scores(
     return scores
 
 
+def _bucket(req: Request, buckets: int) -> int:
+    """Which of `buckets` the request's question (its last user message) hashes into."""
+    digest = hashlib.sha256(_last_user(req).encode()).hexdigest()
+    return int(digest, 16) % buckets
+
+
+def _wrong(scores: dict[str, float]) -> tuple[str, dict[str, float]]:
+    """The label after the best-scored one, scored just above it (0.5 nats: unsure)."""
+    labels = list(scores)
+    best = max(labels, key=lambda lab: scores[lab])
+    wrong = labels[(labels.index(best) + 1) % len(labels)]
+    moved = {lab: -10.0 for lab in labels}
+    moved[best], moved[wrong] = -0.5, 0.0
+    return wrong, moved
+
+
 def _last_user(req: Request) -> str:
     return next((m.content for m in reversed(req.messages) if m.role == "user"), "")
 
@@ -116,7 +142,7 @@ def _fail(req: Request) -> str:
 )
 def scripted_factory(ref: str) -> ScriptedProvider:
     """Build a ScriptedProvider from
-    `scripted:<mode>[?delay=..&fail_every=..&bias=<label>:<nats>]`."""
+    `scripted:<mode>[?delay=..&fail_every=..&bias=<label>:<nats>&wrong=<i>/<m>]`."""
     body = ref.partition(":")[2]
     mode, _, query = body.partition("?")
     opts = dict(parse_qsl(query))
@@ -138,10 +164,17 @@ def scripted_factory(ref: str) -> ScriptedProvider:
     if "bias" in opts:
         label, _, nats = opts["bias"].rpartition(":")
         bias = (label, float(nats))
+    wrong = None
+    if "wrong" in opts:
+        bucket, _, buckets = opts["wrong"].partition("/")
+        if not (bucket.isdigit() and buckets.isdigit() and int(bucket) < int(buckets)):
+            raise ModelError(f"wrong={opts['wrong']}: use wrong=<i>/<m> with 0 <= i < m")
+        wrong = (int(bucket), int(buckets))
     return ScriptedProvider(
         ref,
         answer,
         delay=float(opts.get("delay", 0)),
         fail_every=int(opts.get("fail_every", 0)),
         bias=bias,
+        wrong=wrong,
     )

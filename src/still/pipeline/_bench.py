@@ -26,6 +26,8 @@ from still.bench import (
 from still.capture import build_request
 from still.cost import Budget, price_for
 from still.graders import answer_of
+from still.pipeline._confidence import CONFIDENCE_FILE
+from still.pipeline._ensemble import ensemble_report
 from still.pipeline._run import Run, StageError, capture_role
 from still.report import print_table, verdict, write_reports
 from still.types import Request
@@ -177,13 +179,16 @@ def report_extra(run: Run, cmp: Comparison, rows: list[dict[str, Any]]) -> dict[
         ],
         "selection": _selection(run),
         "teacher_check": _read_json(run.teacher_check_file),
+        "tune": _read_json(run.dir / "tune" / "tune.json"),
+        "ensemble": ensemble_report(run),
+        "confidence": _read_json(run.dir / CONFIDENCE_FILE),
     }
 
 
 def choices(run: Run) -> list[dict[str, str]]:
     """The choices behind this run's configuration and the split each was made on, from
-    the files the choosing commands leave: `still select` (selection.json) and `still
-    curve` (curve/curve.json)."""
+    the files the choosing commands leave: `still select` (selection.json), `still curve`
+    (curve/curve.json) and `still tune` (tune/tune.json)."""
     out = []
     sel = _selection(run)
     if sel:
@@ -206,6 +211,18 @@ def choices(run: Run) -> list[dict[str, str]]:
                 "split": str(data.get("split", "heldout")),
                 "how": "still curve",
             })  # fmt: skip
+    tuned = _read_json(run.dir / "tune" / "tune.json")
+    if tuned and tuned.get("best"):
+        b = tuned["best"]
+        out.append({"what": "train.recipe, method, epochs, learning_rate; keep",
+                    "chosen": f"{b['recipe']}, {b['method']}, {b['epochs']:g}, "
+                              f"{b['learning_rate']:g}; {b['keep']} ({b['accuracy']:.1%})",
+                    "split": str(tuned.get("split")), "how": "still tune"})  # fmt: skip
+    conf = _read_json(run.dir / CONFIDENCE_FILE)
+    if conf:
+        out.append({"what": "gold-free filter (curate.confidence)",
+                    "chosen": f"{conf['rule']} >= {conf['threshold']:.3f}",
+                    "split": str(conf["chosen_on"]), "how": "still export"})  # fmt: skip
     return out
 
 

@@ -10,6 +10,7 @@ from still.capture import build_messages
 from still.cost import Budget
 from still.curate import ExportStats, Keep, export
 from still.graders import answer_of, grade, prepare_graders
+from still.pipeline._confidence import CONFIDENCE_FILE, confidence_stage
 from still.pipeline._run import Run, StageError, capture_role
 from still.types import Completion
 
@@ -27,9 +28,11 @@ def export_stage(
     `keep="parsed"` keeps every parseable answer: teacher-only distillation, no reference
     answer used. `keep="correct"` keeps those every grader passes, or those passing the
     task's `curate.filter` (which may read references, so it applies to this student
-    only). `keep_if` overrides both. With `curate.min_kappa`, judges that decide what is
-    kept must have passed `still check-grader` (GraderNotTrusted otherwise, unless
-    `force`)."""
+    only). `keep_if` overrides both. With `curate.confidence`, the teacher-only student
+    keeps only the answers confident enough, by a threshold chosen on validation
+    (`confidence_stage`, written to confidence.json; no gold of the training rows read).
+    With `curate.min_kappa`, judges that decide what is kept must have passed `still
+    check-grader` (GraderNotTrusted otherwise, unless `force`)."""
     if keep_if is None and keep == "correct":
         keep_if = run.task.curate.filter
     if run.task.curate.min_kappa is not None and (keep == "correct" or keep_if):
@@ -46,6 +49,11 @@ def export_stage(
             f"{missing} training examples have no teacher answer: run "
             "`still capture --role teacher --split train` first"
         )
+    drop = None
+    if keep == "parsed" and keep_if is None and run.task.curate.confidence is not None:
+        drop = confidence_stage(run, teacher, budget).drops  # gold-free: chosen on validation
+    elif keep == "parsed":
+        (run.dir / CONFIDENCE_FILE).unlink(missing_ok=True)  # an earlier filter's, no longer true
     stats = export(
         run.task,
         run.split.train,
@@ -58,6 +66,7 @@ def export_stage(
         keep=keep,
         capture=run.judge(budget),
         keep_if=keep_if,
+        drop=drop,
     )
     if stats.kept == 0:
         raise StageError(f"export kept no rows ({stats.summary()}); nothing to train on")

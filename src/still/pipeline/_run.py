@@ -53,6 +53,7 @@ from still.tasks import (
     Task,
     TaskError,
     TemplateError,
+    TrainSpec,
     load_examples,
     load_task,
     split_examples,
@@ -100,6 +101,9 @@ class Run:
     load_report: LoadReport
     graders: list[Grader] = field(default_factory=list)
     engine: Engine | None = None  # None: every model answers in this process
+    # with `teacher_training`: the model fine-tuned into the teacher (models.teacher then
+    # names the trained one's folder, `still.pipeline._teacher`)
+    teacher_base: str | None = None
     # (role, model) -> its contextual calibration, once its content-free answers are stored
     _calibrations: dict[tuple[str, str], Calibration] = field(default_factory=dict, repr=False)
 
@@ -124,6 +128,13 @@ class Run:
         """The model reference playing `role` (`distilled` needs a trained student)."""
         m = self.task.models
         if role == "teacher":
+            if self.teacher_base is not None and not Path(
+                m.teacher.removeprefix("local:"), "config.json"
+            ).is_file():
+                raise StageError(
+                    f"the teacher is {self.teacher_base} fine-tuned on gold first "
+                    "(teacher_training): run `still train --teacher` (or `still run`) first"
+                )
             return m.teacher
         if role == "student":
             return m.student
@@ -198,7 +209,12 @@ class Run:
     def stored(self, role: str, split: str, include_failed: bool = False) -> dict[str, Completion]:
         """Completions already in the store for a role on a split (by request hash); failed
         attempts too if asked, so they are counted as failures rather than as missing.
-        A calibrated role's label scores are read calibrated (`calibrated`)."""
+        A calibrated role's label scores are read calibrated (`calibrated`); the teacher
+        of a task with an `ensemble:` is its members' combined answers."""
+        if role == "teacher" and self.task.ensemble is not None:
+            from still.pipeline._ensemble import stored_ensemble
+
+            return stored_ensemble(self, split, include_failed)
         return self.calibrated(role, self.lookup(self.requests(role, split), include_failed))
 
     def calibration(
@@ -328,13 +344,22 @@ class Run:
         run's own for data shared by both students (the DPO pairs)."""
         return (self.dir if recipe.shared else self.data_dir(keep)) / recipe.data
 
+    def train_spec(self, keep: Keep = "parsed") -> TrainSpec:
+        """How a distilled student is trained: the task's `train:`, or with
+        `train.from_tune` the settings `still tune` chose for it (`still.pipeline._tune`)."""
+        if not self.task.train.from_tune:
+            return self.task.train
+        from still.pipeline._tune import tuned_spec
+
+        return tuned_spec(self, keep)
+
     def distilled_dir(self, keep: Keep = "parsed") -> Path:
         """Content-addressed: new data, recipe or base model means a new model (and new
         store keys), so stale answers of an older student are never reused."""
         h = hashlib.sha256()
         train_file = self.train_file(keep)
         h.update(train_file.read_bytes() if train_file.exists() else b"")
-        train = self.task.train
+        train = self.train_spec(keep)
         if train.recipe == "sft":  # hashed as before recipes existed: SFT models keep theirs
             h.update(train.model_dump_json(exclude={"recipe", "kd", "dpo"}).encode())
         else:  # KD learns from the teacher's scores (label KD) or the teacher itself
@@ -363,8 +388,9 @@ def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
     if not examples:
         raise StageError(report.nothing_kept())
     fewshot = max((p.fewshot for p in task.prompts.values()), default=0)
+    taught = task.teacher_training.rows if task.teacher_training else 0
     try:
-        split = split_examples(examples, task.split, fewshot)
+        split = split_examples(examples, task.split, fewshot, taught)
     except TaskError as exc:
         raise StageError(f"{task_path}: {exc} ({report.source}: {report.summary()})") from exc
     for role in task.prompts:  # a template naming a field the data lacks fails here
@@ -392,10 +418,18 @@ def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
                 "validation": [e.id for e in split.validation],
                 "heldout": [e.id for e in split.heldout],
                 "fewshot": [e.id for e in split.fewshot],
+                "teacher": [e.id for e in split.teacher],
             }
         )
     )
-    run = Run(task, d, Store(d / "still.db"), split, report, graders)
+    base = None
+    if task.teacher_training is not None:  # the teacher is the model trained from this one
+        from still.pipeline._teacher import trained_teacher_dir
+
+        base, trained = task.models.teacher, trained_teacher_dir(task, split, d)
+        models = task.models.model_copy(update={"teacher": f"local:{trained.resolve()}"})
+        task = task.model_copy(update={"models": models})
+    run = Run(task, d, Store(d / "still.db"), split, report, graders, teacher_base=base)
     record_teacher_answers(run)
     return run
 
@@ -512,7 +546,12 @@ def capture_role(
     """Stage: answer a split's examples with a role's model (or `model` in its place),
     storing every completion (with its cost, when the model has a price; within `budget`,
     when given), and the content-free requests of a calibrated role (`Run.calibration`);
-    the completions returned are read as `Run.calibrated` reads them."""
+    the completions returned are read as `Run.calibrated` reads them. The teacher of a
+    task with an `ensemble:` is every member (`still.pipeline._ensemble`)."""
+    if role == "teacher" and model is None and run.task.ensemble is not None:
+        from still.pipeline._ensemble import capture_ensemble
+
+        return capture_ensemble(run, split, limit, budget)
     reqs = run.requests(role, split, limit, model)
     ref = model or run.model_for(role)
     desc = f"{role} on {split}" if model is None else f"{ref.rsplit('/', 1)[-1]} on {split}"

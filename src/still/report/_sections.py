@@ -40,6 +40,8 @@ def sections(extra: dict[str, Any]) -> list[Section]:
     out = [
         _splits(extra),
         _teacher_check(extra),
+        _ensemble(extra),
+        _confidence(extra),
         _gap(extra),
         _paired(extra),
         _economics(extra),
@@ -47,6 +49,7 @@ def sections(extra: dict[str, Any]) -> list[Section]:
         _position(extra),
         _lengths(extra),
         _selection(extra),
+        _tune(extra),
     ]
     return [s for s in out if s is not None and (s.notes or s.rows)]
 
@@ -96,6 +99,65 @@ def _teacher_check(extra: dict[str, Any]) -> Section | None:
             "Label scores read with contextual calibration: " + ", ".join(check["calibrated"]) + "."
         )
     return Section("teacher_check", "Is the teacher worth distilling?", notes)
+
+
+def _ensemble(extra: dict[str, Any]) -> Section | None:
+    """The teacher ensemble: each member's accuracy and the vote's (still.pipeline._ensemble)."""
+    ens = extra.get("ensemble")
+    if not ens or not ens.get("rows"):
+        return None
+    splits = list(dict.fromkeys(r["split"] for r in ens["rows"]))
+    names = {"validation": "validation", "heldout": "test"}
+    s = Section(
+        "ensemble",
+        "Teacher ensemble",
+        notes=[
+            f"The teacher is {ens['members']} prompts (member 0: the task's own; the others "
+            "show few-shot examples of their own from the training split), combined by "
+            "majority vote (hard labels) and mean label probabilities (soft targets). "
+            "Accuracy with its 95% interval; members read from the store."
+        ],
+        header=["member", "model", *(f"{names.get(x, x)} accuracy [95% CI]" for x in splits)],
+    )
+    by: dict[tuple[str, str], dict[str, Any]] = {(r["member"], r["model"]): {} for r in ens["rows"]}
+    for r in ens["rows"]:
+        by[(r["member"], r["model"])][r["split"]] = r
+    for (member, model), cells in by.items():
+        s.rows.append([member, model, *(
+            f"{_pct(c['accuracy'])} [{_pct(c['ci_low'])}, {_pct(c['ci_high'])}]"
+            if (c := cells.get(x)) else "n/a" for x in splits
+        )])  # fmt: skip
+    return s
+
+
+def _confidence(extra: dict[str, Any]) -> Section | None:
+    """The gold-free filter of the teacher-only student (still.pipeline._confidence)."""
+    conf = extra.get("confidence")
+    if not conf:
+        return None
+    how = "chosen on validation" if conf["chosen_on"] == "validation" else "set in the task"
+    s = Section(
+        "confidence",
+        "Gold-free filtering (teacher-only student)",
+        notes=[
+            f"The teacher-only student learned from the training answers with {conf['rule']} "
+            f">= {conf['threshold']:.3f} ({how}; {conf['train_dropped']} dropped), no gold "
+            "of the training rows read. Each rule's threshold keeps the most right answers net "
+            f"of wrong ones on validation, keeping at least {conf['min_keep']:.0%} of them."
+        ],
+        header=["rule", "threshold", "validation kept", "accuracy of kept [all]", "train kept"],
+    )
+    for r in conf.get("rules") or []:
+        if r["threshold"] is None:
+            s.rows.append([r["rule"], "n/a", "-", "-", "-"])
+            continue
+        s.rows.append([
+            r["rule"] + (" (used)" if r["chosen"] else ""), f"{r['threshold']:.3f}",
+            f"{r['validation_kept']} of {r['validation_rows']}",
+            f"{_pct(r['kept_accuracy'])} [{_pct(r['accuracy'])}]",
+            f"{r['train_kept']} of {r['train_rows']}",
+        ])  # fmt: skip
+    return s
 
 
 def _gap(extra: dict[str, Any]) -> Section | None:
@@ -265,6 +327,47 @@ def _selection(extra: dict[str, Any]) -> Section | None:
             ", ".join(picked) or "-",
         ])  # fmt: skip
     return s
+
+
+def _tune(extra: dict[str, Any]) -> Section | None:
+    """`still tune`'s grid on validation and its choice (tune/tune.json)."""
+    data = extra.get("tune")
+    if not data or not data.get("points"):
+        return None
+    t, b, s = data["teacher"], data["best"], data["student"]
+    budget = data.get("budget_minutes")
+    sec = Section(
+        "tune",
+        "Recipe choice on validation (still tune)",
+        notes=[
+            f"Every point trained a student on the train split's teacher answers and was scored "
+            f"on {data['n']} validation examples (the test split was not read): teacher "
+            f"{_ci(t)}, base student {_ci(s)}"
+            + (f"; no new point after {budget:g} minutes" if budget else "")
+            + ".",
+            f"Chosen: {b['recipe']}, {b['method']}, {b['epochs']:g} epochs, learning rate "
+            f"{b['learning_rate']:g}, keep {b['keep']} ({_ci(b)}; ties go to the faster to "
+            "train).",
+        ],
+        header=["recipe", "method", "epochs", "learning rate", "keep", "kept", "status",
+                "accuracy [95% CI]", "gap closed [95% CI]", "train s"],  # fmt: skip
+    )
+    for p in data["points"]:
+        scored = p["accuracy"] is not None
+        gap = _pct(p["gap_closed"]) if scored else "-"
+        if scored and p["gap_low"] is not None and p["gap_high"] is not None:
+            gap += f" [{_pct(p['gap_low'])}, {_pct(p['gap_high'])}]"
+        sec.rows.append([
+            p["recipe"], p["method"], f"{p['epochs']:g}", f"{p['learning_rate']:g}", p["keep"],
+            "-" if p["kept"] is None else str(p["kept"]), p["status"],
+            _ci(p) if scored else "-", gap,
+            "-" if p["train_seconds"] is None else f"{p['train_seconds']:.0f}",
+        ])  # fmt: skip
+    return sec
+
+
+def _ci(r: dict[str, Any]) -> str:
+    return f"{_pct(r['accuracy'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]"
 
 
 def markdown_sections(extra: dict[str, Any]) -> str:

@@ -30,8 +30,11 @@ from still.tasks._registry import (
     register_recipe_name,
 )
 from still.tasks._schema import (
+    TUNE_RECIPES,
+    ConfidenceSpec,
     CurateSpec,
     DataSpec,
+    EnsembleSpec,
     GenerationSpec,
     GraderSpec,
     LabelModelSpec,
@@ -45,19 +48,24 @@ from still.tasks._schema import (
     SplitSpec,
     StringCheckSpec,
     Task,
+    TeacherTrainingSpec,
     TextSimilaritySpec,
     TrainSpec,
+    TuneSpec,
 )
 from still.tasks._sources import DataError, package_folder, read_rows, resolve_source
-from still.tasks._split import Split, split_examples
+from still.tasks._split import Split, balanced, split_examples
 from still.tasks._templates import TemplateError, render, role_context
 
 __all__ = [
+    "TUNE_RECIPES",
     "package_folder",
     "BaseGraderSpec",
+    "ConfidenceSpec",
     "CurateSpec",
     "DataError",
     "DataSpec",
+    "EnsembleSpec",
     "Example",
     "GenerationSpec",
     "GraderSpec",
@@ -77,7 +85,9 @@ __all__ = [
     "Task",
     "TaskError",
     "TemplateError",
+    "TeacherTrainingSpec",
     "TrainSpec",
+    "TuneSpec",
     "example_id",
     "grader_types",
     "load_examples",
@@ -90,5 +100,6 @@ __all__ = [
     "render",
     "resolve_source",
     "role_context",
+    "balanced",
     "split_examples",
 ]

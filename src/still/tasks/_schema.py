@@ -12,6 +12,7 @@ is a plain folder name, so it can never place a run outside `runs/` (README, "Tr
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -70,6 +71,61 @@ class TrafficFilter(_Strict):
         description="Only completions carrying every one of these tags, e.g. "
         "`{app: support-triage, env: prod}` (the log's own metadata, or --meta at import).",
     )
+    since: datetime | date | None = Field(
+        None,
+        description="Only completions made on or after this ISO date or time (`2026-01-01`, "
+        "`2026-01-01T09:00:00+01:00`; UTC when no offset is given).",
+    )
+    until: datetime | date | None = Field(
+        None,
+        description="Only completions made before this time; a date without a time "
+        "includes that whole day (`until: 2026-01-31` reads all of January with `since: "
+        "2026-01-01`).",
+    )
+
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def _iso(cls, value: Any) -> Any:
+        """An ISO text as a date when it is one (`until` then includes that day), else as a
+        time; YAML's own dates and times pass as they are."""
+        if not isinstance(value, str):
+            return value
+        try:
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+                return date.fromisoformat(value.strip())
+            return datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an ISO date or time; write e.g. 2026-01-01 or "
+                "2026-01-01T09:00:00Z"
+            ) from None
+
+    @model_validator(mode="after")
+    def _window(self) -> TrafficFilter:
+        start, end = self.window()
+        if start is not None and end is not None and start >= end:
+            raise ValueError(f"since ({self.since}) must come before until ({self.until})")
+        return self
+
+    def window(self) -> tuple[float | None, float | None]:
+        """`since` and `until` as Unix seconds: [since, until), for the store's filters.
+
+        >>> TrafficFilter(since=date(2026, 1, 1), until=date(2026, 1, 1)).window()
+        (1767225600.0, 1767312000.0)
+        """
+        return _instant(self.since, end=False), _instant(self.until, end=True)
+
+
+def _instant(when: datetime | date | None, end: bool) -> float | None:
+    """Unix seconds of a date or time (UTC unless it has an offset); the end of a date is
+    the midnight that follows it."""
+    if when is None:
+        return None
+    if not isinstance(when, datetime):
+        when = datetime.combine(when + timedelta(days=1) if end else when, time())
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
 
 
 class DataSpec(_Strict):
@@ -89,8 +145,9 @@ class DataSpec(_Strict):
     )
     store: TrafficFilter | None = Field(
         None,
-        description="For a `store:` source: which imported completions to read, by `model` "
-        "and `metadata` tags (default: every successful imported completion).",
+        description="For a `store:` source: which imported (or `still proxy`-recorded) "
+        "completions to read, by `model`, `metadata` tags and date (`since`, `until`) "
+        "(default: every successful one).",
     )
     format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "lines"] = Field(
         "auto", description="File format; `auto` guesses from the extension."
@@ -461,6 +518,38 @@ class SelectionSpec(_Strict):
     )
 
 
+class ConfidenceSpec(_Strict):
+    """Gold-free filtering of the teacher-only student's data (`curate.students: parsed`).
+
+    Each teacher answer gets a confidence: `margin` (its label probability minus the next
+    label's), `probability` (its label probability), or `agreement` (the share of ensemble
+    members voting for it; needs `ensemble:`). Answers below a threshold are not trained on.
+    The threshold is chosen on the validation split, where gold exists: among the
+    confidences seen there, the one keeping the most right answers net of wrong ones
+    (kept right minus kept wrong: a band of answers is dropped when at most half of it is
+    right), keeping at least `min_keep` of the answered rows, ties to the lower threshold.
+    It is then applied to the training rows without reading their gold. `still export`
+    writes the choice and every rule's validation table to `confidence.json`, and the
+    report shows them.
+    """
+
+    by: Literal["margin", "probability", "agreement"] = Field(
+        "margin", description="margin, probability (label scores) or agreement (ensemble)."
+    )
+    threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Keep answers at least this confident; default: chosen on validation.",
+    )
+    min_keep: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="The least share of answered validation rows a chosen threshold keeps.",
+    )
+
+
 class CurateSpec(_Strict):
     """Which graded teacher answers become training data."""
 
@@ -483,6 +572,42 @@ class CurateSpec(_Strict):
         "answer used, the main number), and `correct`, from the teacher answers the graders "
         "confirm against the references (grader-verified).",
         min_length=1,
+    )
+    confidence: ConfidenceSpec | None = Field(
+        None,
+        description="Gold-free filtering of the teacher-only (`parsed`) student's rows: keep "
+        "the teacher answers whose label margin, probability or ensemble agreement reaches a "
+        "threshold chosen on validation (see ConfidenceSpec). Default: every parseable one.",
+    )
+
+
+class EnsembleSpec(_Strict):
+    """The teacher as an ensemble of prompts (and models), for better labels without gold.
+
+    Member 0 is the task's teacher itself (its model, its prompt, the split's few-shot
+    examples), so `members: 1` is no ensemble and member 0's answers are the plain teacher's
+    stored ones. Member i > 0 shows `prompts.teacher.fewshot` examples of its own, drawn from
+    the training split by a hash of (`seed`, i, example id), balanced across answers and in
+    that order, and asks `models[(i - 1) % len(models)]`. A member's draw depends on its index
+    alone, so adding a member asks only that member (every answer is stored like any
+    request; the store serves the rest). A member never votes on, nor is asked, the training
+    examples shown in its own prompt.
+
+    Per example, the members' parsed answers are combined by majority vote (the answer's
+    text, what SFT, grades and reports read; a tie goes to the answer with the higher mean
+    label probability, then to the lower member); label scores by averaging the members'
+    label probabilities (calibrated, when `prompts.teacher.calibrate`), which is what label
+    KD learns. The ensemble is the run's teacher everywhere its answers are read: the teacher
+    check, export, training data and the comparison; the report adds each member's accuracy.
+    """
+
+    members: int = Field(3, ge=1, le=32, description="How many teacher prompts vote.")
+    seed: int = Field(0, description="Seed of the members' few-shot draws.")
+    models: list[str] = Field(
+        default_factory=list,
+        description="The other members' models in turn (member 0 asks `models.teacher`; "
+        "member i > 0 `models[(i - 1) % len(models)]`); default: `models.teacher` for "
+        "every member. Any reference `still models` accepts.",
     )
 
 
@@ -546,7 +671,12 @@ class TrainSpec(_Strict):
         "from `still export-dpo`; LoRA). Or a recipe a plugin registers "
         "(`still.train.register_recipe`).",
     )
-    method: Literal["lora", "full"] = "lora"
+    method: Literal["lora", "full", "qlora"] = Field(
+        "lora",
+        description="lora: adapters on every linear layer of the fp32 model; full: every "
+        "weight; qlora: adapters on a 4-bit (NF4) base, on CUDA only (`pip install "
+        "bitsandbytes`), the saved model merged into the full-precision base.",
+    )
     epochs: float = 2.0
     learning_rate: float = 2e-4
     batch_size: int = 8
@@ -590,11 +720,13 @@ class TrainSpec(_Strict):
         "--processes`); default: one per GPU, or 1 on CPU (gloo between CPU processes). "
         "Each takes a share of every batch: the global batch stays train.batch_size.",
     )
-    sharding: Literal["ddp", "fsdp"] = Field(
+    sharding: Literal["ddp", "fsdp", "zero2", "zero3"] = Field(
         "ddp",
         exclude=True,
         description="With several processes: ddp (each holds the whole model, gradients "
-        "averaged) or fsdp (weights, gradients and optimizer state sharded; GPUs only).",
+        "averaged), fsdp (weights, gradients and optimizer state sharded; GPUs only), or "
+        "DeepSpeed ZeRO through accelerate: zero2 (gradients and optimizer state sharded) "
+        "or zero3 (weights too); GPUs only, `pip install deepspeed`.",
     )
     micro_batch_size: int | None = Field(
         None,
@@ -604,6 +736,15 @@ class TrainSpec(_Strict):
         "is run in micro-batches of this size with gradients accumulated (default: the "
         "whole share at once).",
     )
+    from_tune: bool = Field(
+        False,
+        exclude=True,  # the settings it brings are hashed; the switch itself is not
+        description="Train every student with the settings `still tune` chose on validation "
+        "(tune.json in the run folder: recipe, method, epochs, learning rate, the best "
+        "point of the student's `keep`, else the best overall) instead of the ones written "
+        "here; the other fields still apply. `still run` tunes first when tune.json is "
+        "missing (within tune.budget_minutes).",
+    )
 
     @field_validator("recipe")
     @classmethod
@@ -612,6 +753,97 @@ class TrainSpec(_Strict):
         if name not in known:
             raise ValueError(f"unknown recipe {name!r}; use one of {', '.join(known)}")
         return name
+
+
+TUNE_RECIPES = ("sft", "kd", "kd:forward_kl", "kd:reverse_kl", "kd:jsd")
+"""What a tune (or curve) point may train with: SFT, or label KD with the task's
+divergence or a named one."""
+
+
+class TuneSpec(_Strict):
+    """The grid `still tune` tries on the validation split: every combination of the values
+    listed, each a student trained on the train split's teacher answers and scored on
+    validation. Unset axes hold the task's own `train:` value; the default grid is SFT and
+    label KD, each for 1 and 2 epochs (and train.epochs when it differs)."""
+
+    recipe: list[str] = Field(
+        ["sft", "kd"],
+        min_length=1,
+        description="sft, kd (train.kd's divergence), kd:forward_kl, kd:reverse_kl, kd:jsd.",
+    )
+    method: list[Literal["lora", "full"]] | None = Field(
+        None, min_length=1, description="lora and/or full; default: [train.method]."
+    )
+    epochs: list[float] | None = Field(
+        None, min_length=1, description="Default: 1, 2 and train.epochs."
+    )
+    learning_rate: list[float] | None = Field(
+        None, min_length=1, description="Default: [train.learning_rate]."
+    )
+    keep: list[Literal["parsed", "correct"]] = Field(
+        ["parsed"],
+        min_length=1,
+        description="Which teacher answers to learn from: parsed (every parseable one, no "
+        "gold used) and/or correct (those the graders confirm against gold).",
+    )
+    budget_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Start no new point once this many minutes have passed since the tune "
+        "began (`still tune --budget` overrides it); points already trained are always "
+        "scored. Default: the whole grid.",
+    )
+
+    @field_validator("recipe")
+    @classmethod
+    def _tune_recipes(cls, recipes: list[str]) -> list[str]:
+        bad = [r for r in recipes if r not in TUNE_RECIPES]
+        if bad:
+            raise ValueError(f"unknown recipe {bad[0]!r}; use {', '.join(TUNE_RECIPES)}")
+        return recipes
+
+    @field_validator("epochs", "learning_rate")
+    @classmethod
+    def _positive(cls, values: list[float] | None) -> list[float] | None:
+        if values is not None and min(values) <= 0:
+            raise ValueError("values must be > 0")
+        return values
+
+
+class TeacherTrainingSpec(_Strict):
+    """Two-stage distillation: `models.teacher` is first fine-tuned (SFT) on the gold
+    answers of part of the train split, with the teacher's prompt, and that model is then
+    the teacher: it answers the rest of the train split, inputs it was not trained on, and
+    the students learn from its answers (teacher-only: `curate.students` defaults to
+    [parsed], so no gold of the students' part is used). Validation and test examples
+    never reach the teacher's training rows. The trained teacher lives in
+    `<run>/teacher/`, addressed by a hash of its rows, its `train:` and the base model, so
+    a rerun reuses it (`still train --teacher`, or `still run`, trains it)."""
+
+    rows: int | float = Field(
+        0.5,
+        description="The teacher's part of the train split: a fraction (< 1) or a count. "
+        "Drawn by a seeded hash of each example's id (stable when rows are added); the "
+        "students' part is the rest.",
+    )
+    train: TrainSpec = Field(
+        default_factory=TrainSpec,
+        description="How the teacher is fine-tuned (recipe sft: it learns the gold answers).",
+    )
+
+    @field_validator("rows")
+    @classmethod
+    def _rows(cls, rows: int | float) -> int | float:
+        if rows <= 0 or (rows >= 1 and rows != int(rows)):
+            raise ValueError("use a fraction between 0 and 1 or a whole count >= 1, e.g. 0.5")
+        return rows
+
+    @field_validator("train")
+    @classmethod
+    def _sft(cls, train: TrainSpec) -> TrainSpec:
+        if train.recipe != "sft" or train.from_tune:
+            raise ValueError("the teacher learns the gold answers: recipe sft, no from_tune")
+        return train
 
 
 class Task(_Strict):
@@ -654,7 +886,24 @@ class Task(_Strict):
     selection: SelectionSpec = SelectionSpec()
     curate: CurateSpec = CurateSpec()
     multiple_choice: MultipleChoiceSpec | None = None
+    ensemble: EnsembleSpec | None = Field(
+        None,
+        description="The teacher as an ensemble of prompts drawn from the training split "
+        "(and of models), combined by vote and by averaged label probabilities (see "
+        "EnsembleSpec). Default: one teacher prompt.",
+    )
     train: TrainSpec = TrainSpec()
+    tune: TuneSpec = Field(
+        default_factory=TuneSpec,
+        description="The grid `still tune` tries on validation (see TuneSpec); "
+        "`train.from_tune: true` trains with its choice.",
+    )
+    teacher_training: TeacherTrainingSpec | None = Field(
+        None,
+        description="Make the teacher by fine-tuning `models.teacher` on the gold answers of "
+        "part of the train split first (two-stage distillation; see TeacherTrainingSpec). "
+        "Default: `models.teacher` answers as it is.",
+    )
     prices: dict[str, Price] = Field(
         default_factory=dict,
         description="Dollars per million input/output tokens by model reference; overrides "
@@ -703,6 +952,27 @@ class Task(_Strict):
                     f"api_key_env: {where}: name a variable of the endpoint's own, not {var!r}"
                 )
         return names
+
+    @model_validator(mode="before")
+    @classmethod
+    def _trained_teacher_students(cls, raw: Any) -> Any:
+        """A trained teacher's students learn from its answers alone by default: gold is
+        the teacher's, on its own part of the train split (`teacher_training`)."""
+        if not isinstance(raw, dict) or raw.get("teacher_training") is None:
+            return raw
+        curate = raw.get("curate")
+        if curate is None or (isinstance(curate, dict) and "students" not in curate):
+            return {**raw, "curate": {**(curate or {}), "students": ["parsed"]}}
+        return raw
+
+    @model_validator(mode="after")
+    def _check_teacher_training(self) -> Task:
+        if self.teacher_training is not None and self.from_store:
+            raise ValueError(
+                "teacher_training: a `store:` source's teacher answers are recorded, not "
+                "asked; remove teacher_training"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -759,6 +1029,7 @@ class Task(_Strict):
                 f"prompts.{calibrated[0]}.calibrate divides label scores: it needs `labels` "
                 "and scored answers (generation.mode: score or auto)"
             )
+        self._check_ensemble()
         mc = self.multiple_choice
         if mc is not None:
             if not self.labels or len(self.labels) != len(mc.options):
@@ -784,6 +1055,31 @@ class Task(_Strict):
                     f"output_schema is not a valid JSON Schema: {exc.message}"
                 ) from None
         return self
+
+    def _check_ensemble(self) -> None:
+        ens, conf = self.ensemble, self.curate.confidence
+        if ens is not None and self.from_store:
+            raise ValueError(
+                "ensemble: a `store:` source's teacher answers are recorded, not asked; "
+                "remove ensemble"
+            )
+        if ens is not None and ens.members > 1:
+            shots = self.prompts["teacher"].fewshot if "teacher" in self.prompts else 0
+            if not shots and len({self.models.teacher, *ens.models}) < 2:
+                raise ValueError(
+                    "ensemble: members differ by their few-shot examples or their models; "
+                    "set prompts.teacher.fewshot (e.g. 4) or list two or more ensemble.models"
+                )
+        if conf is not None and conf.by == "agreement" and ens is None:
+            raise ValueError(
+                "curate.confidence.by: agreement counts ensemble votes; add `ensemble:` or "
+                "use by: margin"
+            )
+        if conf is not None and conf.by != "agreement" and not self.labels:
+            raise ValueError(
+                f"curate.confidence.by: {conf.by} reads label scores, which need `labels`; "
+                "use by: agreement with an `ensemble:`"
+            )
 
     @property
     def scoring(self) -> bool:
