@@ -115,8 +115,8 @@ def test_filters_and_a_reference_tag(tmp_path: Path, monkeypatch: pytest.MonkeyP
         ({"data": {"source": "store:prod.db", "store": {"metdata": {"a": "b"}}}},
          r"data.store.metdata \(line {    metdata:}\): unknown field, did you mean `metadata`\?"),
         # matched against the block's own keys: `mode` (a `generation:` key) is closer
-        ({"data": {"source": "store:prod.db", "store": {"mdoel": "m"}}},
-         r"data.store.mdoel \(line {    mdoel:}\): unknown field, did you mean `model`\?"),
+        ({"data": {"source": "store:prod.db", "store": {"modle": "m"}}},
+         r"data.store.modle \(line {    modle:}\): unknown field, did you mean `model`\?"),
         ({"data": {"source": "data.csv"}},
          r"prompts: required, add `prompts:` with `teacher` and `student`"),
     ],

@@ -196,7 +196,7 @@ def _unknown_field(
 def _sibling_fields(schema: type[BaseModel], parent: tuple[int | str, ...]) -> list[str]:
     """The field names of the schema object at `parent`, found by walking `schema`
     along the error's location: a typo is matched against its own block's keys first, so
-    `data.store.mdoel` suggests `model`, not `mode` from `generation:`. List indices, dict
+    `data.store.modle` suggests `model`, not `mode` from `generation:`. List indices, dict
     keys and union tags in the location match no field and are stepped over."""
     current = [schema]
     for key in parent:
