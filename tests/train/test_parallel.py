@@ -157,6 +157,50 @@ def test_still_train_processes_changes_how_not_which_model(
     assert result.exit_code == 2 and "--processes" in result.output
 
 
+@two_processes
+def test_still_run_processes_trains_the_student_in_that_many_processes(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from still.cli import main
+    from still.pipeline import open_run
+    from test_helpers import write_task
+
+    task = write_task(tmp_path, student=f"local:{tiny_model}", n=16,
+                      split={"seed": 1, "heldout": 4, "validation": 0})  # fmt: skip
+    run_dir = tmp_path / "run"
+    args = ["run", str(task), "--run-dir", str(run_dir), "--keep", "parsed", "--processes", "2"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    folder = open_run(task, run_dir).distilled_dir()  # the address 1 process gives it too
+    assert json.loads((folder / "train.json").read_text())["processes"] == 2
+    assert not list(run_dir.glob("**/*.tmp")), "only the first process writes, atomically"
+
+
+def test_still_curve_processes_reaches_the_trainers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    import still.pipeline
+    from still.cli import main
+    from still.pipeline import StageError
+    from test_helpers import write_task
+
+    task = write_task(tmp_path, student="scripted:first-label")
+    seen: dict[str, object] = {}
+
+    def learning_curve(run: still.pipeline.Run, *args: object) -> None:
+        seen.update(processes=run.task.train.processes)
+        raise StageError("stopped before training")
+
+    monkeypatch.setattr(still.pipeline, "learning_curve", learning_curve)
+    args = ["curve", str(task), "--run-dir", str(tmp_path / "run"), "--processes", "3"]
+    result = CliRunner().invoke(main, args)
+    assert "stopped before training" in result.output and seen["processes"] == 3
+
+
 class Stop(Exception):
     """Stands for a crash of the calling process at a given step."""
 

@@ -104,6 +104,14 @@ def RAY(command: F) -> F:  # noqa: N802 - used as @RAY, beside the other option 
     return cast(F, merged)
 
 
+PROCESSES = click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Training processes (train.processes; default: one per GPU, or 1 on CPU).",
+)
+
+
 def ray_engine(address: str | None) -> Engine | None:
     """The engine `--ray` asks for (None: models answer in this process). Ray missing or
     an address where nothing listens fails here, before the run folder is touched."""

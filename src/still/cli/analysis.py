@@ -1,5 +1,5 @@
-"""The commands that measure before (or beside) a run: estimate, select, check-grader and
-curve.
+"""The commands that measure before (or beside) a run: estimate, select, check-grader,
+curve and tune.
 
 Like the stage commands, each opens the run, calls `still.pipeline` and prints what
 `still.report` renders; a `StillError` goes to the boundary in `still.cli.main`.
@@ -11,7 +11,17 @@ from pathlib import Path
 
 import click
 
-from still.cli._options import KEEP, RUN_DIR, SPLIT, TASK, open_task, role_option
+from still.cli._options import (
+    KEEP,
+    MAX_COST,
+    PROCESSES,
+    RUN_DIR,
+    SPLIT,
+    TASK,
+    budget,
+    open_task,
+    role_option,
+)
 from still.curate import Keep
 from still.pipeline import RunRole
 
@@ -155,6 +165,7 @@ def _names(value: str | None) -> list[str]:
     "which fine-tuning to use.",
 )
 @KEEP
+@PROCESSES
 def curve_cmd(
     task_file: Path,
     run_dir: Path | None,
@@ -162,6 +173,7 @@ def curve_cmd(
     recipes: str,
     methods: str | None,
     keep: Keep,
+    processes: int | None,
 ) -> None:
     """Held-out accuracy against the number of teacher examples, per training recipe: a
     student per (size, recipe), each benchmarked beside the teacher and the base student
@@ -169,10 +181,40 @@ def curve_cmd(
     tokens/s. Writes curve/curve.json, curve.md and curve.png in the run folder; trained
     students and stored answers are reused on a rerun.
     """
-    from still.pipeline import learning_curve, write_curve
+    from still.pipeline import learning_curve, with_processes, write_curve
 
-    run = open_task(task_file, run_dir)
+    run = with_processes(open_task(task_file, run_dir), processes)
     points, ends = learning_curve(run, sizes, _names(recipes), keep, _names(methods) or None)
     md = write_curve(run, points, ends, {})
     click.echo(md.read_text())
     click.echo(f"curve in {md.parent}/")
+
+
+@click.command("tune")
+@TASK
+@RUN_DIR
+@click.option(
+    "--budget",
+    "minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Start no new point after this many minutes (default: tune.budget_minutes, else "
+    "the whole grid); points already trained are always scored.",
+)
+@MAX_COST
+def tune_cmd(
+    task_file: Path, run_dir: Path | None, minutes: float | None, max_cost: float | None
+) -> None:
+    """Choose the training recipe on the validation split: every point of the task's
+    `tune:` grid (recipe, method, epochs, learning rate, keep) trains a student on the
+    train split's teacher answers and is scored on validation beside the teacher and the
+    base student; the best wins (ties: the faster to train). Writes tune/tune.json (every
+    point and the choice) and tune/tune.md; `train.from_tune: true` trains with the
+    choice. The test split is never read; trained points are reused on a rerun.
+    """
+    from still.pipeline import tune, write_tune
+
+    run = open_task(task_file, run_dir)
+    md = write_tune(run, tune(run, minutes, budget(max_cost)))
+    click.echo(md.read_text())
+    click.echo(f"tune in {md.parent}/")

@@ -14,6 +14,7 @@ import click
 from still.cli._options import (
     KEEP,
     MAX_COST,
+    PROCESSES,
     RAY,
     ROLES_CHOICE,
     RUN_DIR,
@@ -128,27 +129,37 @@ def export_cmd(
 @RUN_DIR
 @KEEP
 @click.option("--force", is_flag=True, help="Retrain even if this exact model exists.")
+@PROCESSES
 @click.option(
-    "--processes",
-    type=click.IntRange(min=1),
-    help="Training processes (train.processes; default: one per GPU, or 1 on CPU).",
+    "--teacher",
+    is_flag=True,
+    help="Train the teacher instead (teacher_training: models.teacher fine-tuned on the gold "
+    "answers of its part of the train split).",
 )
 def train_cmd(
-    task_file: Path, run_dir: Path | None, keep: Keep, force: bool, processes: int | None
+    task_file: Path,
+    run_dir: Path | None,
+    keep: Keep,
+    force: bool,
+    processes: int | None,
+    teacher: bool,
 ) -> None:
     """Fine-tune a distilled student on its exported data (the task's `train:` recipe,
-    LoRA or full).
+    LoRA or full), or with --teacher the task's teacher on gold (`teacher_training:`).
 
     Saves a merged model directory that `local:<dir>` loads; logs loss and tokens/s.
     """
-    from still.pipeline import train_stage
+    from still.pipeline import train_stage, train_teacher_stage, with_processes
     from still.report import train_summary
 
-    run = open_task(task_file, run_dir)
-    if processes:  # how to train, not what: the model's folder stays the same
-        train = run.task.train.model_copy(update={"processes": processes})
-        run.task = run.task.model_copy(update={"train": train})
-    click.echo(train_summary(train_stage(run, force, keep)))
+    run = with_processes(open_task(task_file, run_dir), processes)
+    if not teacher:
+        click.echo(train_summary(train_stage(run, force, keep)))
+        return
+    info = train_teacher_stage(run, force)
+    if info is None:
+        raise click.UsageError("--teacher: the task has no teacher_training: block")
+    click.echo(train_summary(info))
 
 
 @click.command("bench")
@@ -209,6 +220,7 @@ def report_cmd(run_dir: Path) -> None:
 @STUDENTS
 @MAX_COST
 @RAY
+@PROCESSES
 @click.option(
     "--force",
     is_flag=True,
@@ -221,6 +233,7 @@ def run_cmd(
     keep: Keep | None,
     max_cost: float | None,
     ray_address: str | None,
+    processes: int | None,
     force: bool,
 ) -> None:
     """Run the whole loop: check the teacher (validation split) -> capture (teacher,
@@ -238,5 +251,7 @@ def run_cmd(
 
     start = time.perf_counter()
     engine = ray_engine(ray_address)
-    run, _ = run_all(task_file, run_dir, keep, budget(max_cost), engine, force=force)
+    run, _ = run_all(
+        task_file, run_dir, keep, budget(max_cost), engine, force=force, processes=processes
+    )
     click.echo(f"done in {time.perf_counter() - start:.0f} s; reports in {run.dir}/")

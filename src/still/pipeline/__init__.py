@@ -3,7 +3,8 @@
 `Run` and its helpers live in `_run`; each stage, or family of stages, in its own module:
 `_export` (training data), `_train`, `_bench` (grade, bench, report), `_gguf`, `_select`,
 `_curve`, `_estimate`, `_grader_check`, `_calibrate` (contextual calibration, applied by
-`Run`), `_teacher_check` (whether to distil at all), and `_flow` (`still run`: all of them
+`Run`), `_teacher_check` (whether to distil at all), `_teacher` (a teacher trained on gold
+first), `_tune` (the recipe chosen on validation), and `_flow` (`still run`: all of them
 in order).
 """
 
@@ -41,8 +42,10 @@ from still.pipeline._run import (
     open_run_dir,
 )
 from still.pipeline._select import Selection, apply_policy, select_models, write_selection
+from still.pipeline._teacher import train_teacher_stage
 from still.pipeline._teacher_check import NotWorthDistilling, TeacherCheck, check_teacher
-from still.pipeline._train import train_stage, training_progress
+from still.pipeline._train import train_stage, training_progress, with_processes
+from still.pipeline._tune import TunePoint, Tuning, tune, tune_file, write_tune
 
 __all__ = [
     "ROLES",
@@ -56,6 +59,8 @@ __all__ = [
     "StageError",
     "StageEstimate",
     "TeacherCheck",
+    "TunePoint",
+    "Tuning",
     "apply_policy",
     "bench_stage",
     "capture_role",
@@ -84,7 +89,12 @@ __all__ = [
     "select_models",
     "total_cost",
     "train_stage",
+    "train_teacher_stage",
     "training_progress",
+    "tune",
+    "tune_file",
+    "with_processes",
     "write_curve",
     "write_selection",
+    "write_tune",
 ]

@@ -12,8 +12,10 @@ from still.curate import Keep
 from still.pipeline._bench import bench_stage
 from still.pipeline._export import export_stage
 from still.pipeline._run import STUDENTS, Engine, Run, StageError, capture_role, open_run
+from still.pipeline._teacher import train_teacher_stage
 from still.pipeline._teacher_check import check_teacher
-from still.pipeline._train import train_stage
+from still.pipeline._train import train_stage, with_processes
+from still.pipeline._tune import tune, tune_file, write_tune
 
 log = logging.getLogger("still.pipeline")
 
@@ -25,6 +27,7 @@ def run_all(
     budget: Budget | None = None,
     engine: Engine | None = None,
     force: bool = False,
+    processes: int | None = None,
 ) -> tuple[Run, Comparison]:
     """`still run`: capture -> export -> train -> bench, each skipping stored work; every
     model call of every stage counts against one `budget`.
@@ -33,15 +36,23 @@ def run_all(
     one (`parsed`) and the grader-verified one (`correct`), compared side by side. With
     an `engine` (`--ray`), every model answers there; training stays in this process.
 
-    First, on the validation split, the teacher must beat the base student and the
+    A task with `teacher_training` trains its teacher first (once: `train_teacher_stage`).
+    Then, on the validation split, the teacher must beat the base student and the
     baselines (`check_teacher`): otherwise the run stops before the teacher answers the
-    training split (NotWorthDistilling, saying what to try), unless `force`.
+    training split (NotWorthDistilling, saying what to try), unless `force`. A task with
+    `train.from_tune` then runs `still tune` when its tune.json is missing.
+
+    `processes` overrides `train.processes` (how to train, not what: the students'
+    folders do not depend on it).
     """
-    run = open_run(task_path, run_dir)
+    run = with_processes(open_run(task_path, run_dir), processes)
     run.engine = engine
     run.require_prices(budget)
     log.info("%s", run.load_report.summary())
+    train_teacher_stage(run)  # teacher_training: the teacher is fine-tuned on gold first
     check_teacher(run, budget, force)
+    if run.task.train.from_tune and not tune_file(run).is_file():
+        write_tune(run, tune(run, budget=budget))
     stats = capture_role(run, "teacher", "train", budget=budget)
     log.info("teacher on train: %s", stats.summary())
     if stats.failed == stats.total:

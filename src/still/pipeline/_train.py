@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,6 +17,16 @@ from still.errors import ModelError, TrainError
 from still.pipeline._run import Run, StageError
 
 log = logging.getLogger("still.pipeline")
+
+
+def with_processes(run: Run, processes: int | None) -> Run:
+    """`run`, its students trained in `processes` processes (`--processes`) when given.
+    How to train, not what: the students' content-addressed folders stay the same."""
+    if processes:
+        train = run.task.train.model_copy(update={"processes": processes})
+        run.task = run.task.model_copy(update={"train": train})
+    return run
+
 
 @contextmanager
 def training_progress(desc: str) -> Iterator[Callable[[int, int, float], None]]:
@@ -41,11 +52,12 @@ def train_stage(run: Run, force: bool = False, keep: Keep = "parsed") -> dict[st
     from still.train import task_recipe, teacher_recipe
 
     flag = "" if keep == "parsed" else f" --keep {keep}"
+    spec = run.train_spec(keep)  # the task's train:, or what `still tune` chose
     train_file = run.train_file(keep)
     if not train_file.exists():
         raise StageError(f"{train_file} does not exist: run `still export{flag}` first")
     try:
-        name, recipe = task_recipe(run.task.train.recipe, bool(run.task.labels))
+        name, recipe = task_recipe(spec.recipe, bool(run.task.labels))
         _, recipe, teacher = teacher_recipe(name, recipe, run.task.models.teacher)
     except (TrainError, ModelError) as exc:
         raise StageError(str(exc)) from exc
@@ -63,18 +75,28 @@ def train_stage(run: Run, force: bool = False, keep: Keep = "parsed") -> dict[st
         base = local_path(ref)
     except ModelError as exc:
         raise StageError(f"can't train student {ref!r}: {exc}") from exc
-    trainer = recipe.load()
-    with training_progress(f"train ({run.task.train.recipe}, {run.task.train.method})") as on_step:
-        try:
-            trainer(base, data=data, out_dir=out, spec=run.task.train, on_step=on_step, **extra)
-        except TrainError as exc:  # a tokenizer mismatch, no usable rows: say so plainly
-            raise StageError(str(exc)) from exc
+    from still.pipeline._tune import tuned_model
+
+    tuned = None if force else tuned_model(run, keep, base)
+    if tuned is not None:  # `still tune` trained it: the same data, settings and base model
+        log.info("the student `still tune` chose, trained on this data: copied from %s", tuned)
+        shutil.copytree(tuned, out, dirs_exist_ok=True)
+        info = json.loads((out / "train.json").read_text())
+        info.update(out_dir=str(out), copied_from=str(tuned))
+        (out / "train.json").write_text(json.dumps(info, indent=1))
+    else:
+        trainer = recipe.load()
+        with training_progress(f"train ({spec.recipe}, {spec.method})") as on_step:
+            try:
+                trainer(base, data=data, out_dir=out, spec=spec, on_step=on_step, **extra)
+            except TrainError as exc:  # a tokenizer mismatch, no usable rows: say so plainly
+                raise StageError(str(exc)) from exc
     info = json.loads((out / "train.json").read_text())
     info["skipped"] = False
     losses = info.get("losses") or [math.nan]
     log.info(
         "%s: %d steps on %d examples in %.0f s, %.0f tok/s, loss %.3f -> %.3f",
-        info.get("recipe", run.task.train.recipe),
+        info.get("recipe", spec.recipe),
         info["steps"],
         info["examples"],
         info["seconds"],
@@ -86,7 +108,7 @@ def train_stage(run: Run, force: bool = False, keep: Keep = "parsed") -> dict[st
         log.warning(
             "%d training rows were longer than train.max_length=%d tokens and left out",
             info["skipped_too_long"],
-            run.task.train.max_length,
+            spec.max_length,
         )
     if info.get("skipped_no_targets"):
         log.warning(
