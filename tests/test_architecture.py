@@ -34,6 +34,7 @@ LAYERS: dict[str, set[str]] = {
         "still.graders",
         "still.models",
         "still.preference",
+        "still.proxy",
         "still.report",
         "still.serve",
         "still.store",

@@ -11,9 +11,10 @@ from typing import Any
 
 import click
 
-from still.cli.analysis import check_grader_cmd, curve_cmd, estimate_cmd, select_cmd
+from still.cli.analysis import check_grader_cmd, curve_cmd, estimate_cmd, select_cmd, tune_cmd
 from still.cli.export import export_dpo_cmd, export_gguf_cmd
 from still.cli.models import models_cmd
+from still.cli.proxy import proxy_cmd
 from still.cli.serve import serve_cmd
 from still.cli.stages import (
     bench_cmd,
@@ -83,6 +84,7 @@ def main(verbose: bool) -> None:
       still bench TASK
       still store ls --db runs/<task>/still.db
       still serve local:runs/<task>/distilled-<hash>   OpenAI-compatible API
+      still proxy openai: --db prod.db     record production traffic to distil from
     """
     from still.settings import load_dotenv
 
@@ -100,9 +102,11 @@ main.add_command(export_cmd)
 main.add_command(export_dpo_cmd)
 main.add_command(train_cmd)
 main.add_command(curve_cmd)
+main.add_command(tune_cmd)
 main.add_command(export_gguf_cmd)
 main.add_command(bench_cmd)
 main.add_command(report_cmd)
 main.add_command(run_cmd)
 main.add_command(store)
 main.add_command(serve_cmd)
+main.add_command(proxy_cmd)

@@ -18,7 +18,12 @@ from still.models._bundled import (
 from still.models._chat import answer_token_ids, prompt_token_ids, render_prompt
 from still.models._constrained import json_schema_processor
 from still.models._local import LocalProvider, local_path
-from still.models._openai import use_key_variables
+from still.models._openai import (
+    EndpointAccess,
+    endpoint_access,
+    is_loopback,
+    use_key_variables,
+)
 from still.models._provider import (
     Provider,
     get_model,
@@ -32,14 +37,17 @@ from still.models._vllm import EngineError, shutdown_engine, use_engine_options,
 __all__ = [
     "BUNDLED",
     "BundledModel",
+    "EndpointAccess",
     "EngineError",
     "LocalProvider",
     "Provider",
     "answer_token_ids",
     "bundled_path",
     "dequantize_gguf",
+    "endpoint_access",
     "get_model",
     "is_installed",
+    "is_loopback",
     "isolate_failures",
     "json_schema_processor",
     "known_models",

@@ -44,6 +44,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -651,3 +652,97 @@ for _scheme, _help in (
     ("https", "the same over TLS: https://host/v1#<model>"),
 ):
     register_provider(_scheme, _help + " (key: the task's api_key_env)")(_url_factory)
+
+
+@dataclass(frozen=True)
+class EndpointAccess:
+    """Where an endpoint reference's chat requests go and the credentials they carry, for
+    code that sends request bodies as they are (`still proxy`). The key rules are this
+    module's: `OPENAI_API_KEY` to OpenAI only, `AZURE_OPENAI_API_KEY` to Azure only, a URL
+    endpoint's key from the variable named for it, never a key over plain http to another
+    machine. `headers` and `secret` stay out of `repr`, so a log line never shows them."""
+
+    name: str
+    """The reference as given, e.g. `openai:` or `http://127.0.0.1:8000/v1`."""
+    base_url: str
+    """The API root, without a trailing slash (`https://api.openai.com/v1`)."""
+    chat_url: str
+    """Where chat completions are posted (Azure's carries its api-version)."""
+    model: str | None
+    """The model (or Azure deployment) the reference names; None: the client's."""
+    provider: str
+    """The scheme: openai, azure, http or https."""
+    headers: Mapping[str, str] = field(repr=False, default_factory=dict)
+    """Authentication headers (`Authorization: Bearer ...` or Azure's `api-key`)."""
+    secret: str | None = field(repr=False, default=None)
+    """The key itself, to scrub from anything that leaves the process."""
+
+    def model_ref(self, asked: str | None) -> str:
+        """The still reference of a model asked through this endpoint: `openai:<model>`,
+        `azure:<deployment>`, `<base URL>#<model>` (what `get_model` would call it)."""
+        model = self.model or asked or "unknown"
+        if self.provider in ("openai", "azure"):
+            return f"{self.provider}:{model}"
+        return f"{self.base_url}#{model}"
+
+
+def endpoint_access(ref: str, key_variable: str | None = None) -> EndpointAccess:
+    """The URL and credentials of an `openai:[model]`, `azure:<deployment>` or
+    `http(s)://host/v1[#model]` reference.
+
+    Args:
+        ref: the reference; `openai:` alone and a URL without `#model` leave the model to
+            each request.
+        key_variable: for a URL, the environment variable holding its key (as a task's
+            `api_key_env` names one); without it a loopback URL gets `STILL_API_KEY` when
+            set, any other none.
+
+    Raises:
+        ModelError: a key variable that is not set, or reserved for another provider; a key
+            over plain http to another machine; a scheme that is not an endpoint.
+    """
+    scheme, _, rest = ref.partition(":")
+    if scheme == "openai":
+        key = _env_key("OPENAI_API_KEY")
+        if not key:
+            raise ModelError(f"{ref}: set OPENAI_API_KEY (in the environment or a .env file)")
+        base = (os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+        _check_transport(ref, base, "OPENAI_API_KEY")
+        return EndpointAccess(
+            ref, base, base + "/chat/completions", rest or None, "openai",
+            {"Authorization": f"Bearer {key}"}, key,
+        )  # fmt: skip
+    if scheme == "azure":
+        endpoint = (os.environ.get("AZURE_OPENAI_ENDPOINT") or "").rstrip("/")
+        key = _env_key("AZURE_OPENAI_API_KEY")
+        if not endpoint or not key or not rest:
+            raise ModelError(
+                f"{ref}: name the deployment (azure:<deployment>) and set "
+                "AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_API_KEY"
+            )
+        _check_transport(ref, endpoint, "AZURE_OPENAI_API_KEY")
+        version = os.environ.get("OPENAI_API_VERSION", "2024-10-21")
+        base = f"{endpoint}/openai/deployments/{rest}"
+        chat = f"{base}/chat/completions?api-version={version}"
+        return EndpointAccess(ref, base, chat, rest, "azure", {"api-key": key}, key)
+    if scheme not in ("http", "https"):
+        raise ModelError(f"{ref}: not an endpoint; use openai:, azure:<deployment> or a URL")
+    base, _, model = ref.partition("#")
+    base = base.rstrip("/")
+    var = key_variable or key_variable_for(ref)
+    if var is not None:
+        if var in RESERVED_KEY_VARIABLES:
+            raise ModelError(
+                f"{ref}: {var} goes to its own provider only; name a variable of its own "
+                "for this endpoint"
+            )
+        _check_transport(ref, base, var)
+        key = os.environ.get(var)
+        if not key:
+            raise ModelError(f"{ref}: set {var}, the variable named for this endpoint's key")
+    else:
+        key = os.environ.get(LOOPBACK_KEY_VARIABLE) if is_loopback(base) else None
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return EndpointAccess(
+        ref, base, base + "/chat/completions", model or None, scheme, headers, key or None
+    )

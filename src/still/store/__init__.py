@@ -5,15 +5,18 @@ repeated request from what is stored (`lookup`), and filters and exports what it
 It is the only code in `still` that knows SQL; the schema evolves through the ordered
 migrations in `_migrations.py`. `read_traffic` turns stored-completion listings and
 chat logs from elsewhere into completions to store (`still store import`), and
-`traffic_rows` reads those back as (messages, answer, metadata) rows. Importing this
+`traffic_rows` reads those back as (messages, answer, metadata) rows, with what `still proxy`
+records live (`exchange_completion`). Importing this
 package loads only the standard library, pydantic and the vocabulary (`still.types`,
 `still.prices`, `still.errors`, `still.settings`).
 """
 
 from still.store._import import (
+    TRAFFIC_SOURCES,
     ImportFormatError,
     ImportResult,
     TrafficRow,
+    exchange_completion,
     imported_completions,
     read_traffic,
     traffic_rows,
@@ -30,11 +33,13 @@ __all__ = [
     "MAX_KEY_CHARS",
     "MAX_METADATA_KEYS",
     "MAX_VALUE_CHARS",
+    "TRAFFIC_SOURCES",
     "ImportFormatError",
     "ImportResult",
     "Store",
     "TrafficRow",
     "check_metadata",
+    "exchange_completion",
     "imported_completions",
     "read_traffic",
     "traffic_rows",

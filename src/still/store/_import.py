@@ -6,7 +6,9 @@ grade, curate and train on that traffic without calling the teacher again:
 `traffic_rows` reads what was imported back as (messages, answer, metadata) rows, the
 shape a task's data or a training set needs, with no export file in between, and
 `imported_completions` the completions themselves (a task's `data.source: store:` reads
-them: the recorded answers stand as the teacher's).
+them: the recorded answers stand as the teacher's). `still proxy` records live traffic the
+same way: `exchange_completion` keeps one forwarded request and its answer (or error) as an
+imported request log row is kept, tagged `source=proxy`, and both are read back alike.
 
 Accepted files (the format is recognised per row):
 
@@ -47,7 +49,7 @@ from typing import Any, NamedTuple
 
 from still.errors import StillError
 from still.prices import price_for
-from still.store._store import Store, check_metadata
+from still.store._store import MAX_METADATA_KEYS, Store, check_metadata
 from still.types import Completion, Message, Request, SamplingParams, Usage
 
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -132,17 +134,24 @@ class TrafficRow(NamedTuple):
     """The stored completion's id, to say where a row came from."""
 
 
+TRAFFIC_SOURCES = ("import", "proxy")
+"""The `source` tags of production traffic in a store: `still store import` (`import`) and
+`still proxy` (`proxy`), read alike as recorded answers."""
+
+
 def traffic_rows(
     store: Store | str | Path,
     *,
     metadata: Mapping[str, str] | None = None,
     model: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
 ) -> list[TrafficRow]:
     """Imported traffic, read back from a store as rows to grade, curate or train on.
 
     Only successful completions that `still store import` stored (tagged `source=import`)
-    are read, oldest first, so a pipeline can take production traffic as its data without
-    an export file in between.
+    or `still proxy` recorded (`source=proxy`) are read, oldest first, so a pipeline can
+    take production traffic as its data without an export file in between.
 
     Args:
         store: an open store, or the path of a store file (opened and closed here).
@@ -150,6 +159,8 @@ def traffic_rows(
             `{"app": "support-triage", "env": "prod"}`.
         model: only completions stored under this model reference (as imported: the
             requested model, e.g. `openai:gpt-4o-mini`).
+        since: only completions created at or after this time (Unix seconds).
+        until: only completions created before this time (Unix seconds).
 
     Returns:
         One row per matching completion.
@@ -158,7 +169,7 @@ def traffic_rows(
         FileNotFoundError: `store` is a path with no file (a missing store is not read as
             an empty one).
     """
-    found = imported_completions(store, metadata=metadata, model=model)
+    found = imported_completions(store, metadata=metadata, model=model, since=since, until=until)
     return [TrafficRow(c.request.messages, c.text, dict(c.metadata), c.id) for c in found]
 
 
@@ -167,17 +178,18 @@ def imported_completions(
     *,
     metadata: Mapping[str, str] | None = None,
     model: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
 ) -> list[Completion]:
-    """The imported completions themselves, as `traffic_rows` selects them (same filters,
-    oldest first), with their usage, cost and latency: what a task with a `store:` data
-    source keeps as the teacher's recorded answers.
+    """The imported (and proxy-recorded) completions themselves, as `traffic_rows` selects
+    them (same filters, oldest first), with their usage, cost and latency: what a task with
+    a `store:` data source keeps as the teacher's recorded answers.
 
     Raises:
         FileNotFoundError: `store` is a path with no file.
     """
-    tags = {**(metadata or {}), "source": "import"}
     if isinstance(store, Store):
-        return store.list(model=model, metadata=tags, errors=False)
+        return _traffic(store, metadata, model, since, until)
     path = Path(store)
     if not path.is_file():
         raise FileNotFoundError(
@@ -185,7 +197,97 @@ def imported_completions(
             f"`still store import --db {path} <file>`"
         )
     with Store(path) as opened:
-        return opened.list(model=model, metadata=tags, errors=False)
+        return _traffic(opened, metadata, model, since, until)
+
+
+def _traffic(
+    store: Store,
+    metadata: Mapping[str, str] | None,
+    model: str | None,
+    since: float | None,
+    until: float | None,
+) -> list[Completion]:
+    found: list[Completion] = []
+    for source in TRAFFIC_SOURCES:
+        tags = {**(metadata or {}), "source": source}
+        found += store.list(model=model, metadata=tags, errors=False, since=since, until=until)
+    return sorted(found, key=lambda c: c.created_at)  # stable: store order within a time
+
+
+def exchange_completion(
+    request: Any,
+    response: Any | None,
+    *,
+    model: str,
+    completion_id: str,
+    created_at: float,
+    latency_s: float,
+    ttft_s: float | None = None,
+    error: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    provider: str = "openai",
+    source: str = "proxy",
+) -> Completion:
+    """One exchange recorded live (by `still proxy`) as a stored completion, kept as an
+    imported request log row is: the request body's messages and sampling parameters (those
+    it does not name are unknown, not defaults), the answer, usage, price, and the body's
+    `metadata` as tags, plus `tags`, `source` and `response_model` when there is room.
+
+    Args:
+        request: the chat completion request body the client sent.
+        response: the chat.completion the upstream answered (a stream assembled into one);
+            None for a failed exchange.
+        model: the model reference to store it under (e.g. `openai:gpt-4o-mini`).
+        completion_id: its id in the store.
+        created_at: when the request arrived (Unix seconds).
+        latency_s: seconds from the request to the whole answer (or the failure).
+        ttft_s: seconds to the first streamed content, when streamed.
+        error: why the exchange failed (the upstream's status and message, a dropped
+            connection); `response` is then ignored.
+        tags: tags added to (and overriding) the body's metadata, e.g. a header's.
+        provider: the scheme that prices the model the response names.
+        source: the `source` tag.
+
+    Returns:
+        The completion, failed when `error` is set.
+
+    Raises:
+        ImportFormatError: the exchange is not one a completion can hold (a message that is
+            not text, such as a tool call or an image; metadata that is not strings, or too
+            many tags).
+    """
+    where = f"exchange {completion_id}"
+    if not isinstance(request, dict):
+        raise ImportFormatError(f"{where}: the request body is not a JSON object")
+    own = request.get("metadata") or {}
+    if not isinstance(own, dict):
+        raise ImportFormatError(f"{where}: metadata must be an object of strings")
+    given = {**{str(k): str(v) for k, v in own.items()}, **(tags or {})}
+    body = {**request, "metadata": given}
+    if error is None:
+        room = len({**given, "source": source}) < MAX_METADATA_KEYS
+        if not room and isinstance(response, dict):  # the caller's tags come first
+            response = {k: v for k, v in response.items() if k != "model"}
+        done = _from_chat_completion(response, body, where, model, provider, {}, source)
+    else:
+        params, unknown = _params(body)
+        req = Request(
+            model=model,
+            messages=tuple(_messages(body.get("messages"), where)),
+            params=params,
+            unknown_params=unknown,
+            metadata={},
+        )
+        done = _finish(req, "", None, Usage(), body, where, completion_id, {}, source=source)
+        done = done.model_copy(update={"error": error})
+    return done.model_copy(
+        update={
+            "id": completion_id,
+            "created_at": created_at,
+            "latency_s": latency_s,
+            "ttft_s": ttft_s,
+        }
+    )
 
 
 def _refused(exc: ValueError, where: str) -> ImportFormatError:
@@ -346,6 +448,7 @@ def _from_chat_completion(
     model: str | None,
     provider: str,
     extra_tags: Mapping[str, str],
+    source: str = "import",
 ) -> Completion:
     if not isinstance(response, dict) or not isinstance(request, dict):
         raise ImportFormatError(f"{where}: request and response must be objects")
@@ -384,6 +487,7 @@ def _from_chat_completion(
         cid or _stable_id(response),
         {**({"response_model": served} if served else {}), **extra_tags},
         price_as=f"{provider}:{served}" if served else None,
+        source=source,
     )
 
 
@@ -407,13 +511,14 @@ def _finish(
     cid: str,
     extra_tags: Mapping[str, str],
     price_as: str | None = None,
+    source: str = "import",
 ) -> Completion:
     """The completion of one row; `price_as` prices it when its own model has no price
     (a deployment name in `--model`, priced by the model the response names)."""
     tags = row.get("metadata") or {}
     if not isinstance(tags, dict):
         raise ImportFormatError(f"{where}: metadata must be an object of strings")
-    tags = {**{str(k): str(v) for k, v in tags.items()}, "source": "import", **extra_tags}
+    tags = {**{str(k): str(v) for k, v in tags.items()}, "source": source, **extra_tags}
     try:
         check_metadata(tags)
     except ValueError as exc:

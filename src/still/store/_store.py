@@ -20,6 +20,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,6 +87,9 @@ class Store:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.reads: Counter[str] = Counter()
+        """Answers `lookup` returned since this Store was opened, by their `split` tag
+        ("" untagged): which splits' answers a stage read (`still tune` reads no test one)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         # Autocommit mode: every write below opens and commits its own transaction.
@@ -201,7 +205,11 @@ class Store:
             sql += " AND error IS NULL"
         sql += " ORDER BY error IS NULL DESC, created_at DESC, rowid DESC LIMIT 1"
         rows = self._query(sql, (request_hash, HASH_ALGORITHM))
-        return _from_row(rows[0]) if rows else None
+        if not rows:
+            return None
+        hit = _from_row(rows[0])
+        self.reads[hit.metadata.get("split", "")] += 1
+        return hit
 
     def get(self, completion_id: str) -> Completion | None:
         """A completion by its id, or None."""
@@ -216,6 +224,8 @@ class Store:
         limit: int | None = None,
         offset: int = 0,
         cached: bool | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> builtins.list[Completion]:
         """Completions matching every filter given, oldest first.
 
@@ -226,11 +236,13 @@ class Store:
             limit: at most this many (None: all).
             offset: skip this many first.
             cached: only completions whose `cached` flag is this.
+            since: only completions created at or after this time (Unix seconds).
+            until: only completions created before this time (Unix seconds).
 
         Returns:
             The completions ordered by `created_at` (then insertion order).
         """
-        where, args = _where(model, metadata, errors, cached)
+        where, args = _where(model, metadata, errors, cached, since, until)
         sql = f"{_SELECT} WHERE {where} ORDER BY created_at, rowid LIMIT ? OFFSET ?"
         args += [-1 if limit is None else limit, offset]
         return [_from_row(r) for r in self._query(sql, args)]
@@ -241,9 +253,11 @@ class Store:
         metadata: Mapping[str, str] | None = None,
         errors: bool | None = None,
         cached: bool | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> int:
         """How many completions match every filter given (same filters as `list`)."""
-        where, args = _where(model, metadata, errors, cached)
+        where, args = _where(model, metadata, errors, cached, since, until)
         return int(self._query(f"SELECT COUNT(*) FROM completions WHERE {where}", args)[0][0])
 
     def models(self) -> builtins.list[tuple[str, int]]:
@@ -360,6 +374,8 @@ def _where(
     metadata: Mapping[str, str] | None,
     errors: bool | None,
     cached: bool | None,
+    since: float | None = None,
+    until: float | None = None,
 ) -> tuple[str, list[Any]]:
     """A WHERE clause of fixed SQL fragments, and the bound values that go with it."""
     clauses = ["1 = 1"]
@@ -382,6 +398,12 @@ def _where(
     if cached is not None:
         clauses.append("cached = ?")
         args.append(int(cached))
+    if since is not None:
+        clauses.append("created_at >= ?")
+        args.append(since)
+    if until is not None:
+        clauses.append("created_at < ?")
+        args.append(until)
     return " AND ".join(clauses), args
 
 

@@ -16,10 +16,11 @@ The path must stay inside that package's folder: `package:x/../../etc/passwd` is
 
 A source may also be `store:<store file>` (or `store:` alone: `$STILL_DB`, else
 `./still.db`, where `still store import` writes by default): production traffic imported
-into a completion store. `read_recorded` reads its imported completions (filtered by
-`data.store`) as rows whose columns are the completion's metadata tags and `recorded`, the
-recorded answer, each with the completion itself, whose messages and answer stand as the
-conversation and the teacher's answer. No matching completion is one error saying what the
+into a completion store or recorded there by `still proxy`. `read_recorded` reads those
+completions (filtered by `data.store`: model, tags, date range) as rows whose columns are
+the completion's metadata tags and `recorded`, the recorded answer, each with the
+completion itself, whose messages and answer stand as the conversation and the teacher's
+answer. No matching completion is one error saying what the
 store does hold.
 
 `data.reader: file.py:function` is the one way a task file runs code in this process: it
@@ -37,11 +38,12 @@ import math
 import os
 import re
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from still.errors import StillError
-from still.store import Store, imported_completions
+from still.store import TRAFFIC_SOURCES, Store, imported_completions
 from still.tasks._schema import RECORDED, STORE_SOURCE, DataSpec, TrafficFilter
 from still.types import Completion
 
@@ -143,8 +145,11 @@ def read_recorded(source: str, spec: DataSpec, base_dir: Path) -> list[Recorded]
     """
     path = store_file(source, base_dir)
     wanted = spec.store or TrafficFilter()
+    since, until = wanted.window()
     with Store(path) as store:
-        found = imported_completions(store, metadata=wanted.metadata, model=wanted.model)
+        found = imported_completions(
+            store, metadata=wanted.metadata, model=wanted.model, since=since, until=until
+        )
         if not found:
             raise DataError(_nothing_matches(source, path, wanted, store))
     rows = []
@@ -158,22 +163,34 @@ def read_recorded(source: str, spec: DataSpec, base_dir: Path) -> list[Recorded]
 
 def _nothing_matches(source: str, path: Path, wanted: TrafficFilter, store: Store) -> str:
     """Why a store source gives no example, and what the store holds instead."""
-    imported = store.list(metadata={"source": "import"}, errors=False, limit=10_000)
+    imported = [
+        c
+        for kind in TRAFFIC_SOURCES
+        for c in store.list(metadata={"source": kind}, errors=False, limit=10_000)
+    ]
     if not imported:
         return (
             f"data.source {source!r}: {path} holds no imported completion; import traffic "
-            f"with `still store import --db {path} <file>`"
+            f"with `still store import --db {path} <file>` (or record it with `still proxy "
+            f"--db {path}`)"
         )
     asked = [f"model {wanted.model!r}"] if wanted.model else []
     asked += [f"{k}={v}" for k, v in wanted.metadata.items()]
+    asked += [f"{k} {v}" for k, v in (("since", wanted.since), ("until", wanted.until)) if v]
     models = Counter(c.model for c in imported)
     tags = Counter(f"{k}={v}" for c in imported for k, v in c.metadata.items() if k != "source")
     top = ", ".join(f"{t} ×{n}" for t, n in tags.most_common(8)) or "none"
+    made = ""
+    if wanted.since or wanted.until:
+        first, last = (
+            datetime.fromtimestamp(f(c.created_at for c in imported), UTC) for f in (min, max)
+        )
+        made = f", made from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC"
     return (
         f"data.source {source!r}: none of the {len(imported)} imported completions in "
         f"{path} matches data.store ({', '.join(asked)}); they have models "
-        f"{', '.join(f'{m} ×{n}' for m, n in models.most_common(5))} and tags {top}: fix "
-        "data.store's model or metadata"
+        f"{', '.join(f'{m} ×{n}' for m, n in models.most_common(5))} and tags {top}{made}: "
+        f"fix data.store's model, metadata{' or dates' if made else ''}"
     )
 
 

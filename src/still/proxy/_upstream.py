@@ -1,0 +1,200 @@
+"""Where `still proxy` sends each request: an endpoint, called with the client's own body.
+
+An `Upstream` is one destination: OpenAI (`openai:`, `openai:<model>`), Azure OpenAI
+(`azure:<deployment>`), any OpenAI-compatible URL (`http(s)://host/v1`, `#<model>` to fix
+the model), or a local model (`local:...`, `scripted:...`, any other model reference),
+which is put behind `still serve` on a loopback port of its own so that every destination
+is reached the same way. The request body is sent as the client wrote it: only its `model`
+is replaced, when the reference names one (a local model always does).
+
+Keys follow the provider rules of `still.models.endpoint_access` (OPENAI_API_KEY to
+OpenAI only, a URL's key from the variable named for it, never over plain http to another
+machine). The key lives in this object's headers and nowhere else: `scrub` takes it out of
+whatever the upstream sends back before it reaches a client, the store or a log. A router
+(issue 16's `--route`) holds several upstreams and picks one per request; each keeps its own
+connection pool.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import threading
+import time
+from typing import Any
+
+import httpx2
+
+from still.errors import StillError
+from still.models import EndpointAccess, endpoint_access
+
+ENDPOINT_SCHEMES = ("openai", "azure", "http", "https")
+"""References forwarded over the network as they are; any other is a local model."""
+
+
+class UpstreamError(StillError):
+    """An upstream that cannot be set up (a local model that does not start)."""
+
+
+class Upstream:
+    """One destination of forwarded requests, with its connection pool.
+
+    Args:
+        access: the URL, credentials and model of the endpoint (`endpoint_access`).
+        timeout_s: the longest wait for the upstream to connect or to send the next bytes
+            of its answer; a slower one is a 504 for the client.
+    """
+
+    def __init__(self, access: EndpointAccess, timeout_s: float = 600.0) -> None:
+        self.access = access
+        self.name = access.name
+        self.timeout_s = timeout_s
+        self._client: httpx2.AsyncClient | None = None
+        self._secret = access.secret.encode() if access.secret else None
+
+    def __repr__(self) -> str:
+        return f"Upstream({self.name!r})"
+
+    def model_ref(self, asked: str | None) -> str:
+        """The still model reference an exchange asking for `asked` is stored under:
+        `openai:<model>`, `azure:<deployment>`, `<base URL>#<model>`, or the local model's
+        own reference. A `store:` task's `data.store.model` selects by it."""
+        return self.access.model_ref(asked)
+
+    @property
+    def provider(self) -> str:
+        """The scheme prices are looked up under (openai, azure; none for others)."""
+        return self.access.provider
+
+    def body_for(self, raw: bytes, body: dict[str, Any] | None) -> bytes:
+        """The bytes to send: the client's body as it is, or with `model` replaced when
+        the reference names one (Azure names its deployment in the URL instead)."""
+        model = self.access.model
+        if model is None or body is None or self.provider == "azure" or body.get("model") == model:
+            return raw
+        return json.dumps({**body, "model": model}).encode()
+
+    def scrub(self, data: bytes) -> bytes:
+        """`data` with this upstream's key replaced by `***`."""
+        if self._secret is None or len(self._secret) < 4:
+            return data
+        return data.replace(self._secret, b"***")
+
+    def scrub_text(self, text: str) -> str:
+        """`text` with this upstream's key replaced by `***`."""
+        return self.scrub(text.encode()).decode("utf-8", errors="replace")
+
+    async def start(self) -> None:
+        """Open the connection pool (in the serving event loop)."""
+        if self._client is None:
+            self._client = httpx2.AsyncClient(
+                timeout=httpx2.Timeout(self.timeout_s, connect=min(self.timeout_s, 30.0)),
+                limits=httpx2.Limits(max_connections=1024, max_keepalive_connections=256),
+                trust_env=True,  # HTTPS_PROXY and friends, as the openai SDK honours them
+            )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def send(self, body: bytes, stream: bool) -> httpx2.Response:
+        """Post a chat completion body; the response is open for streaming (the caller
+        reads and closes it).
+
+        Raises:
+            httpx2.HTTPError: the upstream cannot be reached, or does not answer in time.
+        """
+        await self.start()
+        assert self._client is not None
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+            # unencoded bytes: each streamed chunk can go to the client as it arrives
+            "Accept-Encoding": "identity",
+            **self.access.headers,
+        }
+        request = self._client.build_request(
+            "POST", self.access.chat_url, content=body, headers=headers
+        )
+        return await self._client.send(request, stream=True)
+
+    async def models(self) -> tuple[int, bytes, str]:
+        """The upstream's `GET /models` (status, body, content type); the one model the
+        reference names, when it names one.
+
+        Raises:
+            httpx2.HTTPError: the upstream cannot be reached.
+        """
+        if self.access.model is not None:
+            listing = {
+                "object": "list",
+                "data": [{"id": self.access.model, "object": "model", "created": 0,
+                          "owned_by": "still-proxy"}],
+            }  # fmt: skip
+            return 200, json.dumps(listing).encode(), "application/json"
+        await self.start()
+        assert self._client is not None
+        resp = await self._client.get(self.access.base_url + "/models", headers=self.access.headers)
+        kind = resp.headers.get("content-type", "application/json")
+        return resp.status_code, self.scrub(resp.content), kind
+
+
+class LocalUpstream(Upstream):
+    """A local model (any reference `get_model` resolves that is not an endpoint), served
+    by `still serve` on a loopback port of its own with a random key, in a thread."""
+
+    def __init__(self, ref: str, timeout_s: float = 600.0) -> None:
+        import uvicorn
+
+        from still.models import get_model
+        from still.serve import create_app
+
+        key = "sk-still-local-" + secrets.token_hex(16)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        app = create_app(get_model(ref), ref, api_key=key)
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="still-local", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 60
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise UpstreamError(f"{ref}: the local model's server did not start")
+            time.sleep(0.02)
+        base = f"http://127.0.0.1:{port}/v1"
+        access = EndpointAccess(
+            ref, base, base + "/chat/completions", ref, "local",
+            {"Authorization": f"Bearer {key}"}, key,
+        )  # fmt: skip
+        super().__init__(access, timeout_s)
+
+    def model_ref(self, asked: str | None) -> str:
+        return self.name
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        self._server.should_exit = True
+
+
+def open_upstream(ref: str, key_variable: str | None = None, timeout_s: float = 600.0) -> Upstream:
+    """The upstream a reference names: an endpoint (`openai:`, `azure:<deployment>`, a
+    URL) or a local model.
+
+    Args:
+        ref: the reference.
+        key_variable: for a URL, the environment variable holding its key.
+        timeout_s: see `Upstream`.
+
+    Raises:
+        ModelError: a key missing or misdirected (see `endpoint_access`), or a model
+            reference that names no model.
+        UpstreamError: a local model whose server does not start.
+    """
+    if ref.partition(":")[0] in ENDPOINT_SCHEMES:
+        return Upstream(endpoint_access(ref, key_variable), timeout_s)
+    return LocalUpstream(ref, timeout_s)
