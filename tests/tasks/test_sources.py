@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,28 @@ def test_csv_multiline_field_is_located_at_its_first_line(tmp_path: Path) -> Non
     rows = read_rows(p, spec())
     assert rows[0] == (f"{p}:2", {"text": "two\nlines", "label": "A"})
     assert rows[1][0] == f"{p}:4"
+
+
+def test_csv_record_spanning_many_lines_is_reported_as_a_likely_merge(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a stray quote on line 3 swallows 30 rows into one value, as in the SMS Spam Collection
+    swallowed = "".join(f"row {i},ham\n" for i in range(30))
+    p = write(tmp_path / "d.csv", f'text,label\nfine,ham\n"bad {swallowed}end",spam\nok,ham\n')
+    with caplog.at_level(logging.WARNING, logger="still.tasks"):
+        rows = read_rows(p, spec())
+    assert len(rows) == 3  # kept as read: only the user knows which quote was meant
+    warned = [r.getMessage() for r in caplog.records if "merged" in r.getMessage()]
+    assert len(warned) == 1 and f"{p}:3-33" in warned[0]
+
+
+def test_csv_short_multiline_values_are_not_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    p = write(tmp_path / "d.csv", 'text,label\n"an address\non\nthree lines",A\n')
+    with caplog.at_level(logging.WARNING, logger="still.tasks"):
+        read_rows(p, spec())
+    assert not [r for r in caplog.records if "merged" in r.getMessage()]
 
 
 def test_csv_unnamed_index_column_is_left_out(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ import csv
 import importlib.util
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -46,6 +47,8 @@ from still.errors import StillError
 from still.store import TRAFFIC_SOURCES, Store, imported_completions
 from still.tasks._schema import RECORDED, STORE_SOURCE, DataSpec, TrafficFilter
 from still.types import Completion
+
+log = logging.getLogger(__name__)
 
 Row = tuple[str, dict[str, str]]
 """A row's location ("file:line") and its values by column name."""
@@ -404,6 +407,13 @@ model's prompt takes. Real cells stay far below it (GeoNames' longest, a few hun
 one above it is a mistake: a stray quote that swallowed the rest of the file, a blob."""
 
 
+MERGED_LINES = 20
+"""A quoted CSV value spanning more lines than this is reported: real multi-line cells
+(an address, a short note) stay well below it, while a stray quote swallows the rows after
+it into one value (the SMS Spam Collection has two such records, of 14k and 28k
+characters), which then trains and scores as one absurd example."""
+
+
 def _read_csv(path: Path, delimiter: str, quoted: bool) -> list[Row]:
     csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_CHARS))
     reader = csv.reader(
@@ -416,6 +426,7 @@ def _read_csv(path: Path, delimiter: str, quoted: bool) -> list[Row]:
     header: list[str] | None = None
     keep: list[int] = []
     record = 0
+    merged: list[str] = []
     while True:
         start = reader.line_num + 1  # a quoted field may span lines: report where it starts
         try:
@@ -449,7 +460,15 @@ def _read_csv(path: Path, delimiter: str, quoted: bool) -> list[Row]:
                 f"{', '.join(h or '<unnamed>' for h in header)}); fix that row (quote a value "
                 "holding the delimiter)"
             )
+        if reader.line_num - start + 1 > MERGED_LINES:
+            merged.append(f"{path}:{start}-{reader.line_num}")
         rows.append((f"{path}:{start}", {header[i]: values[i] for i in keep}))
+    if merged:
+        log.warning(
+            "%d CSV record(s) span more than %d lines, likely rows merged by a stray quote: "
+            "%s; check the quotes there (the rows are kept as read)",
+            len(merged), MERGED_LINES, ", ".join(merged[:5]) + (" ..." if len(merged) > 5 else ""),
+        )
     return rows
 
 
