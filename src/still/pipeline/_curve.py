@@ -29,11 +29,11 @@ from still.curate import TRAIN_FILE, Keep, export
 from still.errors import ModelError
 from still.pipeline._run import Run, StageError, capture_role
 from still.pipeline._train import training_progress
-from still.tasks import TrainSpec
+from still.tasks import TUNE_RECIPES, TrainSpec
 
 log = logging.getLogger("still.pipeline")
 
-RECIPES = ("sft", "kd", "kd:forward_kl", "kd:reverse_kl", "kd:jsd")
+RECIPES = TUNE_RECIPES
 
 
 @dataclass
@@ -92,7 +92,6 @@ def learning_curve(
             not a local model, or no point with anything to train on.
     """
     from still.models import local_path
-    from still.train import get_recipe
 
     for r in recipes:
         recipe_spec(run.task.train, r)  # fail on a bad name before any work
@@ -116,8 +115,8 @@ def learning_curve(
         raise StageError(f"can't train student {run.task.models.student!r}: {exc}") from exc
     capture_role(run, "teacher", "train", limit=max(sizes))
     teacher_train = run.stored("teacher", "train", include_failed=True)
-    teacher, teacher_ok = _bench(run, "teacher", None)
-    student, student_ok = _bench(run, "student", None)
+    teacher, teacher_ok = bench_validation(run, "teacher", None)
+    student, student_ok = bench_validation(run, "student", None)
     ends = {"teacher": teacher, "student": student}
     points = []
     for n in sorted(sizes):
@@ -137,18 +136,12 @@ def learning_curve(
         )
         for recipe, method in [(r, m) for r in recipes for m in methods]:
             spec = recipe_spec(run.task.train, recipe).model_copy(update={"method": method})
-            recipe_row = get_recipe(spec.recipe)  # sft, or label KD (kd): no teacher needed
-            data = folder / recipe_row.data
-            if not data.exists() or stats.kept == 0:
-                log.warning("n=%d %s: nothing to train on (no %s)", n, recipe, data.name)
+            out = point_model(folder, recipe, spec, base)
+            if out is None or stats.kept == 0:
+                log.warning("n=%d %s: nothing to train on", n, recipe)
                 continue
-            out = model_dir(folder, recipe, spec, data, base)
-            if not (out / "train.json").is_file():
-                trainer = recipe_row.load()
-                with training_progress(f"train n={n} {recipe} ({method})") as on_step:
-                    trainer(base, data, out, spec, on_step=on_step)
-            info = json.loads((out / "train.json").read_text())
-            result, ok = _bench(run, "distilled", f"local:{out.resolve()}")
+            info = train_point(out, folder, spec, base, f"train n={n} {recipe} ({method})")
+            result, ok = bench_validation(run, "distilled", f"local:{out.resolve()}")
             _, low, high = gap_closed_interval(teacher_ok, student_ok, ok)
             points.append(
                 CurvePoint(
@@ -167,6 +160,30 @@ def learning_curve(
     return points, ends
 
 
+def point_model(
+    folder: Path, recipe: str, spec: TrainSpec, base: Path, into: Path | None = None
+) -> Path | None:
+    """Where the student of one point (a curve's, a tune's) is or will be, trained with
+    `spec` on the data exported to `folder` (in `into`, default `folder`); None when that
+    recipe's data file is not there (label KD from a teacher without label scores)."""
+    from still.train import get_recipe
+
+    data = folder / get_recipe(spec.recipe).data  # sft, or label KD: no teacher needed
+    return model_dir(into or folder, recipe, spec, data, base) if data.exists() else None
+
+
+def train_point(out: Path, folder: Path, spec: TrainSpec, base: Path, desc: str) -> dict[str, Any]:
+    """Train the student `point_model` named, unless it is there; its train.json."""
+    from still.train import get_recipe
+
+    if not (out / "train.json").is_file():
+        recipe = get_recipe(spec.recipe)
+        with training_progress(desc) as on_step:
+            recipe.load()(base, folder / recipe.data, out, spec, on_step=on_step)
+    info: dict[str, Any] = json.loads((out / "train.json").read_text())
+    return info
+
+
 def model_dir(folder: Path, recipe: str, spec: TrainSpec, data: Path, base: Path) -> Path:
     """Where a curve point's student goes: named by recipe and method, addressed by a hash
     of its data, full training config and base model, so a changed export (another
@@ -178,7 +195,7 @@ def model_dir(folder: Path, recipe: str, spec: TrainSpec, data: Path, base: Path
     return folder / f"{recipe.replace(':', '-')}-{spec.method}-{h.hexdigest()[:10]}"
 
 
-def _bench(run: Run, role: str, model: str | None) -> tuple[ModelResult, list[bool]]:
+def bench_validation(run: Run, role: str, model: str | None) -> tuple[ModelResult, list[bool]]:
     """One model on the validation split through the run's store (the role's prompt): its
     summary and whether each example was right (for paired intervals)."""
     stats = capture_role(run, role, "validation", model=model)

@@ -15,7 +15,7 @@ from still.pipeline._run import STUDENTS, Engine, Run, StageError, capture_role,
 from still.pipeline._teacher import train_teacher_stage
 from still.pipeline._teacher_check import check_teacher
 from still.pipeline._train import train_stage, with_processes
-from still.pipeline._tune import tune, tune_file, write_tune
+from still.pipeline._tune import tune, tune_is_current, write_tune
 
 log = logging.getLogger("still.pipeline")
 
@@ -40,7 +40,7 @@ def run_all(
     Then, on the validation split, the teacher must beat the base student and the
     baselines (`check_teacher`): otherwise the run stops before the teacher answers the
     training split (NotWorthDistilling, saying what to try), unless `force`. A task with
-    `train.from_tune` then runs `still tune` when its tune.json is missing.
+    `train.from_tune` then runs `still tune` when its tune.json is missing or stale.
 
     `processes` overrides `train.processes` (how to train, not what: the students'
     folders do not depend on it).
@@ -51,7 +51,7 @@ def run_all(
     log.info("%s", run.load_report.summary())
     train_teacher_stage(run)  # teacher_training: the teacher is fine-tuned on gold first
     check_teacher(run, budget, force)
-    if run.task.train.from_tune and not tune_file(run).is_file():
+    if run.task.train.from_tune and not tune_is_current(run):
         write_tune(run, tune(run, budget=budget))
     stats = capture_role(run, "teacher", "train", budget=budget)
     log.info("teacher on train: %s", stats.summary())

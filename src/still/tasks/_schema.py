@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -743,7 +743,8 @@ class TrainSpec(_Strict):
         "(tune.json in the run folder: recipe, method, epochs, learning rate, the best "
         "point of the student's `keep`, else the best overall) instead of the ones written "
         "here; the other fields still apply. `still run` tunes first when tune.json is "
-        "missing (within tune.budget_minutes).",
+        "missing or was made for another teacher, student or grid (within "
+        "tune.budget_minutes).",
     )
 
     @field_validator("recipe")
@@ -771,8 +772,8 @@ class TuneSpec(_Strict):
         min_length=1,
         description="sft, kd (train.kd's divergence), kd:forward_kl, kd:reverse_kl, kd:jsd.",
     )
-    method: list[Literal["lora", "full"]] | None = Field(
-        None, min_length=1, description="lora and/or full; default: [train.method]."
+    method: list[str] | None = Field(
+        None, min_length=1, description="Any of train.method's values; default: [train.method]."
     )
     epochs: list[float] | None = Field(
         None, min_length=1, description="Default: 1, 2 and train.epochs."
@@ -801,6 +802,15 @@ class TuneSpec(_Strict):
         if bad:
             raise ValueError(f"unknown recipe {bad[0]!r}; use {', '.join(TUNE_RECIPES)}")
         return recipes
+
+    @field_validator("method")
+    @classmethod
+    def _methods(cls, methods: list[str] | None) -> list[str] | None:
+        known = get_args(TrainSpec.model_fields["method"].annotation)
+        bad = [m for m in methods or [] if m not in known]
+        if bad:
+            raise ValueError(f"unknown method {bad[0]!r}; use {', '.join(known)}")
+        return methods
 
     @field_validator("epochs", "learning_rate")
     @classmethod

@@ -46,12 +46,15 @@ class Split:
         heldout: The test set: examples only ever used for the final comparison.
         fewshot: Labelled demonstrations for prompts, drawn from the training part.
         validation: Examples choices are made on (never trained on, never in a prompt).
+        teacher: With a trained teacher (`teacher_training`), the training examples it is
+            fine-tuned on with their gold answers; taken out of `train`, the students'.
     """
 
     train: list[Example]
     heldout: list[Example]
     fewshot: list[Example]
     validation: list[Example] = field(default_factory=list)
+    teacher: list[Example] = field(default_factory=list)
 
 
 def _digest(seed: int, example_id: str) -> str:
@@ -71,7 +74,9 @@ def _heldout_size(n: int, heldout: int | float) -> int:
     return min(int(heldout), n)
 
 
-def split_examples(examples: Sequence[Example], spec: SplitSpec, fewshot: int = 0) -> Split:
+def split_examples(
+    examples: Sequence[Example], spec: SplitSpec, fewshot: int = 0, teacher: int | float = 0
+) -> Split:
     """Split examples into train, held-out and few-shot parts, deterministically.
 
     Args:
@@ -79,6 +84,9 @@ def split_examples(examples: Sequence[Example], spec: SplitSpec, fewshot: int = 
         spec: Seed, held-out size (a count, or a fraction if < 1) and optional train cap.
         fewshot: How many few-shot examples to draw from the training part (the largest
             `fewshot` of any role's prompt).
+        teacher: The trained teacher's part of the training examples (`teacher_training.rows`:
+            a count, or a fraction if < 1; 0: none), by a third seeded hash of the id,
+            taken before the `split.train` cap.
 
     Returns:
         The split; `heldout` is disjoint from `train` and `fewshot`, and `fewshot` from
@@ -113,6 +121,14 @@ def split_examples(examples: Sequence[Example], spec: SplitSpec, fewshot: int = 
     shots = balanced(rest, fewshot)
     shot_ids = {e.id for e in shots}
     train = [e for e in rest if e.id not in shot_ids]
+    taught = _part(train, spec.seed, "teacher", teacher) if teacher else []
+    taught_ids = {e.id for e in taught}
+    train = [e for e in train if e.id not in taught_ids]
+    if teacher and not train:
+        raise TaskError(
+            f"teacher_training.rows={teacher} leaves the students no training examples; "
+            "lower it or add data"
+        )
     if spec.train is not None:
         train = train[: spec.train]
     held_ids = {e.id for e in heldout}
@@ -120,12 +136,23 @@ def split_examples(examples: Sequence[Example], spec: SplitSpec, fewshot: int = 
     # (not `assert`, which `python -O` removes).
     train_ids = {e.id for e in train}
     if (
-        held_ids & (train_ids | shot_ids | val_ids)
+        held_ids & (train_ids | shot_ids | val_ids | taught_ids)
         or shot_ids & train_ids
-        or val_ids & (train_ids | shot_ids)
+        or val_ids & (train_ids | shot_ids | taught_ids)
+        or taught_ids & (train_ids | shot_ids)
     ):
         raise AssertionError("split parts overlap; this is a bug in still")
-    return Split(train=train, heldout=heldout, fewshot=shots, validation=validation)
+    return Split(train=train, heldout=heldout, fewshot=shots, validation=validation, teacher=taught)
+
+
+def _part(pool: Sequence[Example], seed: int, name: str, size: int | float) -> list[Example]:
+    """A named part of `pool` by a seeded hash of each id: a count takes the first ones in
+    that order, a fraction each example whose hash falls below it (at least one)."""
+    order = sorted(pool, key=lambda e: _digest(seed, f"{name}:{e.id}"))
+    if isinstance(size, float) and size < 1:
+        cut = int(size * 16**64)
+        return [e for e in order if int(_digest(seed, f"{name}:{e.id}"), 16) < cut] or order[:1]
+    return order[: int(size)]
 
 
 def _validation(rest: Sequence[Example], spec: SplitSpec) -> list[Example]:
@@ -136,18 +163,11 @@ def _validation(rest: Sequence[Example], spec: SplitSpec) -> list[Example]:
     size = spec.validation
     if size == 0:
         return []
-    order = sorted(rest, key=lambda e: _digest(spec.seed, f"validation:{e.id}"))
-    if isinstance(size, float) and size < 1:
-        if size < 0:
-            raise TaskError(f"split.validation must be >= 0, got {size}")
-        cut = int(size * 16**64)
-        picked = [e for e in order if int(_digest(spec.seed, f"validation:{e.id}"), 16) < cut]
-        return picked or order[:1]
-    if size != int(size) or size < 0:
+    if size < 0 or (size >= 1 and size != int(size)):
         raise TaskError(
             f"split.validation must be a fraction below 1 or a whole count >= 0, got {size}"
         )
-    return order[: int(size)]
+    return _part(rest, spec.seed, "validation", size)
 
 
 def balanced(pool: Sequence[Example], k: int) -> list[Example]:
