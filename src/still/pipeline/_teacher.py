@@ -118,4 +118,10 @@ def train_teacher_stage(run: Run, force: bool = False) -> dict[str, Any] | None:
         "teacher: %s fine-tuned on %d gold examples in %.0f s (%d steps)",
         base_ref, len(run.split.teacher), info["seconds"], info["steps"],
     )  # fmt: skip
+    if info.get("skipped_too_long"):
+        log.warning(
+            "teacher: %d of its rows were longer than teacher_training.train.max_length=%d "
+            "tokens and left out (a trained teacher rarely needs few-shot examples)",
+            info["skipped_too_long"], tt.train.max_length,
+        )  # fmt: skip
     return {**info, "skipped": False}

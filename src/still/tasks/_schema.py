@@ -828,7 +828,10 @@ class TeacherTrainingSpec(_Strict):
     [parsed], so no gold of the students' part is used). Validation and test examples
     never reach the teacher's training rows. The trained teacher lives in
     `<run>/teacher/`, addressed by a hash of its rows, its `train:` and the base model, so
-    a rerun reuses it (`still train --teacher`, or `still run`, trains it)."""
+    a rerun reuses it (`still train --teacher`, or `still run`, trains it). Its rows are
+    asked with the teacher's prompt, few-shot examples included: a trained teacher rarely
+    needs them (set prompts.teacher.fewshot: 0), and a row longer than
+    `train.max_length` tokens is left out."""
 
     rows: int | float = Field(
         0.5,
