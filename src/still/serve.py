@@ -13,6 +13,10 @@ so they share forward passes. Binds 127.0.0.1 by default; `--api-key` requires
 `Authorization: Bearer <key>` (compared in constant time, never logged). A body that is not
 a JSON object, or asks what OpenAI refuses (max_tokens < 1, top_p outside [0, 1]), is a 400; a
 failure while streaming ends the stream with an OpenAI-style error event.
+
+With an `observer` (`still serve --shadow`: `still.shadow.Shadow`), each answered request is
+offered to it with its tags (the body's `metadata` and an `X-Still-Tags: key=value, ...`
+header) once its answer has gone out; the observer only queues it, so it never delays a client.
 """
 
 from __future__ import annotations
@@ -20,24 +24,80 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import unquote
 
 # Imported at module level: FastAPI resolves the handlers' annotations from these globals.
 from fastapi import FastAPI, HTTPException
 from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import iterate_in_threadpool
 
 from still.errors import StillError
 from still.models import Provider
+from still.store import MAX_KEY_CHARS, MAX_VALUE_CHARS
 from still.types import Completion, Message, Request, SamplingParams, Usage
+
+log = logging.getLogger("still.serve")
 
 BATCH_WINDOW_S = 0.01
 """How long the batcher waits for more requests before a forward pass."""
+TAGS_HEADER = "x-still-tags"
+"""The header that carries a request's tags beside the body's `metadata` (still proxy, serve)."""
+
+
+class AnswerObserver(Protocol):
+    """Sees every answered request (`still.shadow.Shadow` is one). `offer` runs on the event
+    loop after the answer went out, so it must return at once (queue, never wait)."""
+
+    def offer(self, completion: Completion, tags: Mapping[str, str]) -> None:
+        """Take one answered request: its (first) completion, failed or not, and its tags."""
+
+    def stats(self) -> Mapping[str, Any]:
+        """Counts to show at `GET /still/shadow`."""
+
+    def close(self) -> None:
+        """Finish what is queued and stop (called when the server stops)."""
+
+
+def parse_tags(header: str | None) -> dict[str, str]:
+    """Tags from `X-Still-Tags: key=value, key=value` (percent-encoding allowed, for a
+    comma or `=` inside a value). A part that is not `key=value`, or breaks the stored
+    completions' limits (a key of 1-64 characters, a value of at most 512), is left out
+    and logged: a tag never fails a request.
+
+    >>> parse_tags("app=triage, env=prod, note=a%2Cb")
+    {'app': 'triage', 'env': 'prod', 'note': 'a,b'}
+    """
+    tags: dict[str, str] = {}
+    for part in (header or "").split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        key, value = unquote(key.strip()), unquote(value.strip())
+        if not sep or not 0 < len(key) <= MAX_KEY_CHARS or len(value) > MAX_VALUE_CHARS:
+            log.warning("X-Still-Tags: %r is not key=value within the limits; left out", part)
+            continue
+        tags[key] = value
+    return tags
+
+
+def request_tags(body: Mapping[str, Any], header: str | None) -> dict[str, str]:
+    """A request's tags: the body's `metadata` with the header's (which win on a key).
+
+    >>> request_tags({"metadata": {"app": "a", "env": "dev"}}, "env=prod")
+    {'app': 'a', 'env': 'prod'}
+    """
+    own = body.get("metadata")
+    given = {str(k): str(v) for k, v in own.items()} if isinstance(own, dict) else {}
+    return {**given, **parse_tags(header)}
 
 
 def enum_schema(response_format: dict[str, Any] | None) -> tuple[str, list[str]] | None:
@@ -281,9 +341,31 @@ class Batcher:
                     fut.set_result(out)
 
 
-def create_app(provider: Provider, model_name: str, api_key: str | None = None) -> Any:
-    """The FastAPI application serving `provider` as `model_name`."""
-    app = FastAPI(title="still serve", version="1")
+def create_app(
+    provider: Provider,
+    model_name: str,
+    api_key: str | None = None,
+    observer: AnswerObserver | None = None,
+) -> Any:
+    """The FastAPI application serving `provider` as `model_name`.
+
+    Args:
+        provider: the model that answers.
+        model_name: the model id clients use.
+        api_key: the key clients must send (`Authorization: Bearer <key>`); None: any.
+        observer: offered each answered request after its answer went out (`--shadow`);
+            closed when the server stops. Its counts are at `GET /still/shadow`.
+    """
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if observer is not None:
+                await asyncio.to_thread(observer.close)
+
+    app = FastAPI(title="still serve", version="1", lifespan=lifespan)
 
     @app.exception_handler(HTTPException)
     async def openai_error(_: HTTPRequest, exc: HTTPException) -> JSONResponse:
@@ -312,6 +394,11 @@ def create_app(provider: Provider, model_name: str, api_key: str | None = None) 
             "object": "list",
             "data": [{"id": model_name, "object": "model", "created": 0, "owned_by": "still"}],
         }
+
+    @app.get("/still/shadow")
+    async def shadow_stats(request: HTTPRequest) -> Mapping[str, Any]:
+        check_key(request)
+        return observer.stats() if observer is not None else {}
 
     @app.post("/v1/chat/completions")
     async def chat(request: HTTPRequest) -> Any:
@@ -349,6 +436,7 @@ def create_app(provider: Provider, model_name: str, api_key: str | None = None) 
             raise HTTPException(
                 status_code=400, detail={"message": str(exc), "type": "invalid_request_error"}
             ) from exc
+        offer = None if observer is None else _offer_to(observer, body, request)
         if body.get("stream"):
             return StreamingResponse(
                 _sse(
@@ -358,6 +446,7 @@ def create_app(provider: Provider, model_name: str, api_key: str | None = None) 
                     model_name,
                     prop,
                     include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
+                    answered=offer,
                 ),
                 media_type="text/event-stream",
             )
@@ -367,12 +456,30 @@ def create_app(provider: Provider, model_name: str, api_key: str | None = None) 
             outs = [Completion(request=reqs[0], error=f"{type(exc).__name__}: {exc}")]
         failed = next((c for c in outs if c.error), None)
         if failed is not None:
+            if offer is not None:  # a failed answer is evidence too; offer only queues it
+                offer(failed)
             raise HTTPException(
                 status_code=500, detail={"message": failed.error, "type": "server_error"}
             )
-        return to_response(outs, model_name, prop)
+        content = to_response(outs, model_name, prop)
+        if offer is None:
+            return content
+
+        async def offered() -> None:  # async: run on the loop, not in a worker thread
+            offer(outs[0])
+
+        # a background task runs once the response has been sent
+        return JSONResponse(content, background=BackgroundTask(offered))
 
     return app
+
+
+def _offer_to(
+    observer: AnswerObserver, body: dict[str, Any], request: HTTPRequest
+) -> Callable[[Completion], None]:
+    """What offers a request's completion to `observer`, with the request's tags."""
+    tags = request_tags(body, request.headers.get(TAGS_HEADER))
+    return lambda completion: observer.offer(completion, tags)
 
 
 async def _sse(
@@ -382,6 +489,7 @@ async def _sse(
     model: str,
     prop: str | None,
     include_usage: bool = False,
+    answered: Callable[[Completion], None] | None = None,
 ) -> AsyncIterator[str]:
     """Server-sent events in the chat.completion.chunk format, ending with [DONE].
 
@@ -391,8 +499,10 @@ async def _sse(
     `stream_options.include_usage`, a last chunk with no choices carries the token counts,
     as OpenAI sends it. A failure ends the stream with one OpenAI-style error event
     (`data: {"error": {...}}`) and no [DONE], which the openai SDK raises as an APIError.
+    `answered` gets the whole completion once its last event has been sent.
     """
     cid = "chatcmpl-" + uuid.uuid4().hex[:24]
+    t0 = time.perf_counter()
 
     def chunk(
         delta: dict[str, Any] | None, finish: str | None = None, usage: Usage | None = None
@@ -417,25 +527,42 @@ async def _sse(
     stream = getattr(provider, "stream", None)  # OpenAIProvider.stream is a flag, not this
     usage: list[Usage] = []
     finish: list[str] = []
+    pieces: list[str] = []
+    c: Completion | None = None
     try:
         if callable(stream) and req.labels is None:
             async for piece in iterate_in_threadpool(stream(req, usage, finish)):
+                pieces.append(piece)
                 yield chunk({"content": piece})
             yield chunk({}, finish[0] if finish else "stop")
         else:
             c = await batcher.submit(req)
             if c.error:
                 yield error(c.error)
+                if answered is not None:
+                    answered(c)
                 return
             usage.append(c.usage)
             yield chunk({"content": json.dumps({prop: c.text}) if prop else c.text})
             yield chunk({}, c.finish_reason or "stop")
     except Exception as exc:  # noqa: BLE001 - the client gets the reason, the server goes on
         yield error(f"{type(exc).__name__}: {exc}")
+        if answered is not None:
+            answered(Completion(request=req, error=f"{type(exc).__name__}: {exc}"))
         return
     if include_usage and usage:
         yield chunk(None, usage=usage[0])
     yield "data: [DONE]\n\n"
+    if answered is not None:  # the generator resumes here once [DONE] has been sent
+        if c is None:
+            c = Completion(
+                request=req,
+                text="".join(pieces),
+                finish_reason=finish[0] if finish else "stop",
+                usage=usage[0] if usage else Usage(),
+                latency_s=time.perf_counter() - t0,
+            )
+        answered(c)
 
 
 def _usage(u: Usage) -> dict[str, int]:
@@ -452,13 +579,17 @@ def serve(
     port: int = 8000,
     api_key: str | None = None,
     name: str | None = None,
+    observer: AnswerObserver | None = None,
 ) -> None:
-    """Load `model` and serve it until interrupted."""
+    """Load `model` and serve it until interrupted.
+
+    Args:
+        observer: offered every answered request (`still.shadow.Shadow` for `--shadow`).
+    """
     import uvicorn
 
     from still.models import get_model
 
     provider = get_model(model)
-    uvicorn.run(
-        create_app(provider, name or model, api_key), host=host, port=port, log_level="info"
-    )
+    app = create_app(provider, name or model, api_key, observer=observer)
+    uvicorn.run(app, host=host, port=port, log_level="info")

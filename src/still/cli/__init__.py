@@ -14,6 +14,7 @@ import click
 from still.cli.analysis import check_grader_cmd, curve_cmd, estimate_cmd, select_cmd, tune_cmd
 from still.cli.export import export_dpo_cmd, export_gguf_cmd
 from still.cli.models import models_cmd
+from still.cli.monitor import monitor_cmd
 from still.cli.proxy import proxy_cmd
 from still.cli.serve import serve_cmd
 from still.cli.stages import (
@@ -26,6 +27,7 @@ from still.cli.stages import (
     train_cmd,
 )
 from still.cli.store import store
+from still.cli.synthesize import synthesize_cmd
 from still.errors import StillError
 
 USER_ERRORS: tuple[type[Exception], ...] = (StillError,)
@@ -85,6 +87,8 @@ def main(verbose: bool) -> None:
       still store ls --db runs/<task>/still.db
       still serve local:runs/<task>/distilled-<hash>   OpenAI-compatible API
       still proxy openai: --db prod.db     record production traffic to distil from
+      still serve STUDENT --shadow TEACHER --db prod.db   shadow the student
+      still monitor --db prod.db           its agreement with the teacher, per tag
     """
     from still.settings import load_dotenv
 
@@ -95,6 +99,7 @@ def main(verbose: bool) -> None:
 main.add_command(models_cmd)
 main.add_command(select_cmd)
 main.add_command(estimate_cmd)
+main.add_command(synthesize_cmd)
 main.add_command(capture_cmd)
 main.add_command(grade_cmd)
 main.add_command(check_grader_cmd)
@@ -110,3 +115,4 @@ main.add_command(run_cmd)
 main.add_command(store)
 main.add_command(serve_cmd)
 main.add_command(proxy_cmd)
+main.add_command(monitor_cmd)

@@ -1,6 +1,8 @@
-"""`still serve`: put a model behind an OpenAI-compatible HTTP API."""
+"""`still serve`: put a model behind an OpenAI-compatible HTTP API (and shadow it)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
@@ -21,7 +23,67 @@ import click
     default=None,
     help="Require `Authorization: Bearer KEY` (or set STILL_SERVE_API_KEY).",
 )
-def serve_cmd(model: str, host: str, port: int, name: str | None, api_key: str | None) -> None:
+@click.option(
+    "--shadow",
+    "teacher",
+    default=None,
+    metavar="TEACHER",
+    help="Also ask TEACHER (any model reference) about a sample of the requests, in the "
+    "background, and store both answers and whether they agree.",
+)
+@click.option(
+    "--sample",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="With --shadow: the fraction of requests the teacher is asked about.",
+)
+@click.option(
+    "--task",
+    "task_file",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --shadow: grade each pair with this task's graders and labels (the "
+    "teacher's answer as the reference).",
+)
+@click.option(
+    "--db",
+    envvar="STILL_DB",
+    default="still.db",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="With --shadow: the store the pairs go to (or set STILL_DB); still monitor reads it.",
+)
+@click.option("--seed", default=None, type=int, help="With --shadow: seed the sample's draws.")
+@click.option(
+    "--shadow-queue",
+    default=256,
+    show_default=True,
+    type=click.IntRange(1),
+    help="With --shadow: sampled requests that may wait for the teacher; more are dropped "
+    "(and counted), never waited for.",
+)
+@click.option(
+    "--shadow-workers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1),
+    help="With --shadow: teacher calls at once.",
+)
+def serve_cmd(
+    model: str,
+    host: str,
+    port: int,
+    name: str | None,
+    api_key: str | None,
+    teacher: str | None,
+    sample: float,
+    task_file: Path | None,
+    db: str,
+    seed: int | None,
+    shadow_queue: int,
+    shadow_workers: int,
+) -> None:
     """Serve MODEL (e.g. a distilled student: local:runs/trec/distilled-...) with
     /v1/models and /v1/chat/completions.
 
@@ -30,7 +92,23 @@ def serve_cmd(model: str, host: str, port: int, name: str | None, api_key: str |
     stream=true streams server-sent events.
     Clients: `http://HOST:PORT/v1#NAME` as a still model, or the openai SDK with
     base_url=http://HOST:PORT/v1.
+
+    With --shadow TEACHER, every request is still answered by MODEL alone; a --sample of
+    them is then asked of TEACHER in the background (the client never waits for it), and
+    both answers are stored in --db tagged shadow=1 with the request's metadata and
+    X-Still-Tags, with their agreement (and grades, with --task). Watch it with
+    `still monitor --db DB`; switch traffic on it with `still proxy --route`.
     """
     from still.serve import serve
 
-    serve(model, host=host, port=port, api_key=api_key, name=name)
+    observer = None
+    if teacher is not None:
+        from still.shadow import open_shadow
+
+        observer = open_shadow(
+            teacher, db, sample, task_file, seed=seed, queue_size=shadow_queue,
+            workers=shadow_workers,
+        )  # fmt: skip
+    elif task_file is not None:
+        raise click.UsageError("--task grades shadowed pairs: give --shadow TEACHER too")
+    serve(model, host=host, port=port, api_key=api_key, name=name, observer=observer)

@@ -350,17 +350,37 @@ class Store:
         with self._transaction() as conn:
             conn.executemany("INSERT OR REPLACE INTO grades VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
-    def grades(self, grader: str | None = None) -> builtins.list[Grade]:
+    def grades(
+        self, grader: str | None = None, completion_ids: Iterable[str] | None = None
+    ) -> builtins.list[Grade]:
         """Stored grades in the order they were (last) written.
 
         Args:
             grader: only this grader's grades (None: all).
+            completion_ids: only the grades of these completions (None: all).
         """
+        if completion_ids is not None:
+            ids = builtins.list(dict.fromkeys(completion_ids))
+            # in chunks: SQLite caps the number of bound parameters of one statement
+            return [
+                g for i in range(0, len(ids), 500) for g in self._grades(grader, ids[i : i + 500])
+            ]
+        return self._grades(grader, None)
+
+    def _grades(
+        self, grader: str | None, completion_ids: builtins.list[str] | None
+    ) -> builtins.list[Grade]:
         sql = "SELECT grader, example_id, completion_id, score, passed, error FROM grades"
+        clauses: builtins.list[str] = []
         args: builtins.list[Any] = []
         if grader is not None:
-            sql += " WHERE grader = ?"
+            clauses.append("grader = ?")
             args.append(grader)
+        if completion_ids is not None:
+            clauses.append(f"completion_id IN ({', '.join('?' * len(completion_ids))})")
+            args += completion_ids
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
         return [
             Grade(
                 grader=g, example_id=e, completion_id=c or None, score=s, passed=bool(p), error=err

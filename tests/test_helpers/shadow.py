@@ -1,0 +1,80 @@
+"""`still serve --shadow` for tests: any ASGI app on a real uvicorn thread, a teacher whose
+call the test holds open, and a request body with a label schema."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from still.types import Completion, Request, Usage
+from test_helpers.serve import free_port
+
+
+class AppServer:
+    """`app` on a real uvicorn server in a thread, on a free loopback port."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.app = app
+        self.port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> AppServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert self.server.started
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+class HeldTeacher:
+    """A teacher that takes `hold_s` seconds to answer `answer`, unless `release` is set
+    first: then it answers at once. Each call notes whether `release` came while it was
+    still answering (`released_early`), which is how a test shows that the client had its
+    answer before the teacher had one."""
+
+    name = "held-teacher"
+
+    def __init__(self, answer: str = "yes", hold_s: float = 2.0) -> None:
+        self.answer = answer
+        self.hold_s = hold_s
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.released_early: list[bool] = []
+
+    def complete(self, requests: Sequence[Request]) -> list[Completion]:
+        self.started.set()
+        self.released_early.append(self.release.wait(self.hold_s))
+        return [
+            Completion(request=r, text=self.answer, finish_reason="stop", usage=Usage())
+            for r in requests
+        ]
+
+
+def label_body(question: str, labels: Sequence[str], **extra: Any) -> dict[str, Any]:
+    """A chat completion body asking for one of `labels` (a one-enum json_schema)."""
+    schema = {
+        "type": "object",
+        "properties": {"label": {"type": "string", "enum": list(labels)}},
+        "required": ["label"],
+    }
+    return {
+        "model": "student",
+        "messages": [{"role": "user", "content": question}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "l", "schema": schema}},
+        **extra,
+    }
