@@ -42,6 +42,12 @@ from still.pipeline._run import (
     open_run_dir,
 )
 from still.pipeline._select import Selection, apply_policy, select_models, write_selection
+from still.pipeline._synthesize import (
+    SynthStats,
+    estimate_synthesis,
+    synthesize_stage,
+    synthetic_file,
+)
 from still.pipeline._teacher import train_teacher_stage
 from still.pipeline._teacher_check import NotWorthDistilling, TeacherCheck, check_teacher
 from still.pipeline._train import train_stage, training_progress, with_processes
@@ -58,6 +64,7 @@ __all__ = [
     "Selection",
     "StageError",
     "StageEstimate",
+    "SynthStats",
     "TeacherCheck",
     "TunePoint",
     "Tuning",
@@ -68,6 +75,7 @@ __all__ = [
     "check_grader",
     "compare",
     "estimate_run",
+    "estimate_synthesis",
     "export_dpo_stage",
     "export_gguf_stage",
     "export_stage",
@@ -87,6 +95,8 @@ __all__ = [
     "rotated_requests",
     "run_all",
     "select_models",
+    "synthesize_stage",
+    "synthetic_file",
     "total_cost",
     "train_stage",
     "train_teacher_stage",

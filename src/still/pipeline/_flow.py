@@ -12,6 +12,7 @@ from still.curate import Keep
 from still.pipeline._bench import bench_stage
 from still.pipeline._export import export_stage
 from still.pipeline._run import STUDENTS, Engine, Run, StageError, capture_role, open_run
+from still.pipeline._synthesize import synthesize_for_run
 from still.pipeline._teacher import train_teacher_stage
 from still.pipeline._teacher_check import check_teacher
 from still.pipeline._train import train_stage, with_processes
@@ -53,6 +54,7 @@ def run_all(
     check_teacher(run, budget, force)
     if run.task.train.from_tune and not tune_is_current(run):
         write_tune(run, tune(run, budget=budget))
+    synthesize_for_run(run, budget)  # synthesize.use: teacher-written inputs join train
     stats = capture_role(run, "teacher", "train", budget=budget)
     log.info("teacher on train: %s", stats.summary())
     if stats.failed == stats.total:

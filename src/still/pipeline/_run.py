@@ -411,6 +411,10 @@ def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
         shutil.copyfile(task_path, snapshot)
         # where the task came from: its relative data paths resolve against that folder
         (d / "run.json").write_text(json.dumps({"task_file": str(Path(task_path).resolve())}))
+    if task.synthesize is not None and task.synthesize.use:  # teacher-written inputs
+        from still.pipeline._synthesize import with_synthetic
+
+        split = with_synthetic(task, split, d)
     (d / "split.json").write_text(
         json.dumps(
             {

@@ -859,6 +859,69 @@ class TeacherTrainingSpec(_Strict):
         return train
 
 
+SYNTH_INSTRUCTIONS = (
+    "Write it in a different style from the examples.",
+    "Make it about a different subject than any example.",
+    "Make it shorter than the examples.",
+    "Make it longer and more detailed than the examples.",
+    "Phrase it as a different kind of person would.",
+)
+"""The default instructions `still synthesize` cycles through, one per request."""
+
+
+class SynthesizeSpec(_Strict):
+    """Teacher-written inputs (`still synthesize`): the teacher writes new inputs from
+    training examples (for a label task, each request shows examples of one label and
+    asks for a new input of that label, balanced across labels), deduplicated, and
+    refused when too close to a validation or test input. Each request goes through the
+    store (tags role=synth, label), so a rerun sends none already answered."""
+
+    n: int = Field(100, ge=1, description="How many new inputs to keep (`--n` overrides).")
+    model: str | None = Field(
+        None, description="The model that writes them (default: `models.teacher`)."
+    )
+    examples_per_prompt: int = Field(
+        4, ge=1, description="Training examples shown in each request (of its label)."
+    )
+    instructions: list[str] = Field(
+        default_factory=lambda: list(SYNTH_INSTRUCTIONS),
+        min_length=1,
+        description="Variations asked for, one per request in turn (`{{ instruction }}`).",
+    )
+    system: str | None = Field(
+        None, description="System message (Jinja2; default: a short built-in one)."
+    )
+    template: str | None = Field(
+        None,
+        description="The request (Jinja2; default: built in). Sees `examples` (each with "
+        "its fields and `input`, its fields as shown), `label` (None for free text), "
+        "`labels`, `instruction`, `description` and `fields` (the input field names).",
+    )
+    similarity: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="Near-duplicate threshold: the Jaccard similarity of character 3-grams "
+        "of normalised text at or above which a new input is dropped (against the other new "
+        "inputs and the training inputs) or refused (against validation and test inputs).",
+    )
+    max_requests: float = Field(
+        2.0,
+        ge=1,
+        description="At most this many times `n` requests: dropped inputs are replaced by "
+        "further requests until `n` are kept or this many were asked.",
+    )
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature of the writer.")
+    max_tokens: int = Field(128, ge=1, description="Token limit of each new input.")
+    seed: int = Field(0, description="Seed of the examples and instruction of each request.")
+    use: bool = Field(
+        False,
+        description="`still run` adds the kept inputs (synthetic.jsonl, synthesized first "
+        "when missing) to the train split, answered by the teacher like every training "
+        "input; the label asked for is never used as their reference.",
+    )
+
+
 class Task(_Strict):
     """A complete task: data, prompts per role, models, graders and training recipe."""
 
@@ -910,6 +973,11 @@ class Task(_Strict):
         default_factory=TuneSpec,
         description="The grid `still tune` tries on validation (see TuneSpec); "
         "`train.from_tune: true` trains with its choice.",
+    )
+    synthesize: SynthesizeSpec | None = Field(
+        None,
+        description="Teacher-written inputs (`still synthesize`; see SynthesizeSpec); "
+        "`synthesize.use: true` trains on them too.",
     )
     teacher_training: TeacherTrainingSpec | None = Field(
         None,
