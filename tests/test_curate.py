@@ -84,6 +84,15 @@ def test_keep_parsed_keeps_wrong_but_parseable_answers(tmp_path: Path) -> None:
     assert answers == ["human", "human"]  # e2's wrong teacher answer is kept as the teacher said
 
 
+def test_an_input_without_a_reference_is_dropped_as_such_not_as_wrong(tmp_path: Path) -> None:
+    # a teacher-written input has no reference: the verified student cannot verify it
+    unlabelled = [_ex(6, "Who built it?", "")]
+    stats = export(
+        TASK, unlabelled, {"e6": _answer("human")}, [StringCheck()], set(), [], tmp_path / "t.jsonl"
+    )
+    assert stats.kept == 0 and stats.dropped == {"no reference": 1}
+
+
 def test_heldout_ids_are_refused(tmp_path: Path) -> None:
     with pytest.raises(LeakageError, match=r"e2 \(x.jsonl:2\) is held out"):
         export(TASK, EXAMPLES, TEACHER, [StringCheck()], {"e2"}, [], tmp_path / "t.jsonl")

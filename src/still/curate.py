@@ -214,7 +214,10 @@ def _drop_reason(
         return f"grader failed: {failed.grader}: {scrub(failed.error or '')}"
     if flt is not None:
         return None if flt.test(scores) else f"filtered out: {flt.source}"
-    return None if all(g.passed for g in grades) else "teacher wrong"
+    if all(g.passed for g in grades):
+        return None
+    # an input with no reference (a teacher-written one, say) failed for want of one
+    return "no reference" if not ex.answer else "teacher wrong"
 
 
 def _normalised(messages: Sequence[Message]) -> str:
