@@ -256,6 +256,8 @@ class Shadow:
                 return
             self.counts.sampled += 1
             try:
+                if self._stop.is_set():
+                    raise queue.Full
                 self._queue.put_nowait(_Job(completion, dict(tags)))
             except queue.Full:
                 self.counts.dropped += 1
@@ -329,10 +331,10 @@ class Shadow:
 
     # -- control --------------------------------------------------------------------------
     def flush(self, timeout_s: float = 30.0) -> bool:
-        """Wait until every queued pair is stored; False on timeout."""
+        """Wait until every queued pair is stored; False on timeout (at once once closed)."""
         deadline = time.monotonic() + timeout_s
         with self._idle:
-            while self._busy:
+            while self._busy and not self._stop.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -340,7 +342,10 @@ class Shadow:
         return True
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Finish the queued pairs (waiting at most `timeout_s`), then stop the workers."""
+        """Finish the queued pairs (waiting at most `timeout_s`), then stop the workers.
+        Later offers are counted and dropped; closing again does nothing."""
+        if self._stop.is_set():
+            return
         if not self.flush(timeout_s):
             log.warning("shadow: %d pairs left unjudged at shutdown", self._busy)
         self._stop.set()
