@@ -109,11 +109,12 @@ class Recorder:
 
     Args:
         db: the store file (created when missing).
-        flush_s: how often the writer moves journaled exchanges into the store.
+        flush_s: how often the writer moves journaled exchanges into the store (one
+            transaction each time: a longer wait stores more exchanges per commit).
         retry_s: how long the writer waits after a failed write before trying again.
     """
 
-    def __init__(self, db: str | Path, flush_s: float = 0.05, retry_s: float = 1.0) -> None:
+    def __init__(self, db: str | Path, flush_s: float = 0.2, retry_s: float = 1.0) -> None:
         self.db = Path(db)
         self.journal = self.db.with_name(self.db.name + ".pending")
         self.rejected_file = self.db.with_name(self.db.name + ".rejected.jsonl")

@@ -12,11 +12,12 @@ OpenAI only, a URL's key from the variable named for it, never over plain http t
 machine). The key lives in this object's headers and nowhere else: `scrub` takes it out of
 whatever the upstream sends back before it reaches a client, the store or a log. A router
 (issue 16's `--route`) holds several upstreams and picks one per request; each keeps its own
-connection pool.
+connection pools.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 import socket
@@ -46,11 +47,18 @@ class Upstream:
             of its answer; a slower one is a 504 for the client.
     """
 
+    POOLS = 16
+    """Connection pools requests are spread over, in turn. One pool's every request scans
+    all its connections (httpcore's pool is O(connections) per request, with a syscall per
+    idle one): at 64 concurrent requests that scan cost more CPU than the rest of the
+    forwarding (benchmarks/bench_proxy.py); 16 pools of a few connections each do not."""
+
     def __init__(self, access: EndpointAccess, timeout_s: float = 600.0) -> None:
         self.access = access
         self.name = access.name
         self.timeout_s = timeout_s
-        self._client: httpx2.AsyncClient | None = None
+        self._clients: list[httpx2.AsyncClient] = []
+        self._turn = itertools.count()
         self._secret = access.secret.encode() if access.secret else None
 
     def __repr__(self) -> str:
@@ -86,19 +94,28 @@ class Upstream:
         return self.scrub(text.encode()).decode("utf-8", errors="replace")
 
     async def start(self) -> None:
-        """Open the connection pool (in the serving event loop)."""
-        if self._client is None:
-            self._client = httpx2.AsyncClient(
-                timeout=httpx2.Timeout(self.timeout_s, connect=min(self.timeout_s, 30.0)),
-                limits=httpx2.Limits(max_connections=1024, max_keepalive_connections=256),
-                trust_env=True,  # HTTPS_PROXY and friends, as the openai SDK honours them
-            )
+        """Open the connection pools (in the serving event loop)."""
+        if not self._clients:
+            tls = httpx2.create_ssl_context()  # one for all pools: each loads the CA bundle
+            self._clients = [
+                httpx2.AsyncClient(
+                    verify=tls,
+                    timeout=httpx2.Timeout(self.timeout_s, connect=min(self.timeout_s, 30.0)),
+                    limits=httpx2.Limits(max_connections=256, max_keepalive_connections=32),
+                    trust_env=True,  # HTTPS_PROXY and friends, as the openai SDK honours them
+                )
+                for _ in range(self.POOLS)
+            ]
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        """Close the connection pools."""
+        clients, self._clients = self._clients, []
+        for client in clients:
+            await client.aclose()
+
+    async def _client(self) -> httpx2.AsyncClient:
+        await self.start()
+        return self._clients[next(self._turn) % len(self._clients)]
 
     async def send(self, body: bytes, stream: bool) -> httpx2.Response:
         """Post a chat completion body; the response is open for streaming (the caller
@@ -107,8 +124,7 @@ class Upstream:
         Raises:
             httpx2.HTTPError: the upstream cannot be reached, or does not answer in time.
         """
-        await self.start()
-        assert self._client is not None
+        client = await self._client()
         headers = {
             "Content-Type": "application/json",
             "Accept": "text/event-stream" if stream else "application/json",
@@ -116,10 +132,8 @@ class Upstream:
             "Accept-Encoding": "identity",
             **self.access.headers,
         }
-        request = self._client.build_request(
-            "POST", self.access.chat_url, content=body, headers=headers
-        )
-        return await self._client.send(request, stream=True)
+        request = client.build_request("POST", self.access.chat_url, content=body, headers=headers)
+        return await client.send(request, stream=True)
 
     async def models(self) -> tuple[int, bytes, str]:
         """The upstream's `GET /models` (status, body, content type); the one model the
@@ -135,9 +149,8 @@ class Upstream:
                           "owned_by": "still-proxy"}],
             }  # fmt: skip
             return 200, json.dumps(listing).encode(), "application/json"
-        await self.start()
-        assert self._client is not None
-        resp = await self._client.get(self.access.base_url + "/models", headers=self.access.headers)
+        client = await self._client()
+        resp = await client.get(self.access.base_url + "/models", headers=self.access.headers)
         kind = resp.headers.get("content-type", "application/json")
         return resp.status_code, self.scrub(resp.content), kind
 
