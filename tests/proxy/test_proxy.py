@@ -440,3 +440,31 @@ def test_concurrent_clients_each_get_their_own_answer(tmp_path: Path) -> None:
         assert sorted(c.text for c in store.list()) == sorted(
             f"echo: w{w} q{i}" for w in range(8) for i in range(10)
         )
+
+
+def test_a_journal_that_cannot_be_written_loses_the_record_not_the_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import os
+
+    real = os.write
+    with (
+        caplog.at_level(logging.ERROR, logger="still.proxy"),
+        FaultyServer(faults=False) as upstream,
+        ProxyServer(upstream.url, tmp_path / "s.db") as proxy,
+        httpx2.Client(timeout=30) as http,
+    ):
+        journal = proxy.recorder._fd
+
+        def full_disk(fd: int, data: bytes) -> int:
+            if fd == journal:
+                raise OSError(28, "No space left on device")
+            return real(fd, data)
+
+        monkeypatch.setattr(os, "write", full_disk)
+        body = {"model": "m", "messages": [{"role": "user", "content": "q"}]}
+        resp = http.post(f"{proxy.base_url}/chat/completions", json=body, headers=AUTH)
+        monkeypatch.setattr(os, "write", real)
+        assert resp.status_code == 200 and resp.json()["choices"][0]["message"]["content"]
+        assert proxy.recorder.stats.lost == 1 and proxy.recorder.stats.pending == 0
+    assert any("No space left on device" in r.getMessage() for r in caplog.records)

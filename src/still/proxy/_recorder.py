@@ -303,10 +303,11 @@ class Recorder:
             self._last_error = ""
         self.stats.recorded += new
         self.stats.rejected += len(rejected)
-        mine = sum(1 for _ in lines if _.strip()) if f"-{os.getpid()}-" in path.name else 0
+        mine = sum(1 for x in lines if x.strip()) if f"-{os.getpid()}-" in path.name else 0
+        with self._lock:  # `record` counts pending under it too
+            self.stats.pending = max(0, self.stats.pending - mine)
         with self._idle:
             self._written += mine
-            self.stats.pending = max(0, self.stats.pending - mine)
             self._idle.notify_all()
         return True
 
