@@ -262,6 +262,11 @@ class Router:
             return route.spec.student
         return route.spec.teacher
 
+    def route_of(self, tags: Mapping[str, str]) -> str | None:
+        """The name of the route calls (and records) with these tags belong to."""
+        route = self._route(tags)
+        return None if route is None else route.spec.label
+
     def states(self) -> list[RouteState]:
         """Every route's state, in file order."""
         out = []

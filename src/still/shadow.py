@@ -312,7 +312,9 @@ class Shadow:
         mine = {**tags, **ours, ROLE: "student", AGREE: _flag(verdict.agree)}
         if verdict.passed is not None:
             mine[PASS] = _flag(verdict.passed)
-        student = student.model_copy(update={"metadata": mine})
+        # stamped when judged, not when asked: readers that follow the store by time
+        # (`still proxy --route`) then see the pairs in the order they are stored
+        student = student.model_copy(update={"metadata": mine, "created_at": time.time()})
         try:
             if self._store is None:
                 self._store = Store(self.db)
@@ -395,7 +397,8 @@ class ShadowRecord:
     """The student's completion id."""
     pair: str
     created_at: float
-    """When the request was answered (Unix seconds)."""
+    """When the pair was judged and stored (Unix seconds): the request's answer is older by
+    the teacher's wait and latency."""
     model: str
     """The student's model reference."""
     tags: dict[str, str]
@@ -424,7 +427,7 @@ def read_shadow(
         store: the store `still serve --shadow` writes.
         metadata: only records carrying these request tags.
         model: only this student model.
-        since: only requests answered at or after this time (Unix seconds).
+        since: only pairs judged at or after this time (Unix seconds).
         last: only the last this many (after the other filters).
     """
     wanted = {**(metadata or {}), SHADOW: "1", ROLE: "student"}

@@ -6,7 +6,7 @@ import click
 
 
 @click.command("proxy")
-@click.argument("upstream")
+@click.argument("upstream", required=False)
 @click.option(
     "--db",
     envvar="STILL_DB",
@@ -38,6 +38,14 @@ import click
     "AZURE_OPENAI_API_KEY.",
 )
 @click.option(
+    "--route",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Route by a route file instead of UPSTREAM: per tag, a student and a teacher, and "
+    "the agreement (shadowed by `still serve --shadow` into --db) that moves the tag's "
+    "calls to the student and back.",
+)
+@click.option(
     "--timeout",
     default=600.0,
     show_default=True,
@@ -45,13 +53,14 @@ import click
     help="Seconds to wait for the upstream's next bytes before answering 504.",
 )
 def proxy_cmd(
-    upstream: str,
+    upstream: str | None,
     db: str,
     host: str,
     port: int,
     api_key: str | None,
     upstream_key_env: str | None,
     timeout: float,
+    route: str | None,
 ) -> None:
     """Forward chat completions to UPSTREAM and record each exchange in the store.
 
@@ -65,11 +74,24 @@ def proxy_cmd(
     the body's `metadata` and an `X-Still-Tags: key=value, ...` header. Recording never
     holds a request up: exchanges go through a journal (<db>.pending/) to the store.
     Then distil from them with a task whose data.source is store:<db>.
+
+    With --route FILE (and no UPSTREAM), each call goes to the student or the teacher of
+    the first route its tags match: a route moves to its student once the last `window`
+    shadowed requests of its tags agree at `min_agreement` or more, the lower end of the
+    95% interval included, and back as soon as the rate falls below it; until then a
+    `canary` fraction goes to the student. Each switch is logged with its evidence and
+    appended to <db>.switches.jsonl.
     """
-    from still.proxy import proxy
+    try:
+        from still.proxy import proxy
+    except ImportError as exc:  # fastapi, uvicorn (serve extra) or httpx2 (openai extra)
+        raise click.ClickException(
+            f"still proxy needs {exc.name or 'its server'}: pip install 'still[serve,openai]'"
+        ) from exc
 
     proxy(
         upstream,
+        route=route,
         db=db,
         host=host,
         port=port,

@@ -7,14 +7,17 @@ unchanged (streams chunk by chunk), and the exchange is recorded in the completi
 `still store import` keeps stored completions (`source=proxy`), so a task with
 `data.source: store:<db>` trains on it with no teacher call. Recording goes through a
 journal and a background writer (`Recorder`) and never holds a request up. `create_app`
-takes a `Router` that picks the upstream per request (for shadowing and switching).
+takes a `Router` that picks the upstream per request: `RouteTable` (`still proxy --route`)
+sends each tag's calls to its student or its teacher as the shadow's evidence says.
 """
 
-from still.proxy._app import ID_HEADER, TAGS_HEADER, Call, Router, create_app, forward, parse_tags
+from still.proxy._app import ID_HEADER, Call, Router, create_app, forward
 from still.proxy._main import ProxyError, proxy
 from still.proxy._recorder import Exchange, Recorder, RecorderStats
+from still.proxy._route import RouteTable
 from still.proxy._stream import StreamAssembler
 from still.proxy._upstream import LocalUpstream, Upstream, UpstreamError, open_upstream
+from still.serve import TAGS_HEADER, parse_tags
 
 __all__ = [
     "ID_HEADER",
@@ -25,6 +28,7 @@ __all__ = [
     "ProxyError",
     "Recorder",
     "RecorderStats",
+    "RouteTable",
     "Router",
     "StreamAssembler",
     "Upstream",

@@ -29,7 +29,6 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import unquote
 
 import anyio
 import httpx2
@@ -42,11 +41,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from still.proxy._recorder import Exchange, Recorder
 from still.proxy._stream import StreamAssembler
 from still.proxy._upstream import Upstream
-from still.store import MAX_KEY_CHARS, MAX_VALUE_CHARS
+from still.serve import TAGS_HEADER, parse_tags  # one reading of tags, by the proxy and serve
 
 log = logging.getLogger("still.proxy")
 
-TAGS_HEADER = "x-still-tags"
 ID_HEADER = "X-Still-Completion-Id"
 # not relayed: hop-by-hop headers, what is recomputed here, and the upstream's cookies
 _DROPPED_HEADERS = frozenset(
@@ -96,28 +94,6 @@ def read_call(raw: bytes, tags_header: str | None) -> Call:
     except ValueError:
         body = None
     return Call(raw, body if isinstance(body, dict) else None, parse_tags(tags_header))
-
-
-def parse_tags(header: str | None) -> dict[str, str]:
-    """Tags from `X-Still-Tags: key=value, key=value` (percent-encoding allowed, for a
-    comma or `=` inside a value). A part that is not `key=value`, or breaks the stored
-    completions' limits (a key of 1-64 characters, a value of at most 512), is left out
-    and logged: a tag never fails a request.
-
-    >>> parse_tags("app=triage, env=prod, note=a%2Cb")
-    {'app': 'triage', 'env': 'prod', 'note': 'a,b'}
-    """
-    tags: dict[str, str] = {}
-    for part in (header or "").split(","):
-        if not part.strip():
-            continue
-        key, sep, value = part.partition("=")
-        key, value = unquote(key.strip()), unquote(value.strip())
-        if not sep or not 0 < len(key) <= MAX_KEY_CHARS or len(value) > MAX_VALUE_CHARS:
-            log.warning("X-Still-Tags: %r is not key=value within the limits; left out", part)
-            continue
-        tags[key] = value
-    return tags
 
 
 def create_app(

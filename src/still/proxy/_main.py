@@ -1,4 +1,5 @@
-"""`still proxy`: set up the upstream, the recorder and the server, and serve until stopped."""
+"""`still proxy`: set up the upstream (or the routes), the recorder and the server, and serve
+until stopped."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 from still.errors import StillError
 from still.proxy._app import create_app
 from still.proxy._recorder import Recorder
+from still.proxy._route import RouteTable
 from still.proxy._upstream import open_upstream
+from still.route import load_routes
 
 
 class ProxyError(StillError):
@@ -16,28 +19,33 @@ class ProxyError(StillError):
 
 
 def proxy(
-    upstream: str,
+    upstream: str | None,
     db: str | Path = "still.db",
     host: str = "127.0.0.1",
     port: int = 8000,
     api_key: str | None = None,
     upstream_key_env: str | None = None,
     timeout_s: float = 600.0,
+    route: str | Path | None = None,
 ) -> None:
     """Forward OpenAI-compatible requests to `upstream`, recording each exchange in `db`,
     until interrupted (what is journaled is stored before it exits).
 
     Args:
         upstream: `openai:[model]`, `azure:<deployment>`, `http(s)://host/v1[#model]`, or
-            a local model reference.
+            a local model reference; None with `route`.
         db: the store file the exchanges are recorded in.
         host, port: where to listen; a host other than this machine needs `api_key`.
         api_key: the key the proxy's clients send (not the upstream's).
         upstream_key_env: for a URL upstream, the variable holding its key.
         timeout_s: the longest wait for the upstream's next bytes.
+        route: a route file (`still.route`): each call goes to its route's student or
+            teacher, as the shadow records in the store say (instead of `upstream`).
 
     Raises:
-        ProxyError: a non-loopback `host` without `api_key`.
+        ProxyError: a non-loopback `host` without `api_key`; both or neither of
+            `upstream` and `route`.
+        RouteError: the route file is invalid.
         ModelError: the upstream's key is missing or would be misdirected.
     """
     import uvicorn
@@ -47,8 +55,20 @@ def proxy(
             f"--host {host} opens the proxy (and the upstream's key) to the network: set "
             "--api-key (or STILL_PROXY_API_KEY), or bind 127.0.0.1"
         )
-    up = open_upstream(upstream, upstream_key_env, timeout_s)
-    app = create_app(up, Recorder(db), api_key=api_key)
+    if (upstream is None) == (route is None):
+        raise ProxyError("give the proxy an UPSTREAM or a --route file (which names its own)")
+    if route is not None:
+        table = RouteTable(load_routes(route), db, upstream_key_env, timeout_s)
+        app = create_app(list(table.upstreams.values()), Recorder(db), api_key, router=table)
+        table.start()
+        try:
+            uvicorn.run(app, host=host, port=port, log_level="info")
+        finally:
+            table.close()
+        return
+    assert upstream is not None
+    app = create_app(open_upstream(upstream, upstream_key_env, timeout_s), Recorder(db),
+                     api_key=api_key)  # fmt: skip
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
