@@ -649,6 +649,29 @@ class KDSpec(_Strict):
         "itself and the teacher scores (GKD's lambda). Label KD already covers every answer.",
     )
     max_new_tokens: int = Field(64, ge=1, description="Longest on-policy sample.")
+    # unset, these two stay out of the model's content address (KD students keep theirs)
+    cross_tokenizer: Literal["uld", "align"] | None = Field(
+        None,
+        exclude_if=lambda v: v is None,
+        description="Free-text KD from a teacher whose tokenizer differs from the student's: "
+        "uld compares sorted probability vectors position by position (no shared vocabulary); "
+        "align compares distributions on tokens whose text spans coincide (the teacher's "
+        "top tokens mapped onto the student's by their text), ULD elsewhere. Both add the "
+        "cross-entropy on the teacher's text.",
+    )
+    cross_weight: float = Field(
+        1.0,
+        ge=0,
+        exclude_if=lambda v: v == 1.0,
+        description="With cross_tokenizer: the distillation term's weight beside the "
+        "cross-entropy on the teacher's text (which has weight 1).",
+    )
+
+    @model_validator(mode="after")
+    def _cross_tokenizer_off_policy(self) -> KDSpec:
+        if self.cross_tokenizer and self.on_policy:
+            raise ValueError("kd.on_policy is not supported with kd.cross_tokenizer: set one")
+        return self
 
 
 class DPOSpec(_Strict):
@@ -656,6 +679,28 @@ class DPOSpec(_Strict):
 
     beta: float = Field(0.1, gt=0, description="Pull back toward the starting model.")
     learning_rate: float = Field(5e-6, gt=0, description="DPO wants far smaller steps.")
+
+
+class GRPOSpec(_Strict):
+    """Reinforcement fine-tuning on the task's own graders (train.recipe: grpo, TRL's GRPO):
+    the student samples `group_size` answers to each training prompt, the graders score
+    them, and each answer is pushed up or down by its score against its group's mean."""
+
+    group_size: int = Field(8, ge=2, description="Answers sampled per prompt.")
+    kl_weight: float = Field(
+        0.04, ge=0, description="beta: pull back toward the starting model (0: none)."
+    )
+    max_completion_length: int = Field(64, ge=1, description="Tokens per sampled answer.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the group.")
+    learning_rate: float = Field(1e-5, gt=0, description="RL wants far smaller steps than SFT.")
+    eval_every: int = Field(
+        25,
+        ge=0,
+        description="Mean reward of greedy answers on the validation split every N steps "
+        "(and before the first and after the last; 0: only those), written to "
+        "grpo-eval.jsonl beside the model; the best step's weights are the ones saved.",
+    )
+    eval_examples: int = Field(64, ge=1, description="Validation prompts each evaluation asks.")
 
 
 class TrainSpec(_Strict):
@@ -668,7 +713,9 @@ class TrainSpec(_Strict):
         "that gives label scores, as local teachers do), else token by token from a local "
         "teacher sharing the student's tokenizer (train-tokens.jsonl); dpo: prefer the "
         "teacher's passing answers to the base student's failing ones (dpo-trl.jsonl, "
-        "from `still export-dpo`; LoRA). Or a recipe a plugin registers "
+        "from `still export-dpo`; LoRA); grpo: reinforcement fine-tuning, the student's "
+        "own sampled answers rewarded by the task's graders (no teacher answers; "
+        "train.grpo). Or a recipe a plugin registers "
         "(`still.train.register_recipe`).",
     )
     method: Literal["lora", "full", "qlora"] = Field(
@@ -686,6 +733,7 @@ class TrainSpec(_Strict):
     seed: int = 0
     kd: KDSpec = KDSpec()
     dpo: DPOSpec = DPOSpec()
+    grpo: GRPOSpec = Field(GRPOSpec(), exclude_if=lambda v: v == GRPOSpec())
     cost_per_hour: float | None = Field(
         None,
         description="Dollars an hour of the training machine, for the break-even volume in "

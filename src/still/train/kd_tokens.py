@@ -16,8 +16,9 @@ scores those, so the student also learns on the mistakes it actually makes, not 
 the teacher's answers.
 
 Comparing distributions position by position needs one vocabulary: a teacher whose
-tokenizer differs is refused with a message that says so (label tasks need no shared
-vocabulary: use still.train.kd, which distils over the labels).
+tokenizer differs is refused with a message that says so, unless `kd.cross_tokenizer`
+asks for KD across vocabularies (still.train._cross_tokenizer: ULD or span alignment).
+Label tasks need no shared vocabulary: still.train.kd distils over the labels.
 """
 
 from __future__ import annotations
@@ -64,9 +65,9 @@ def check_shared_tokenizer(
         f"free-text knowledge distillation compares next-token distributions token by token, "
         f"so teacher and student must share a tokenizer; teacher {teacher_name} has "
         f"{len(tv)} tokens and student {student_name} has {len(sv)} (e.g. {differing!r} "
-        f"differs). Use train.recipe: sft (learns the teacher's answers as text), a teacher "
-        f"of the student's family, or a label task (KD over the labels needs no shared "
-        f"vocabulary)."
+        f"differs). Set train.kd.cross_tokenizer: uld or align (KD across vocabularies), or "
+        f"use train.recipe: sft (learns the teacher's answers as text), a teacher of the "
+        f"student's family, or a label task (KD over the labels needs no shared vocabulary)."
     )
 
 
@@ -143,6 +144,10 @@ def train_kd_tokens(
         TokenizerMismatch: teacher and student tokenizers differ.
         ValueError: no usable rows.
     """
+    if spec.kd.cross_tokenizer:  # vocabularies may differ: ULD or span alignment
+        from still.train._cross_tokenizer import train_cross_local
+
+        return train_cross_local(base_model, teacher_model, data, out_dir, spec, on_step)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -150,7 +155,7 @@ def train_kd_tokens(
     teacher_tok = AutoTokenizer.from_pretrained(teacher_model)
     student_tok = AutoTokenizer.from_pretrained(base_model)
     check_shared_tokenizer(teacher_tok, student_tok, str(teacher_model), str(base_model))
-    student = load_student(base_model, spec)
+    student = load_student(base_model, spec, teacher_model)
     auto: Any = AutoModelForCausalLM
     teacher = auto.from_pretrained(teacher_model, dtype=torch.float32).to(student.device).eval()
     for p in teacher.parameters():

@@ -14,7 +14,8 @@ plus `kd.hard_weight` times the cross-entropy on the teacher's own token.
 
 Tokens come back from endpoints as text. They are mapped to the student's ids through its
 vocabulary (each id's decoded text); when too many of the teacher's tokens have no such id
-the tokenizers differ and the run is refused with a message that says so.
+the tokenizers differ and the run is refused with a message that says so, unless
+`kd.cross_tokenizer` asks for KD across vocabularies (still.train._cross_tokenizer).
 """
 
 from __future__ import annotations
@@ -140,6 +141,10 @@ def train_kd_topk(
             student's vocabulary.
         ValueError: no row carries usable soft targets.
     """
+    if spec.kd.cross_tokenizer:  # vocabularies may differ: ULD or span alignment
+        from still.train._cross_tokenizer import train_cross_topk
+
+        return train_cross_topk(base_model, data, out_dir, spec, on_step)
     # -- setup ---------------------------------------------------------------------------
     student = load_student(base_model, spec)
     table = vocabulary_by_text(student.tokenizer)
@@ -157,8 +162,9 @@ def train_kd_topk(
         raise TokenizerMismatch(
             f"{missing} of the teacher's {seen} stored tokens ({missing / seen:.0%}) are not "
             f"tokens of the student {base_model}: top-k KD compares distributions token by "
-            "token, so teacher and student must share a tokenizer. Use train.recipe: sft, or "
-            "a teacher of the student's family."
+            "token, so teacher and student must share a tokenizer. Set "
+            "train.kd.cross_tokenizer: uld or align (KD across vocabularies), or use "
+            "train.recipe: sft, or a teacher of the student's family."
         )
     if not rows:
         raise TrainError(
