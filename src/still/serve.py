@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 # Imported at module level: FastAPI resolves the handlers' annotations from these globals.
 from fastapi import FastAPI, HTTPException
@@ -87,6 +87,15 @@ def parse_tags(header: str | None) -> dict[str, str]:
             continue
         tags[key] = value
     return tags
+
+
+def format_tags(tags: Mapping[str, str]) -> str:
+    """Tags as an `X-Still-Tags` header value (what `parse_tags` reads back).
+
+    >>> parse_tags(format_tags({"app": "triage", "note": "a,b=c"}))
+    {'app': 'triage', 'note': 'a,b=c'}
+    """
+    return ", ".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in tags.items())
 
 
 def request_tags(body: Mapping[str, Any], header: str | None) -> dict[str, str]:

@@ -129,9 +129,12 @@ def test_a_tag_moves_to_its_shadowed_student_and_back_through_http(tmp_path: Pat
                 client = httpx2.Client(base_url=proxy.base_url, timeout=30)
 
                 def ask(i: int) -> str:
-                    got = client.post("/chat/completions", json={
-                        "model": "m", "messages": [{"role": "user", "content": f"q{i}"}],
-                        "metadata": {"app": "triage"}})  # fmt: skip
+                    # tagged by header: the proxy passes it on to the shadowed student
+                    got = client.post(
+                        "/chat/completions",
+                        json={"model": "m", "messages": [{"role": "user", "content": f"q{i}"}]},
+                        headers={"X-Still-Tags": "app=triage"},
+                    )
                     assert got.status_code == 200, got.text
                     return str(got.json()["choices"][0]["message"]["content"])
 

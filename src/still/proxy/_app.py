@@ -195,7 +195,7 @@ async def forward(
     """
     ex = _Pending(upstream, call, recorder, started or time.time(), t0 or time.perf_counter())
     try:
-        resp = await upstream.send(upstream.body_for(call.raw, call.body), call.stream)
+        resp = await upstream.send(upstream.body_for(call.raw, call.body), call.stream, call.tags)
     except httpx2.TimeoutException as exc:
         return ex.fail(504, f"the upstream did not answer in time: {_say(exc)}")
     except httpx2.HTTPError as exc:

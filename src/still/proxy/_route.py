@@ -63,6 +63,9 @@ class RouteTable:
         self.evidence = Path(config.evidence or db)
         self.switch_log = self.evidence.with_name(self.evidence.name + ".switches.jsonl")
         self.upstreams = {ref: open_upstream(ref, key_variable, timeout_s) for ref in config.refs()}
+        for spec in config.routes:
+            # a student is a `still serve --shadow`, whose records need the call's tags
+            self.upstreams[spec.student].forward_tags = True
         self.switches: list[Switch] = []
         self._rng = random.Random(seed)
         self._lock = threading.Lock()  # the router: decided in the refresher, read per call

@@ -23,12 +23,14 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import httpx2
 
 from still.errors import StillError
 from still.models import EndpointAccess, endpoint_access
+from still.serve import TAGS_HEADER, format_tags
 
 ENDPOINT_SCHEMES = ("openai", "azure", "http", "https")
 """References forwarded over the network as they are; any other is a local model."""
@@ -52,6 +54,11 @@ class Upstream:
     all its connections (httpcore's pool is O(connections) per request, with a syscall per
     idle one): at 64 concurrent requests that scan cost more CPU than the rest of the
     forwarding (benchmarks/bench_proxy.py); 16 pools of a few connections each do not."""
+
+    forward_tags = False
+    """Whether a call's `X-Still-Tags` go along to this upstream: yes to a `still serve`
+    (its shadow stores them with each pair), never to OpenAI or Azure by default (they
+    are the application's, and the body's `metadata` goes as it is anyway)."""
 
     def __init__(self, access: EndpointAccess, timeout_s: float = 600.0) -> None:
         self.access = access
@@ -117,9 +124,16 @@ class Upstream:
         await self.start()
         return self._clients[next(self._turn) % len(self._clients)]
 
-    async def send(self, body: bytes, stream: bool) -> httpx2.Response:
+    async def send(
+        self, body: bytes, stream: bool, tags: Mapping[str, str] | None = None
+    ) -> httpx2.Response:
         """Post a chat completion body; the response is open for streaming (the caller
         reads and closes it).
+
+        Args:
+            body: the body to send.
+            stream: whether the client asked for a stream.
+            tags: the call's `X-Still-Tags`, sent along when `forward_tags` is set.
 
         Raises:
             httpx2.HTTPError: the upstream cannot be reached, or does not answer in time.
@@ -132,6 +146,8 @@ class Upstream:
             "Accept-Encoding": "identity",
             **self.access.headers,
         }
+        if tags and self.forward_tags:
+            headers[TAGS_HEADER] = format_tags(tags)
         request = client.build_request("POST", self.access.chat_url, content=body, headers=headers)
         return await client.send(request, stream=True)
 
@@ -158,6 +174,8 @@ class Upstream:
 class LocalUpstream(Upstream):
     """A local model (any reference `get_model` resolves that is not an endpoint), served
     by `still serve` on a loopback port of its own with a random key, in a thread."""
+
+    forward_tags = True
 
     def __init__(self, ref: str, timeout_s: float = 600.0) -> None:
         import uvicorn
