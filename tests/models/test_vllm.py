@@ -27,6 +27,7 @@ import pytest
 
 from still.capture import build_request
 from still.cost import is_free
+from still.errors import ModelError
 from still.models import (
     EngineError,
     Provider,
@@ -301,7 +302,7 @@ def test_references_resolve_like_local(still_home: Path, tiny_model: Path) -> No
     assert vllm_model("vllm:smollm2-135m-instruct") == str(converted)
     assert vllm_model(f"vllm:{tiny_model}") == str(tiny_model)
     assert vllm_model("vllm:Qwen/Qwen2.5-7B-Instruct") == "Qwen/Qwen2.5-7B-Instruct"
-    with pytest.raises(ValueError, match="vllm:smollm2-135m-instruct"):
+    with pytest.raises(ModelError, match="vllm:smollm2-135m-instruct"):
         vllm_model("vllm:/no/such/model")
     assert is_free("vllm:Qwen/Qwen2.5-7B-Instruct")
 

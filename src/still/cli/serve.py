@@ -1,4 +1,5 @@
-"""`still serve`: put a model behind an OpenAI-compatible HTTP API (and shadow it)."""
+"""`still serve`: put a model behind an OpenAI-compatible HTTP API (and shadow it), with
+still's own server or vLLM's (`--engine vllm`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import click
 
 @click.command("serve")
 @click.argument("model")
+@click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- VLLM_ARGS...]")
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -70,8 +72,24 @@ import click
     type=click.IntRange(1),
     help="With --shadow: teacher calls at once.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["still", "vllm"]),
+    default="still",
+    show_default=True,
+    help="still: still's own server (transformers). vllm: vLLM's OpenAI-compatible server "
+    "(`vllm serve`) on the model folder, a LoRA adapter folder on its base model.",
+)
+@click.option(
+    "--vllm-bin",
+    default=None,
+    metavar="PATH",
+    help="With --engine vllm: the `vllm` executable (default: the one on PATH; "
+    "`make vllm` puts one in .venv-vllm/bin).",
+)
 def serve_cmd(
     model: str,
+    vllm_args: tuple[str, ...],
     host: str,
     port: int,
     name: str | None,
@@ -83,6 +101,8 @@ def serve_cmd(
     seed: int | None,
     shadow_queue: int,
     shadow_workers: int,
+    engine: str,
+    vllm_bin: str | None,
 ) -> None:
     """Serve MODEL (e.g. a distilled student: local:runs/trec/distilled-...) with
     /v1/models and /v1/chat/completions.
@@ -98,7 +118,25 @@ def serve_cmd(
     both answers are stored in --db tagged shadow=1 with the request's metadata and
     X-Still-Tags, with their agreement (and grades, with --task). Watch it with
     `still monitor --db DB`; switch traffic on it with `still proxy --route`.
+
+    With --engine vllm, vLLM's own server answers instead (vLLM's sampling and
+    structured outputs, no label scoring, no --shadow); arguments after `--` go to it as
+    they are: `still serve --engine vllm MODEL -- --dtype float32 --max-model-len 2048`.
     """
+    if engine == "vllm":
+        if teacher is not None:
+            raise click.UsageError("--shadow needs still's own server: drop --engine vllm")
+        from still.models import serve_with_vllm, vllm_server
+
+        serve_with_vllm(
+            vllm_server(
+                model, host=host, port=port, name=name, api_key=api_key, vllm_bin=vllm_bin,
+                extra=vllm_args,
+            )
+        )  # fmt: skip
+        return
+    if vllm_args or vllm_bin:
+        raise click.UsageError("vLLM arguments and --vllm-bin need --engine vllm")
     from still.serve import serve
 
     observer = None

@@ -2,7 +2,8 @@
 
 `get_model("local:smollm2-135m-instruct")` gives a bundled model; a Hugging Face model
 directory, a distilled student and the offline `scripted:` provider work the same way;
-`vllm:` runs the same models (or a hub id) on an in-process vLLM engine.
+`vllm:` runs the same models (or a hub id) on an in-process vLLM engine, and `vllm_server`
+starts vLLM's own server on one (`still serve --engine vllm`).
 Chat-template helpers (`render_prompt`, `prompt_token_ids`, `answer_token_ids`) are the
 local provider's exact prompt, shared with the trainers and token counters so that a
 student is trained on the prompt it is later asked. Nothing here imports torch.
@@ -33,6 +34,7 @@ from still.models._provider import (
     schemes,
 )
 from still.models._vllm import EngineError, shutdown_engine, use_engine_options, vllm_model
+from still.models._vllm_serve import VLLMServe, serve_with_vllm, vllm_server
 
 __all__ = [
     "BUNDLED",
@@ -41,6 +43,7 @@ __all__ = [
     "EngineError",
     "LocalProvider",
     "Provider",
+    "VLLMServe",
     "answer_token_ids",
     "bundled_path",
     "dequantize_gguf",
@@ -56,8 +59,10 @@ __all__ = [
     "register_provider",
     "render_prompt",
     "schemes",
+    "serve_with_vllm",
     "shutdown_engine",
     "use_engine_options",
     "use_key_variables",
     "vllm_model",
+    "vllm_server",
 ]

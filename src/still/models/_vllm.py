@@ -49,7 +49,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from still.errors import StillError
+from still.errors import ModelError, StillError
 from still.models._chat import answer_token_ids, prompt_token_ids, render_prompt
 from still.models._provider import isolate_failures, register_provider
 from still.types import Completion, Message, Request, SamplingParams, Usage
@@ -93,7 +93,7 @@ def vllm_model(ref: str) -> str:
     has it), a model folder, or a Hugging Face hub id, passed on as it is.
 
     Raises:
-        ValueError: a path that is not a model folder, naming the known models.
+        ModelError: a path that is not a model folder, naming the known models.
     """
     from still.models._bundled import BUNDLED
     from still.models._local import local_path
@@ -106,7 +106,7 @@ def vllm_model(ref: str) -> str:
     looks_like_path = target.startswith(("/", ".", "~")) or Path(target).exists()
     if looks_like_path or target.count("/") != 1:
         known = ", ".join(f"vllm:{n}" for n in sorted(BUNDLED))
-        raise ValueError(
+        raise ModelError(
             f"unknown vLLM model {target!r}: not a bundled name ({known}), a directory with "
             "a config.json, nor a Hugging Face id (owner/name)"
         )
