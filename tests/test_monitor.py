@@ -98,3 +98,24 @@ def test_the_command_prints_a_table_and_the_same_rows_as_json(db: Path) -> None:
     assert "80.0% [" in line and "90.0% [" in line  # agreement, then the grader's pass rate
     missing = runner.invoke(main, ["monitor", "--db", str(db.with_name("nope.db"))])
     assert missing.exit_code == 1 and "no store at" in missing.output
+
+
+def test_watch_prints_each_refresh_with_what_was_stored_since(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:  # instead of waiting: store one more record, or stop
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            raise KeyboardInterrupt
+        with Store(db) as store:
+            store.put(_record(100, "triage", "1"))
+
+    monkeypatch.setattr("time.sleep", sleep)
+    got = CliRunner().invoke(
+        main, ["monitor", "--db", str(db), "--watch", "--json", "--interval", "3", "--last", "0"]
+    )
+    assert got.exit_code == 0, got.output  # Ctrl-C ends --watch
+    refreshes = [json.loads(line) for line in got.output.splitlines()]
+    assert [r[0]["records"] for r in refreshes] == [40, 41] and sleeps == [3, 3]

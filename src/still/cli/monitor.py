@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -97,16 +98,27 @@ def monitor_cmd(
         return table(rows, f"{title} ({time.strftime('%H:%M:%S')})")
 
     console = Console(width=max(150, Console().width))
-    if not watch:
-        console.print(render(), soft_wrap=as_json)
-        return
-    if as_json:
-        while True:
-            click.echo(render())
-            time.sleep(interval)
-    from rich.live import Live
 
-    with Live(render(), console=console, auto_refresh=False) as live:
-        while True:
-            time.sleep(interval)
-            live.update(render(), refresh=True)
+    def show() -> None:
+        if as_json:  # as it is: no markup, no colours, one line per refresh with --watch
+            click.echo(render())
+        else:
+            console.print(render())
+
+    if not watch:
+        show()
+        return
+    try:
+        if as_json or not console.is_terminal:  # a pipe or a log: one print per refresh
+            while True:
+                show()
+                sys.stdout.flush()
+                time.sleep(interval)
+        from rich.live import Live
+
+        with Live(render(), console=console, auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(render(), refresh=True)
+    except KeyboardInterrupt:  # Ctrl-C ends --watch: not an error
+        return
