@@ -99,8 +99,8 @@ class Grading:
 
     @classmethod
     def from_task(cls, path: str | Path) -> Grading:
-        """The graders and labels of a task file; judges are called directly (their
-        answers are stored with the pair's, tagged `shadow_role=judge`).
+        """The graders and labels of a task file; model graders ask their judge directly
+        (its answers are grades, not stored completions).
 
         Raises:
             TaskError: the task file is invalid.
