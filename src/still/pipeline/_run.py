@@ -361,7 +361,7 @@ class Run:
         h.update(train_file.read_bytes() if train_file.exists() else b"")
         train = self.train_spec(keep)
         if train.recipe == "sft":  # hashed as before recipes existed: SFT models keep theirs
-            h.update(train.model_dump_json(exclude={"recipe", "kd", "dpo"}).encode())
+            h.update(train.model_dump_json(exclude={"recipe", "kd", "dpo", "grpo"}).encode())
         else:  # KD learns from the teacher's scores (label KD) or the teacher itself
             from still.train import task_recipe
 

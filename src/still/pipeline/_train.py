@@ -62,9 +62,14 @@ def train_stage(run: Run, force: bool = False, keep: Keep = "parsed") -> dict[st
     except (TrainError, ModelError) as exc:
         raise StageError(str(exc)) from exc
     data = run.recipe_file(recipe, keep)
+    extra: dict[str, Any] = {} if teacher is None else {"teacher_model": teacher}
+    if recipe.prompts:  # it learns from the student's own answers, graded: no teacher's
+        from still.pipeline._grpo import task_reward, write_prompt_rows
+
+        write_prompt_rows(run, data)  # before the model's folder is named: it hashes them
+        extra["reward"] = task_reward(run)
     if not data.exists():
         raise StageError(f"{data} does not exist: {recipe.missing.format(flag=flag)}")
-    extra: dict[str, Any] = {} if teacher is None else {"teacher_model": teacher}
     out = run.distilled_dir(keep)
     if (out / "train.json").is_file() and not force:
         info: dict[str, Any] = json.loads((out / "train.json").read_text())

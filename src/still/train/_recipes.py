@@ -25,6 +25,10 @@ from still.tasks import register_recipe_name
 DPO_FILE = "dpo-trl.jsonl"
 """The preference pairs in TRL's format, as `still export-dpo` writes them (one per run)."""
 
+GRPO_FILE = "grpo.jsonl"
+"""The student's prompts of the train and validation splits with their references, which
+the train stage writes for a recipe that learns from `prompts` (one per run)."""
+
 Trainer = Callable[..., Any]
 """`trainer(base_model, data=, out_dir=, spec=, on_step=)` (and `teacher_model=` when the
 recipe reads a local teacher), saving the merged student and its train.json in out_dir."""
@@ -43,6 +47,10 @@ class Recipe:
         teacher: the trainer also takes `teacher_model`, the local teacher's folder.
         free_text: on a task without labels, train with this recipe instead.
         endpoint_teacher: when the teacher is no local model, train with this one instead.
+        prompts: it learns from the student's own answers to the task's prompts, graded
+            by the task's graders, not from the teacher's: the train stage writes `data`
+            (the prompts with their references) and passes the trainer `reward=`, the
+            graders as a reward function (still.train.grpo.Reward).
     """
 
     data: str
@@ -52,6 +60,7 @@ class Recipe:
     teacher: bool = False
     free_text: str | None = None
     endpoint_teacher: str | None = None
+    prompts: bool = False
 
     def load(self) -> Trainer:
         """The trainer function (importing its module: torch loads here)."""
@@ -99,6 +108,13 @@ _BUILTIN = {
         missing="run `still export-dpo` first (preference pairs: the teacher's passing "
         "answer against the base student's failing one)",
         shared=True,
+    ),
+    "grpo": Recipe(  # reinforcement fine-tuning: the task's graders score sampled answers
+        data=GRPO_FILE,
+        trainer="still.train.grpo:train_grpo",
+        missing="`still train` writes it from the task's train and validation splits",
+        shared=True,
+        prompts=True,
     ),
 }
 for _name, _recipe in _BUILTIN.items():
