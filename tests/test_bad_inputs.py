@@ -1,7 +1,9 @@
 """Bad input, named: every broken file in tests/bad_inputs/ fails as one line.
 
-Each case runs the real CLI on one broken task file, data file, import file, grader file or
-gold file, against a run whose store already holds completions and grades, and asserts:
+Each case runs the real CLI on one broken task file, data file, import file, grader file,
+gold file or training setup (a student folder that is no causal LM; a sharding, method or
+batch the machine cannot run: `still train` after export, refused before any model loads),
+against a run whose store already holds completions and grades, and asserts:
 exit status 1; one `Error:` line, the last, with no traceback; that line names the file
 (and its line or field) and says what to do (the case's expected substrings); the store's
 completions and grades are counted the same before and after, and the run folder's task
@@ -38,7 +40,9 @@ class Case:
     Attributes:
         kind: which command reads it: task (capture), data (capture of the good task with
             this data file), import (store import), grader (check-grader --grader-file),
-            gold (check-grader --gold).
+            gold (check-grader --gold), train (train, after export, of the good task with a
+            local student: this model folder's, else the tiny model with this file's
+            `train:` settings).
         file: the file, under tests/bad_inputs/ (or BIG).
         expect: substrings of the error line: where (line or field) and what to do.
         names: the file name the line must name (default: `file`'s own name).
@@ -66,6 +70,10 @@ def _import(name: str, *expect: str) -> Case:
 
 def _grader(name: str, *expect: str) -> Case:
     return Case("grader", f"graders/{name}", expect)
+
+
+def _train(name: str, *expect: str, names: str | None = None) -> Case:
+    return Case("train", name, expect, names)
 
 
 CASES: dict[str, Case] = {
@@ -300,6 +308,28 @@ CASES: dict[str, Case] = {
     "grader: unknown metric": _grader(
         "unknown_metric.json", "grader 'close'", "use one of fuzzy_match"
     ),
+    # --- training: `still train` of the good task with a local student, after export ----
+    "train: student not a causal LM": _train(
+        "models/not_a_causal_lm/config.json",
+        "model type 't5' is not a causal language model",
+        "expected a Hugging Face causal language model folder",
+        names="not_a_causal_lm",
+    ),
+    "train: fsdp on one process": _train(
+        "train/fsdp_one_process.yaml", "train.sharding: fsdp", "sharding: ddp", names="fsdp"
+    ),
+    "train: zero3 on one process": _train(
+        "train/zero3_one_process.yaml", "train.sharding: zero3", "use", names="zero3"
+    ),
+    "train: a batch that does not fit": _train(
+        "train/batch_does_not_fit.yaml",
+        "1000000 rows x 10000000 tokens",
+        "set train.micro_batch_size: 1 and train.max_length:",
+        names="needs about",
+    ),
+    "train: qlora without a GPU": _train(
+        "train/qlora_on_cpu.yaml", "train.method: qlora", "use method: lora", names="qlora"
+    ),
     # --- gold files: `still check-grader --gold` -----------------------------------------
     "gold: passed not a boolean": Case(
         "gold", "gold/passed_not_boolean.jsonl", (":2: not a gold row", '"passed": true or false')
@@ -333,8 +363,32 @@ def _state(run: Path) -> tuple[int, int, dict[str, str]]:
     return rows, grades, files
 
 
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _train_task(case: Case, tmp: Path, tiny_model: Path) -> Path:
+    """The good task with a local student: the case's model folder, or the tiny model
+    with the case's `train:` settings."""
+    path = INPUTS / case.file
+    task = yaml.safe_load(GOOD.read_text())
+    task["data"]["source"] = str(GOOD.parent / task["data"]["source"])
+    if path.name == "config.json":
+        task["models"]["student"] = f"local:{path.parent}"
+    else:
+        task["models"]["student"] = f"local:{tiny_model}"
+        task["train"] = yaml.safe_load(path.read_text())["train"]
+    bad = tmp / "train-task.yaml"
+    bad.write_text(yaml.safe_dump(task))
+    return bad
+
+
 def _command(case: Case, run: Path, tmp: Path) -> list[str]:
     path = INPUTS / case.file
+    if case.kind == "train":
+        return ["train", str(tmp / "train-task.yaml"), "--run-dir", str(run)]
     if case.kind == "task":
         return ["capture", str(path), "--run-dir", str(run)]
     if case.kind == "data":
@@ -376,11 +430,17 @@ def _command(case: Case, run: Path, tmp: Path) -> list[str]:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_is_one_line_naming_it_and_the_store_is_unchanged(
-    name: str, seeded: Path, tmp_path: Path
+    name: str, seeded: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     case = CASES[name]
+    if case.file == "train/qlora_on_cpu.yaml" and _has_gpu():
+        pytest.skip("QLoRA runs on this machine's GPU")
     run = tmp_path / "run"
     shutil.copytree(seeded, run)
+    if case.kind == "train":  # the training data first: training is what must refuse
+        task = _train_task(case, tmp_path, request.getfixturevalue("tiny_model"))
+        res = CliRunner().invoke(main, ["export", str(task), "--run-dir", str(run)])
+        assert res.exit_code == 0, res.output
     before = _state(run)
     assert before[0] > 0 and before[1] > 0  # the store holds something to lose
 

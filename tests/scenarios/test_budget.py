@@ -101,7 +101,7 @@ def test_cli_estimate_and_max_cost(tmp_path: Path) -> None:
     runner = CliRunner()
     out = runner.invoke(main, ["estimate", str(task), "--run-dir", str(tmp_path / "r"), "--json"])
     assert out.exit_code == 0, out.output
-    stages = json.loads(out.stdout)
+    stages = json.loads(out.stdout)["captures"]
     assert [(s["role"], s["split"]) for s in stages][0] == ("teacher", "train")
     cap = stages[0]["cost_max"] / 3
     res = runner.invoke(

@@ -32,7 +32,8 @@ from still.pipeline import RunRole
 @click.option("--limit", type=int, default=None, help="Only the first N examples of each split.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def estimate_cmd(task_file: Path, run_dir: Path | None, limit: int | None, as_json: bool) -> None:
-    """What `still run` will send and cost, before any model is called.
+    """What `still run` will send and cost, and what training its student takes, before
+    any model is called or loaded.
 
     \b
     For each capture of the run (teacher on train; teacher, student, distilled and control
@@ -40,19 +41,34 @@ def estimate_cmd(task_file: Path, run_dir: Path | None, limit: int | None, as_js
     the model's own tokenizer, answer tokens at most (longest label or max_tokens), and
     dollars at most from the price table (task `prices:` override it). Local models have
     no price unless the task gives one. The total is the figure to pass to --max-cost.
+
+    \b
+    For a local student, from its config alone: parameters; per training process and
+    method (lora, full, and qlora on a GPU), the memory of weights, gradients, optimizer
+    state and activations at train.batch_size (or micro_batch_size) rows of max_length
+    tokens, and whether it fits this machine's GPU (or RAM); the training time at the
+    tokens/s an earlier training of the task measured here, else an assumed one.
+    --json prints {"captures": [...], "training": {...} or null}.
     """
     import json
 
-    from still.pipeline import estimate_run, total_cost
+    from still.pipeline import estimate_run, estimate_training, total_cost
     from still.prices import PRICES_AS_OF
-    from still.report import console, estimate_view
+    from still.report import console, estimate_view, training_view
 
     run = open_task(task_file, run_dir)
     stages = estimate_run(run, limit=limit)
+    training = estimate_training(run)
     if as_json:
-        click.echo(json.dumps([s.as_dict() for s in stages], indent=2))
+        out = {
+            "captures": [s.as_dict() for s in stages],
+            "training": training.as_dict() if training else None,
+        }
+        click.echo(json.dumps(out, indent=2))
         return
     console().print(estimate_view(run.task.name, stages, total_cost(stages), PRICES_AS_OF))
+    if training is not None:
+        console().print(training_view(training))
 
 
 @click.command("select")

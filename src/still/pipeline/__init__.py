@@ -19,7 +19,13 @@ from still.pipeline._bench import (
     rotated_requests,
 )
 from still.pipeline._curve import CurvePoint, learning_curve, recipe_spec, write_curve
-from still.pipeline._estimate import StageEstimate, estimate_run, total_cost
+from still.pipeline._estimate import (
+    StageEstimate,
+    TrainingEstimate,
+    estimate_run,
+    estimate_training,
+    total_cost,
+)
 from still.pipeline._export import export_dpo_stage, export_stage
 from still.pipeline._flow import run_all
 from still.pipeline._gguf import export_gguf_stage
@@ -66,6 +72,7 @@ __all__ = [
     "StageEstimate",
     "SynthStats",
     "TeacherCheck",
+    "TrainingEstimate",
     "TunePoint",
     "Tuning",
     "apply_policy",
@@ -76,6 +83,7 @@ __all__ = [
     "compare",
     "estimate_run",
     "estimate_synthesis",
+    "estimate_training",
     "export_dpo_stage",
     "export_gguf_stage",
     "export_stage",

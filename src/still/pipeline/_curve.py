@@ -96,8 +96,8 @@ def learning_curve(
     for r in recipes:
         recipe_spec(run.task.train, r)  # fail on a bad name before any work
     methods = methods or [run.task.train.method]
-    if set(methods) - {"lora", "full"}:
-        raise StageError(f"unknown method in {methods}: lora or full")
+    if set(methods) - {"lora", "full", "qlora"}:
+        raise StageError(f"unknown method in {methods}: lora, full or qlora")
     if not sizes:
         raise StageError("no sizes given")
     if not run.split.validation:

@@ -1,20 +1,42 @@
-"""`still estimate`: what a run will send and cost, before any model is called.
+"""`still estimate`: what a run will send and cost, and what training its student will
+take, before any model is called or loaded.
 
 Every request a full run makes (the teacher on the train split; each role on the held-out
 split) is built exactly as the run would build it and counted with its model's tokenizer
 (`still.tokens`). Requests already in the store are free and shown apart. Prompt tokens are
 counted; answer tokens are bounded (the longest label, or `max_tokens`), so the dollar
 figure is an upper bound: the number to give `--max-cost`.
+
+The training (`estimate_training`) is worked out from the student's config alone
+(`still.train.estimate_memory`): its parameters, the memory each method would hold per
+process on this machine's device and whether it fits, and the time at a tokens/s
+measured by an earlier training of this task here, else assumed (DEFAULT_MFU).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from still.errors import ModelError
 from still.pipeline._run import Run, StageError
 from still.prices import price_for
 from still.tokens import counter_for, estimate
+
+if TYPE_CHECKING:
+    from still.train import MemoryEstimate
+
+log = logging.getLogger("still.pipeline")
+
+DEFAULT_MFU = 0.4
+"""The share of this machine's measured matmul rate a training is assumed to reach when no
+training of the task's student was measured here yet: full fine-tuning and LoRA of
+SmolLM2-135M reached 32-52% of it on CPU (docs/benchmarks.md). A GPU given small batches of
+short rows reaches far less (0.1-0.3% for that model at batch 8 on an H200), so there the
+assumed time is a lower bound."""
 
 PLAN: tuple[tuple[str, str], ...] = (
     ("teacher", "train"),
@@ -117,3 +139,132 @@ def estimate_run(
 def total_cost(stages: list[StageEstimate]) -> float:
     """Upper bound of the dollars still to spend (unpriced stages count 0)."""
     return sum(s.cost_max or 0.0 for s in stages)
+
+
+@dataclass
+class TrainingEstimate:
+    """What training the task's student takes here, before its model is loaded.
+
+    `memory` holds one estimate per method (lora, full, and qlora on a GPU or when the
+    task asks for it), each per training process; `fits`, whether it fits the device's
+    free memory (on CPU, all processes together). The time is for the task's method.
+    """
+
+    student: str
+    parameters: int
+    method: str  # the task's
+    processes: int
+    precision: str  # fp32 or bf16: what train.precision resolves to here
+    device: str  # cuda or cpu
+    device_name: str
+    free: float  # bytes: the GPU's free memory, or the machine's available RAM
+    memory: list[MemoryEstimate]
+    fits: list[bool]
+    rows: int  # training rows at most: the train split
+    tokens: int  # tokens through the training at most: rows x their tokens x epochs
+    steps: int
+    tokens_per_s: float
+    rate_from: str  # where tokens_per_s comes from
+    trainable: dict[str, int] = field(default_factory=dict)  # parameters each method trains
+
+    @property
+    def seconds(self) -> float:
+        return self.tokens / self.tokens_per_s if self.tokens_per_s else float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["memory"] = [m.as_dict() for m in self.memory]
+        out["seconds"] = self.seconds
+        return out
+
+
+def estimate_training(run: Run) -> TrainingEstimate | None:
+    """The student's training on this machine (see TrainingEstimate); None when the
+    student is no local model (nothing is trained here).
+
+    Raises:
+        StageError: the student's folder holds no causal language model.
+    """
+    from still.models import local_path
+    from still.train import (
+        NotACausalLM,
+        device_memory,
+        estimate_memory,
+        flops_per_token,
+        matmul_rate,
+        model_shape,
+        needed,
+        precision_for,
+        training_processes,
+    )
+
+    task, spec = run.task, run.task.train
+    try:
+        base = local_path(task.models.student)
+    except ModelError:
+        return None
+    try:
+        shape = model_shape(base)
+    except NotACausalLM as exc:
+        raise StageError(str(exc)) from exc
+    device = device_memory()
+    n = training_processes(spec)
+    precision = precision_for(spec.precision, device.device)
+    methods = ["lora", "full"]
+    if device.device == "cuda" or spec.method == "qlora":
+        methods.append("qlora")
+    memory = [
+        estimate_memory(shape, spec, m, processes=n, bf16=precision == "bf16") for m in methods
+    ]
+    rows, tokens = _training_tokens(run)
+    tokens = round(tokens * spec.epochs)
+    steps = max(1, round(-(-rows // spec.batch_size) * spec.epochs)) if rows else 0
+    rate, source = _measured_rate(run.dir, spec.method, precision)
+    if rate is None:
+        speed = matmul_rate(device.device, precision == "bf16")
+        scale = n if device.device == "cuda" else 1  # CPU processes share the same cores
+        rate = speed * DEFAULT_MFU * scale / flops_per_token(shape, spec.method)
+        source = (
+            f"assumed: {DEFAULT_MFU:.0%} of this machine's measured matmul rate "
+            f"({speed / 1e9:,.0f} GFLOP/s)"
+        )
+    return TrainingEstimate(
+        student=task.models.student, parameters=shape.parameters, method=spec.method,
+        processes=n, precision=precision, device=device.device, device_name=device.name,
+        free=device.free, memory=memory,
+        fits=[needed(m, n, device) <= device.free for m in memory],
+        rows=rows, tokens=tokens, steps=steps, tokens_per_s=rate, rate_from=source,
+        trainable={m: shape.trainable(m, spec.lora_r) for m in methods},
+    )  # fmt: skip
+
+
+def _training_tokens(run: Run) -> tuple[int, int]:
+    """Training rows at most (the train split) and their tokens in one epoch: the student's
+    prompt and the answer's bound, each row at most train.max_length."""
+    student = run.task.models.student
+    counter = counter_for(student, run.task.tokenizers)
+    reqs = run.requests("student", "train")
+    limit = run.task.train.max_length
+    total = 0
+    for req in reqs.values():
+        est = estimate(counter, req)
+        total += min(est.prompt + est.output_max, limit)
+    return len(reqs), total
+
+
+def _measured_rate(folder: Path, method: str, precision: str) -> tuple[float | None, str]:
+    """Tokens/s of the newest training of this task's student with `method` and
+    `precision` recorded in the run folder (its train.json files), if any."""
+    found = []
+    for path in folder.glob("**/train.json"):
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        same = info.get("method") == method and info.get("precision", "fp32") == precision
+        if same and float(info.get("tokens_per_s") or 0) > 0:
+            found.append((path.stat().st_mtime, float(info["tokens_per_s"]), path))
+    if not found:
+        return None, ""
+    _, rate, path = max(found)
+    return rate, f"measured: {path.relative_to(folder)}"

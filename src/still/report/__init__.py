@@ -17,6 +17,7 @@ from still.report._tables import (
     selection_models,
     selection_view,
     train_summary,
+    training_view,
 )
 from still.report._verdict import (
     Verdict,
@@ -45,6 +46,7 @@ __all__ = [
     "selection_view",
     "teacher_problems",
     "train_summary",
+    "training_view",
     "verdict",
     "verdict_lines",
     "write_html",

@@ -48,6 +48,66 @@ class Estimated(Protocol):
     def cost_max(self) -> float | None: ...
 
 
+class MemoryShown(Protocol):
+    """One method's memory, as `training_view` reads it (`still.train.MemoryEstimate`)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def weights(self) -> float: ...
+    @property
+    def gradients(self) -> float: ...
+    @property
+    def optimizer(self) -> float: ...
+    @property
+    def activations(self) -> float: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def tokens(self) -> int: ...
+    @property
+    def total(self) -> float: ...
+
+
+class TrainingEstimated(Protocol):
+    """A training's estimate, as `training_view` reads it (`still.pipeline.TrainingEstimate`)."""
+
+    @property
+    def student(self) -> str: ...
+    @property
+    def parameters(self) -> int: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def processes(self) -> int: ...
+    @property
+    def precision(self) -> str: ...
+    @property
+    def device(self) -> str: ...
+    @property
+    def device_name(self) -> str: ...
+    @property
+    def free(self) -> float: ...
+    @property
+    def memory(self) -> Sequence[MemoryShown]: ...
+    @property
+    def fits(self) -> Sequence[bool]: ...
+    @property
+    def trainable(self) -> Mapping[str, int]: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def tokens(self) -> int: ...
+    @property
+    def steps(self) -> int: ...
+    @property
+    def tokens_per_s(self) -> float: ...
+    @property
+    def rate_from(self) -> str: ...
+    @property
+    def seconds(self) -> float: ...
+
+
 class Selected(Protocol):
     """A model selection, as `selection_view` reads it (`still.pipeline.Selection`)."""
 
@@ -103,6 +163,44 @@ def estimate_view(
             _dollars(s.cost_max, bound=True),
         )
     return Group(table, Text(f"at most ${total:,.4f} to spend (unpriced models count 0)"))
+
+
+def training_view(est: TrainingEstimated) -> Group:
+    """`still estimate`: the student's training here: memory per method and process
+    (weights, gradients, optimizer, activations), whether it fits, and the time."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    gib = 1024**3
+    where = "GPU" if est.device == "cuda" else "RAM available"
+    each = " (together)" if est.device != "cuda" and est.processes > 1 else ""
+    table = Table(
+        title=f"training {est.student}: {est.parameters / 1e6:,.1f}M parameters, "
+        f"{est.processes} process(es), {est.precision}, on {est.device_name} "
+        f"({est.free / gib:,.1f} GiB {where})"
+    )
+    table.add_column("method")
+    for col in ("trainable", "weights", "gradients", "optimizer", "activations", "per process"):
+        table.add_column(col, justify="right")
+    table.add_column(f"fits{each}")
+    for m, fits in zip(est.memory, est.fits, strict=True):
+        chosen = " (task's)" if m.method == est.method else ""
+        table.add_row(
+            m.method + chosen,
+            f"{est.trainable.get(m.method, 0) / 1e6:,.2f}M",
+            *(f"{x / gib:,.2f} GiB" for x in (m.weights, m.gradients, m.optimizer)),
+            f"{m.activations / gib:,.2f} GiB ({m.rows} x {m.tokens} tok)",
+            f"{m.total / gib:,.2f} GiB",
+            "yes" if fits else "NO",
+        )
+    minutes = est.seconds / 60
+    time = Text(
+        f"{est.method}: {est.rows} rows at most, {est.tokens:,} tokens over the epochs, "
+        f"{est.steps} steps: about {minutes:,.1f} min at {est.tokens_per_s:,.0f} tok/s "
+        f"({est.rate_from})"
+    )
+    return Group(table, time)
 
 
 def selection_view(task_name: str, sel: Selected) -> Group:

@@ -24,7 +24,14 @@ from typing import Any, TypeVar
 from still.errors import TrainError
 from still.tasks import TrainSpec
 from still.train._checkpoints import Checkpoints, checkpoint_dir, fingerprint
-from still.train._parallel import make_accelerator, resolve_precision, shares
+from still.train._memory import check_fits
+from still.train._parallel import (
+    check_setup,
+    launched_world,
+    make_accelerator,
+    resolve_precision,
+    shares,
+)
 
 log = logging.getLogger("still.train")
 
@@ -135,40 +142,54 @@ def read_token_rows(path: Path) -> list[dict[str, Any]]:
     )
 
 
-def load_student(base_model: Path, spec: TrainSpec) -> Student:
-    """The base model in float32, wrapped in LoRA adapters on every linear layer when
-    `spec.method == "lora"`, in training mode, seeded, on this process's device, with the
-    precision `spec.precision` resolves to there.
+def load_student(base_model: Path, spec: TrainSpec, teacher_model: Path | None = None) -> Student:
+    """The base model in float32 (QLoRA: 4-bit), wrapped in LoRA adapters on every linear
+    layer for `lora` and `qlora`, in training mode, seeded, on this process's device, with
+    the precision `spec.precision` resolves to there.
+
+    Before anything is loaded, the setup is checked and, in a single process, the memory
+    the training needs (a launcher checks it before starting several; `teacher_model`:
+    the local teacher the recipe also holds).
 
     Raises:
-        TrainingSetupError: a setup this machine cannot run (still.train._parallel).
+        TrainingSetupError: a setup this machine cannot run (still.train._parallel), or a
+            training that does not fit its memory (DoesNotFit).
+        NotACausalLM: the student's folder holds no causal language model.
     """
     import torch
     from transformers import AutoTokenizer
 
+    check_setup(spec)
+    if launched_world() == 1:
+        check_fits(base_model, spec, 1, teacher_model)
     accelerator = make_accelerator(spec)
     device = str(accelerator.device)
     precision = resolve_precision(spec.precision, accelerator.device.type)
     torch.manual_seed(spec.seed)
     tokenizer: Any = AutoTokenizer.from_pretrained(base_model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    model = build_model(base_model, spec, device)
+    model = build_model(base_model, spec, device, precision)
     model.train()
     return Student(
-        model, tokenizer, device, pad, spec.method == "lora", Path(base_model), precision,
+        model, tokenizer, device, pad, spec.method != "full", Path(base_model), precision,
         accelerator, random.Random(spec.seed),
     )  # fmt: skip
 
 
-def build_model(base_model: Path, spec: TrainSpec, device: str) -> Any:
+def build_model(base_model: Path, spec: TrainSpec, device: str, precision: str = "fp32") -> Any:
     """The base model in float32 on `device`, with LoRA adapters on every linear layer
-    when `spec.method == "lora"` (initialised from torch's random state)."""
+    when `spec.method` is lora (initialised from torch's random state); for qlora, its
+    linear layers in 4-bit NF4 (bitsandbytes, CUDA only), computing in `precision`, under
+    the adapters."""
     import torch
     from transformers import AutoModelForCausalLM
 
     auto: Any = AutoModelForCausalLM  # its stubs mistype from_pretrained's first argument
-    model: Any = auto.from_pretrained(base_model, dtype=torch.float32).to(device)
-    if spec.method == "lora":
+    if spec.method == "qlora":
+        model = _four_bit(auto, base_model, device, precision)
+    else:
+        model = auto.from_pretrained(base_model, dtype=torch.float32).to(device)
+    if spec.method != "full":
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(
@@ -182,6 +203,35 @@ def build_model(base_model: Path, spec: TrainSpec, device: str) -> Any:
             ),
         )
     return model
+
+
+def _four_bit(auto: Any, base_model: Path, device: str, precision: str) -> Any:
+    """QLoRA's base: the linear layers quantized to 4-bit NF4 with double-quantized scales
+    as they load (bitsandbytes), computing in bf16 (or fp32), the other weights (norms,
+    embeddings) in fp32 as peft's k-bit preparation leaves them; on this process's GPU."""
+    import peft
+    import torch
+    import transformers
+
+    compute = torch.bfloat16 if precision == "bf16" else torch.float32
+    bnb: Any = transformers.BitsAndBytesConfig  # untyped
+    quantization = bnb(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    )
+    gpu = torch.device(device).index
+    model = auto.from_pretrained(
+        base_model,
+        dtype=compute,
+        quantization_config=quantization,
+        # a GPU index, as accelerate expects of a quantized model (loaded where it trains)
+        device_map={"": torch.cuda.current_device() if gpu is None else gpu},
+    )
+    prepare: Any = peft.prepare_model_for_kbit_training  # untyped
+    # the same loop as LoRA's: no gradient checkpointing slipped in
+    return prepare(model, use_gradient_checkpointing=False)
 
 
 def total_steps(rows: int, spec: TrainSpec) -> int:
@@ -327,7 +377,20 @@ class Training:
 
     def final_model(self) -> Any:
         """The trained model, whole, for the main process to save (None elsewhere under
-        FSDP, where the weights are gathered into a fresh copy on the main process's CPU)."""
+        FSDP, where the weights are gathered into a fresh copy on the main process's CPU).
+        QLoRA's adapters go onto a fresh full-precision copy of the base on the CPU, so the
+        merged model is a plain one that every provider loads, not a 4-bit one."""
+        if self.spec.method == "qlora":
+            adapters = self.trainable_state()
+            if not self.student.accelerator.is_main_process:
+                return None
+            plain = build_model(self.student.base, self.spec.model_copy(update={"method": "lora"}),
+                                "cpu")  # fmt: skip
+            missing = set(adapters) - {n for n, _ in plain.named_parameters()}
+            if missing:
+                raise TrainError(f"QLoRA adapters with no place in the plain model: {missing}")
+            plain.load_state_dict(adapters, strict=False)
+            return plain
         if not self.student.sharded:
             return self.student.unwrapped
         whole = _dcp().get_model_state_dict(self.student.model, options=_whole())

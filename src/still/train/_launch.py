@@ -1,10 +1,11 @@
 """Several training processes from one call: `still train --processes N`.
 
 A trainer wrapped by `launched` runs as it is when one process is asked for. Asked for
-several (`train.processes`, by default one per GPU), the call starts that many fresh
-Python processes (multiprocessing, spawn), each running the same trainer as one rank
-of an accelerate process group (rendezvous on a free local port; gloo between CPU
-processes). Each loads the model and data itself and trains on its share of every batch
+several (`train.processes`, by default one per GPU), the setup and the memory the
+processes will need are checked first (still.train._parallel, _memory); then the call
+starts that many fresh Python processes (multiprocessing, spawn), each running the same
+trainer as one rank of an accelerate process group (rendezvous on a free local port; gloo
+between CPU processes). Each loads the model and data itself and trains on its share of every batch
 (still.train._common); only the first writes. The calling process waits: it shows the
 first process's progress through `on_step`, relays its log lines, and returns the
 TrainResult it saved.
@@ -37,6 +38,7 @@ from typing import Any, ParamSpec
 
 from still.errors import StillError, TrainError
 from still.train._common import TrainResult
+from still.train._memory import check_fits
 from still.train._parallel import check_setup, launched_world, processes
 
 log = logging.getLogger("still.train")
@@ -58,10 +60,13 @@ def launched(trainer: Callable[P, TrainResult]) -> Callable[P, TrainResult]:
     @functools.wraps(trainer)
     def run(*args: P.args, **kwargs: P.kwargs) -> TrainResult:
         call = signature.bind(*args, **kwargs)
-        n = processes(call.arguments["spec"])
+        spec = call.arguments["spec"]
+        n = processes(spec)
         if n == 1 or launched_world() > 1:  # one process, or already one of several
             return trainer(*args, **kwargs)
-        check_setup(call.arguments["spec"])  # refused here, before any process starts
+        check_setup(spec)  # refused here, before any process starts
+        if "base_model" in call.arguments:  # and what the processes will hold together
+            check_fits(call.arguments["base_model"], spec, n, call.arguments.get("teacher_model"))
         return _launch(run, dict(call.arguments), n)
 
     return run

@@ -16,6 +16,7 @@ kept in fp32: "bf16 mixed precision". It is applied here, not through accelerate
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
@@ -54,8 +55,9 @@ def check_setup(spec: TrainSpec) -> None:
     """Refuse, as one line, a setup this machine cannot run.
 
     Raises:
-        TrainingSetupError: more processes than GPUs, FSDP on CPU or on one process, or
-            bf16 asked of a GPU without it.
+        TrainingSetupError: more processes than GPUs, FSDP on CPU or on one process,
+            ZeRO on one process or without DeepSpeed, QLoRA without a GPU or
+            bitsandbytes, or bf16 asked of a GPU without it.
     """
     import torch
 
@@ -75,6 +77,27 @@ def check_setup(spec: TrainSpec) -> None:
         raise TrainingSetupError(
             "train.sharding: fsdp on one process shards nothing: use --processes 2 or more, "
             "or sharding: ddp"
+        )
+    zero = spec.sharding in ("zero2", "zero3")
+    if zero and n == 1:
+        raise TrainingSetupError(
+            f"train.sharding: {spec.sharding} on one process shards nothing: use --processes "
+            "2 or more, or sharding: ddp"
+        )
+    if zero and importlib.util.find_spec("deepspeed") is None:
+        raise TrainingSetupError(
+            f"train.sharding: {spec.sharding} needs DeepSpeed: `pip install deepspeed` (or "
+            "'still[deepspeed]'), or use sharding: ddp"
+        )
+    if spec.method == "qlora" and not cuda:
+        raise TrainingSetupError(
+            "train.method: qlora trains on a 4-bit base with bitsandbytes' CUDA kernels, and "
+            "this machine has no GPU: use method: lora (or full)"
+        )
+    if spec.method == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
+        raise TrainingSetupError(
+            "train.method: qlora needs bitsandbytes: `pip install bitsandbytes` (or "
+            "'still[qlora]'), or use method: lora"
         )
     if spec.precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         raise TrainingSetupError(
@@ -104,22 +127,30 @@ def make_accelerator(spec: TrainSpec) -> Any:
     return Accelerator(cpu=not cuda, fsdp_plugin=plugin)
 
 
-def resolve_precision(choice: str, device_type: str) -> str:
+def precision_for(choice: str, device_type: str) -> str:
     """`train.precision` on this device: "bf16" or "fp32" (auto: bf16 on a GPU that has
-    it, fp32 elsewhere: on CPU bf16 measured slower). The choice is logged."""
-    import torch
+    it, fp32 elsewhere: on CPU bf16 measured slower)."""
+    return _precision(choice, device_type)[0]
 
-    if choice != "auto":
-        chosen, why = choice, f"train.precision: {choice}"
-    elif device_type != "cuda":
-        chosen, why = "fp32", "train.precision: auto; bf16 measured slower on CPU"
-    elif torch.cuda.is_bf16_supported():
-        chosen, why = "bf16", "train.precision: auto"
-    else:
-        chosen, why = "fp32", "train.precision: auto; this GPU has no bf16"
+
+def resolve_precision(choice: str, device_type: str) -> str:
+    """`precision_for`, with the choice and why logged."""
+    chosen, why = _precision(choice, device_type)
     what = "bf16 mixed precision (autocast, fp32 weights)" if chosen == "bf16" else "fp32"
     log.info("training in %s on %s (%s)", what, device_type, why)
     return chosen
+
+
+def _precision(choice: str, device_type: str) -> tuple[str, str]:
+    import torch
+
+    if choice != "auto":
+        return choice, f"train.precision: {choice}"
+    if device_type != "cuda":
+        return "fp32", "train.precision: auto; bf16 measured slower on CPU"
+    if torch.cuda.is_bf16_supported():
+        return "bf16", "train.precision: auto"
+    return "fp32", "train.precision: auto; this GPU has no bf16"
 
 
 def shares(
