@@ -18,7 +18,8 @@ from test_helpers import write_task
 
 COMMANDS = {
     "bench", "capture", "check-grader", "curve", "estimate", "export", "export-dpo",
-    "export-gguf", "grade", "models", "report", "run", "select", "serve", "store", "train",
+    "export-gguf", "grade", "models", "monitor", "proxy", "report", "run", "select", "serve",
+    "store", "synthesize", "train", "tune",
 }  # fmt: skip
 
 
