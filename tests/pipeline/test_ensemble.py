@@ -160,3 +160,17 @@ def test_an_ensemble_needs_members_that_differ(tmp_path: Path) -> None:
     data["ensemble"]["models"] = ["scripted:first-label"]
     task.write_text(yaml.safe_dump(data))
     assert load_task(task).ensemble is not None
+
+
+def test_estimate_counts_each_members_calls(tmp_path: Path) -> None:
+    from still.pipeline import estimate_run
+
+    plain = write_task(tmp_path, student="scripted:first-label", n=90, split=SPLIT)
+    run = open_run(_with(plain, "ensemble.yaml", ensemble={"members": 3}), tmp_path / "run")
+    lines = [s for s in estimate_run(run) if s.split == "validation" and "teacher" in s.role]
+    assert [s.role for s in lines] == ["teacher", "teacher (member 1)", "teacher (member 2)"]
+    assert [s.to_send for s in lines] == [len(member_requests(run, m, "validation"))
+                                          for m in members(run)]  # fmt: skip
+    capture_role(run, "teacher", "validation")
+    assert all(s.to_send == 0 for s in estimate_run(run) if s.split == "validation"
+               and "teacher" in s.role)  # fmt: skip

@@ -250,6 +250,15 @@ def test_estimate_counts_every_request_synthesis_may_send(tmp_path: Path) -> Non
     assert estimate_synthesis(run, n=6).stored == 6 and CALLS
 
 
+def test_estimate_of_a_run_that_synthesizes_starts_with_the_synthesis(tmp_path: Path) -> None:
+    from still.pipeline import estimate_run
+
+    run = open_run(_task(tmp_path, use=True, n=6), tmp_path / "run")
+    assert [s.role for s in estimate_run(run)][:2] == ["synth", "teacher"]
+    synthesize_stage(run, n=6)
+    assert "synth" not in [s.role for s in estimate_run(run)]  # synthetic.jsonl is written
+
+
 def test_synthesize_command(tmp_path: Path) -> None:
     task = _task(tmp_path)
     args = ["synthesize", str(task), "--run-dir", str(tmp_path / "run"), "--n", "6"]

@@ -119,3 +119,13 @@ def test_a_trained_teacher_student_uses_no_gold_unless_asked(tmp_path: Path) -> 
     asked = write_task(tmp_path, student="scripted:echo", teacher_training={},
                        curate={"students": ["parsed", "correct"]})  # fmt: skip
     assert load_task(asked).curate.students == ["parsed", "correct"]
+
+
+def test_estimate_counts_a_teacher_not_trained_yet(tmp_path: Path, tiny_model: Path) -> None:
+    from still.pipeline import estimate_run
+
+    run = open_run(_task(tmp_path, tiny_model), tmp_path / "run")
+    teacher = [s for s in estimate_run(run) if s.role == "teacher"]
+    assert {s.split for s in teacher} == {"train", "validation", "heldout"}
+    assert all("fine-tuned on gold first" in s.model and s.to_send == s.requests > 0
+               for s in teacher)  # fmt: skip

@@ -25,6 +25,7 @@ from still.errors import ModelError
 from still.pipeline._run import Run, StageError
 from still.prices import price_for
 from still.tokens import counter_for, estimate
+from still.types import Request
 
 if TYPE_CHECKING:
     from still.train import MemoryEstimate
@@ -88,9 +89,11 @@ def estimate_run(
 
     A distilled student does not exist before training: its requests are built with
     the base student (same tokenizer, same prompt) and priced as the task prices
-    `distilled` (by default, not at all: it is a local model).
+    `distilled` (by default, not at all: it is a local model). An ensemble's teacher is a
+    line per member; a whole run of a task that synthesizes inputs starts with that line.
     """
     task = run.task
+    whole_run = plan is None
     if plan is None:  # the teacher check before training reads validation, when there is one
         check = (("teacher", "validation"), ("student", "validation"))
         plan = (
@@ -99,7 +102,14 @@ def estimate_run(
             *((r, "heldout") for r in run.roles()),
         )
     out = []
+    if whole_run and synthesizes(run):
+        from still.pipeline._synthesize import estimate_synthesis
+
+        out.append(estimate_synthesis(run))
     for role, split in plan:
+        if role == "teacher":
+            out += _teacher_stages(run, split, limit)
+            continue
         trained = True
         try:
             reqs = run.requests(role, split, limit)
@@ -108,32 +118,83 @@ def estimate_run(
             reqs = run.requests("student", split, limit)
         distilled = role.startswith("distilled")
         model = task.models.student if distilled else run.model_for(role)
-        counter = counter_for(model, task.tokenizers)
-        stored = prompt = output = 0
-        for req in reqs.values():
-            if trained and run.store.lookup(req.key()) is not None:
-                stored += 1
-                continue
-            est = estimate(counter, req)
-            prompt += est.prompt
-            output += est.output_max
-        price = price_for("distilled" if distilled else model, task.prices)
         out.append(
-            StageEstimate(
-                role=role,
-                split=split,
-                model=f"{model} (fine-tuned)" if distilled else model,
-                tokenizer=counter.name,
-                exact=counter.exact,
-                requests=len(reqs),
-                stored=stored,
-                prompt_tokens=prompt,
-                output_tokens_max=output,
-                input_cost=None if price is None else price.cost(prompt, 0),
-                output_cost_max=None if price is None else price.cost(0, output),
+            _stage(
+                run, role, split, model, reqs, trained,
+                shown=f"{model} (fine-tuned)" if distilled else model,
+                priced_as="distilled" if distilled else model,
             )
-        )
+        )  # fmt: skip
     return out
+
+
+def synthesizes(run: Run) -> bool:
+    """Whether `still run` will have the teacher write inputs first (`synthesize.use`
+    with no `synthetic.jsonl` yet): those calls come before every capture."""
+    spec = run.task.synthesize
+    return spec is not None and spec.use and not (run.dir / "synthetic.jsonl").is_file()
+
+
+def _teacher_stages(run: Run, split: str, limit: int | None) -> list[StageEstimate]:
+    """The teacher's capture of a split: one line per ensemble member (each asks its own
+    prompts and pays its own calls), or one. A `teacher_training` teacher that is not
+    trained yet is counted with its base model's requests (same tokenizer, same prompts)."""
+    try:
+        model, exists = run.model_for("teacher"), True
+    except StageError:
+        if run.teacher_base is None:
+            raise
+        model, exists = run.teacher_base, False
+    if exists and run.task.ensemble is not None:
+        from still.pipeline._ensemble import member_requests, members
+
+        return [
+            _stage(
+                run, "teacher" if m.index == 0 else f"teacher (member {m.index})", split,
+                m.model, member_requests(run, m, split, limit), stored=True,
+            )
+            for m in members(run)
+        ]  # fmt: skip
+    reqs = run.requests("teacher", split, limit, model=model)
+    shown = model if exists else f"{model} (fine-tuned on gold first)"
+    return [_stage(run, "teacher", split, model, reqs, exists, shown=shown)]
+
+
+def _stage(
+    run: Run,
+    role: str,
+    split: str,
+    model: str,
+    reqs: dict[str, Request],
+    stored: bool,
+    shown: str | None = None,
+    priced_as: str | None = None,
+) -> StageEstimate:
+    """One capture's line: `reqs` counted with `model`'s tokenizer, those already in the
+    store free when `stored` (False: the model does not exist yet, nothing of it is)."""
+    counter = counter_for(model, run.task.tokenizers)
+    done = prompt = output = 0
+    for req in reqs.values():
+        if stored and run.store.lookup(req.key()) is not None:
+            done += 1
+            continue
+        est = estimate(counter, req)
+        prompt += est.prompt
+        output += est.output_max
+    price = price_for(priced_as or model, run.task.prices)
+    return StageEstimate(
+        role=role,
+        split=split,
+        model=shown or model,
+        tokenizer=counter.name,
+        exact=counter.exact,
+        requests=len(reqs),
+        stored=done,
+        prompt_tokens=prompt,
+        output_tokens_max=output,
+        input_cost=None if price is None else price.cost(prompt, 0),
+        output_cost_max=None if price is None else price.cost(0, output),
+    )
 
 
 def total_cost(stages: list[StageEstimate]) -> float:
