@@ -23,7 +23,8 @@ from still.train import (
     model_shape,
     train_sft,
 )
-from still.train._memory import NF4_BYTES, micro_rows
+from still.train._memory import NF4_BYTES
+from still.train._parallel import micro_rows
 from test_helpers.training import write_chat_data
 
 SPEC = TrainSpec(method="full", batch_size=4, max_length=64, lora_r=4, precision="fp32")

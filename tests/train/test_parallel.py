@@ -6,6 +6,7 @@ micro-batches add up to the whole batch; setups the machine cannot run are refus
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -199,6 +200,49 @@ def test_still_curve_processes_reaches_the_trainers(
     args = ["curve", str(task), "--run-dir", str(tmp_path / "run"), "--processes", "3"]
     result = CliRunner().invoke(main, args)
     assert "stopped before training" in result.output and seen["processes"] == 3
+
+
+has_deepspeed = pytest.mark.skipif(
+    importlib.util.find_spec("deepspeed") is None, reason="DeepSpeed is not installed"
+)
+
+
+@two_processes
+@has_deepspeed
+@pytest.mark.parametrize(("sharding", "method"), [("zero2", "full"), ("zero3", "lora")])
+def test_deepspeed_zero_trains_as_ddp_does(
+    tiny_model: Path, tmp_path: Path, sharding: str, method: str
+) -> None:
+    """ZeRO partitions the gradients and optimizer state (zero2) and the weights too
+    (zero3, gathered whole into the saved model) and trains as DDP does: as one process
+    for full fine-tuning; LoRA's dropout draws differ between 1 and 2 processes, so there
+    against DDP's 2."""
+    data = write_chat_data(tmp_path)
+    spec = SPEC.model_copy(update={"method": method})
+    if method == "full":
+        reference = train_sft(tiny_model, data, tmp_path / "one", spec)
+    else:
+        ddp = spec.model_copy(update={"processes": 2})
+        reference = train_sft(tiny_model, data, tmp_path / "one", ddp)
+    zero = spec.model_copy(update={"sharding": sharding, "processes": 2})
+    result = train_sft(tiny_model, data, tmp_path / sharding, zero)
+    assert result.processes == 2 and result.sharding == sharding, "DeepSpeed's engine ran"
+    assert reference.sharding == ("none" if method == "full" else "ddp")
+    assert result.losses == pytest.approx(reference.losses, abs=1e-4)
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / sharding)
+    assert a.keys() == b.keys(), "LoRA merged, the weights whole"
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-4
+
+
+def test_zero_is_refused_where_it_cannot_run() -> None:
+    zero3 = SPEC.model_copy(update={"sharding": "zero3", "processes": 2, "save_every": 2})
+    with pytest.raises(TrainingSetupError) as info:
+        check_setup(zero3.model_copy(update={"processes": 1}))
+    assert "zero3 on one process shards nothing" in str(info.value)
+    what = "save_every" if importlib.util.find_spec("deepspeed") else "pip install deepspeed"
+    with pytest.raises(TrainingSetupError, match=what) as info:
+        check_setup(zero3)
+    assert "\n" not in str(info.value)
 
 
 class Stop(Exception):

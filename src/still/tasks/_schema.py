@@ -774,7 +774,8 @@ class TrainSpec(_Strict):
         description="With several processes: ddp (each holds the whole model, gradients "
         "averaged), fsdp (weights, gradients and optimizer state sharded; GPUs only), or "
         "DeepSpeed ZeRO through accelerate: zero2 (gradients and optimizer state sharded) "
-        "or zero3 (weights too); GPUs only, `pip install deepspeed`.",
+        "or zero3 (weights too), on GPUs or CPU processes (`pip install deepspeed`; no "
+        "checkpoints: save_every 0).",
     )
     micro_batch_size: int | None = Field(
         None,

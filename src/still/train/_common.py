@@ -57,6 +57,7 @@ class TrainResult:
     precision: str = "fp32"  # what train.precision resolved to: fp32 or bf16 (autocast)
     processes: int = 1  # training processes that shared each batch
     resumed_from: int = 0  # the checkpoint's step this run resumed from (0: none)
+    sharding: str = "none"  # what shared the model among processes: ddp, fsdp, zero2, zero3
 
     @property
     def first_loss(self) -> float:
@@ -91,14 +92,36 @@ class Student:
 
     @property
     def unwrapped(self) -> Any:
-        """The model itself, outside any DDP wrapper (under FSDP, still sharded)."""
+        """The model itself, outside any DDP wrapper or DeepSpeed engine (under FSDP and
+        ZeRO-3, still sharded)."""
         return self.accelerator.unwrap_model(self.model)
 
     @property
-    def sharded(self) -> bool:
-        """Whether the weights are sharded across processes (FSDP): every process must
-        then take part in each forward pass, generation included (`synced_gpus`)."""
+    def fsdp(self) -> bool:
+        """Whether FSDP shards the weights, gradients and optimizer state."""
         return bool(getattr(self.accelerator, "is_fsdp2", False))
+
+    @property
+    def zero(self) -> int:
+        """The DeepSpeed ZeRO stage the model trains under (0: none)."""
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        return int(plugin.zero_stage) if plugin is not None else 0
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the weights are sharded across processes (FSDP, ZeRO-3): every process
+        must then take part in each forward pass, generation included (`synced_gpus`)."""
+        return self.fsdp or self.zero == 3
+
+    @property
+    def sharding(self) -> str:
+        """How the processes share the model, as the engine set it up: fsdp, zero2,
+        zero3, ddp, or none (one process)."""
+        if self.fsdp:
+            return "fsdp"
+        if self.zero:
+            return f"zero{self.zero}"
+        return "ddp" if self.accelerator.num_processes > 1 else "none"
 
     def autocast(self) -> AbstractContextManager[Any]:
         """The forward pass's precision: bf16 autocast (weights stay fp32), or nothing."""
@@ -307,23 +330,33 @@ class Training:
         acc, model = self.student.accelerator, self.student.model
         parts = shares(batch, acc.process_index, acc.num_processes, self.spec.micro_batch_size,
                        self.weight_of)  # fmt: skip
+        zero = self.student.zero
         value, tokens = 0.0, 0
         for i, (rows, weight) in enumerate(parts):
-            with nullcontext() if i == len(parts) - 1 else acc.no_sync(model):
+            last = i == len(parts) - 1
+            with nullcontext() if last or zero else acc.no_sync(model):
                 with self.student.autocast():
                     loss, used = loss_of(rows)
                 # the gradient of the global batch's loss: processes' gradients are averaged
-                acc.backward(loss * (weight * acc.num_processes))
+                scaled = loss * (weight * acc.num_processes)
+                if zero:  # the DeepSpeed engine: it reduces, clips and steps at the last one
+                    model.set_gradient_accumulation_boundary(is_boundary=last)
+                    model.backward(scaled, scale_wrt_gas=False)
+                else:
+                    acc.backward(scaled)
             value += float(loss.detach()) * weight
             tokens += used if weight else 0
         if acc.num_processes > 1:
             both = torch.tensor([value, tokens], dtype=torch.float64, device=acc.device)
             value, summed = acc.reduce(both, reduction="sum").tolist()
             tokens = round(summed)
-        acc.clip_grad_norm_(model.parameters(), 1.0)
-        self.optimizer.step()
+        if zero:
+            model.step()  # gradient_clipping: 1.0 in its config, then AdamW, then zero_grad
+        else:
+            acc.clip_grad_norm_(model.parameters(), 1.0)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
         return value, tokens
 
     # What a checkpoint holds. Under FSDP each process holds a shard: the whole weights
@@ -336,7 +369,7 @@ class Training:
     def trainable_state(self) -> dict[str, Any]:
         """The trainable weights by name, whole, on CPU (all of them under full
         fine-tuning); collective under FSDP, where only the main process gets them."""
-        if self.student.sharded:
+        if self.student.fsdp:
             whole = _dcp().get_model_state_dict(self.student.model, options=_whole())
             return {n: whole[n].contiguous() for n in self._trainable() if n in whole}
         return {n: p.detach().to("cpu", copy=True).contiguous()
@@ -349,7 +382,7 @@ class Training:
         params = self._trainable()
         if params.keys() != weights.keys():
             raise ValueError("the checkpoint's weights are not this model's trainable ones")
-        if self.student.sharded:
+        if self.student.fsdp:
             options = _whole(offload=False, strict=False)
             _dcp().set_model_state_dict(self.student.model, weights, options=options)
             return
@@ -359,7 +392,7 @@ class Training:
 
     def optimizer_state(self) -> dict[str, Any]:
         """The optimizer's state (whole, gathered to the main process under FSDP)."""
-        if self.student.sharded:
+        if self.student.fsdp:
             dcp = _dcp()
             whole: dict[str, Any] = dcp.get_optimizer_state_dict(
                 self.student.model, self.optimizer.optimizer, options=_whole()
@@ -369,7 +402,7 @@ class Training:
         return state
 
     def load_optimizer_state(self, state: dict[str, Any]) -> None:
-        if self.student.sharded:
+        if self.student.fsdp:
             _dcp().set_optimizer_state_dict(self.student.model, self.optimizer.optimizer, state,
                                             options=_whole(offload=False))  # fmt: skip
             return
@@ -391,13 +424,36 @@ class Training:
                 raise TrainError(f"QLoRA adapters with no place in the plain model: {missing}")
             plain.load_state_dict(adapters, strict=False)
             return plain
-        if not self.student.sharded:
+        if self.student.zero == 3:
+            return self._gathered()
+        if not self.student.fsdp:
             return self.student.unwrapped
         whole = _dcp().get_model_state_dict(self.student.model, options=_whole())
         if not self.student.accelerator.is_main_process:
             return None
         model = build_model(self.student.base, self.spec, "cpu")
         model.load_state_dict(whole)
+        return model
+
+    def _gathered(self) -> Any:
+        """ZeRO-3's partitioned weights gathered whole (collectively; DeepSpeed's
+        stage3_gather_16bit_weights_on_model_save, in the weights' own fp32) into a fresh
+        copy on the main process's CPU (None elsewhere)."""
+        import torch
+        import transformers.integrations.deepspeed as hf_deepspeed
+
+        acc = self.student.accelerator
+        whole = acc.get_state_dict(self.student.model)
+        # the training is over: a model built from here on is a plain one, not partitioned
+        # as it loads (transformers' ZeRO-3 init would wait for the other processes)
+        unset: Any = hf_deepspeed.unset_hf_deepspeed_config  # untyped
+        unset()
+        if not acc.is_main_process:
+            return None
+        model = build_model(self.student.base, self.spec, "cpu")
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(whole[name])
         return model
 
 
@@ -455,6 +511,7 @@ def train_loop(
     )  # fmt: skip
     opt, sched = optimizer(student, spec, total)
     student.model, opt = acc.prepare(student.model, opt)
+    result.sharding = student.sharding
     training = Training(student, opt, sched, spec, weight_of)
     checkpoints = Checkpoints(
         checkpoint_dir(out_dir),

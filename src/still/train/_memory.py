@@ -45,7 +45,7 @@ from typing import Any
 
 from still.errors import TrainError
 from still.tasks import TrainSpec
-from still.train._parallel import TrainingSetupError, precision_for
+from still.train._parallel import TrainingSetupError, micro_rows, precision_for
 
 GIB = 1024**3
 
@@ -170,13 +170,6 @@ class MemoryEstimate:
 def gib(n: float) -> str:
     """Bytes as GiB, to two significant decimals."""
     return f"{n / GIB:.2f} GiB"
-
-
-def micro_rows(spec: TrainSpec, processes: int) -> int:
-    """Rows one process runs through the model at once: `train.micro_batch_size`, else its
-    whole share of a batch."""
-    share = math.ceil(spec.batch_size / processes)
-    return min(spec.micro_batch_size or share, share)
 
 
 def estimate_memory(

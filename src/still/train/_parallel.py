@@ -89,6 +89,17 @@ def check_setup(spec: TrainSpec) -> None:
             f"train.sharding: {spec.sharding} needs DeepSpeed: `pip install deepspeed` (or "
             "'still[deepspeed]'), or use sharding: ddp"
         )
+    if zero and spec.save_every:
+        raise TrainingSetupError(
+            f"train.save_every: checkpoints are not written under sharding: {spec.sharding} "
+            "(each process holds its own part of the optimizer state): set save_every: 0, "
+            "or use sharding: ddp (or fsdp on GPUs)"
+        )
+    if spec.method == "qlora" and spec.sharding != "ddp":
+        raise TrainingSetupError(
+            f"train.method: qlora trains with sharding: ddp, not {spec.sharding}: use "
+            "sharding: ddp, or method: lora"
+        )
     if spec.method == "qlora" and not cuda:
         raise TrainingSetupError(
             "train.method: qlora trains on a 4-bit base with bitsandbytes' CUDA kernels, and "
@@ -114,6 +125,8 @@ def make_accelerator(spec: TrainSpec) -> Any:
 
     check_setup(spec)
     cuda = torch.cuda.is_available()
+    if spec.sharding in ("zero2", "zero3"):
+        return _deepspeed(spec, cuda)
     plugin = None
     if spec.sharding == "fsdp":
         from accelerate import FullyShardedDataParallelPlugin
@@ -125,6 +138,39 @@ def make_accelerator(spec: TrainSpec) -> Any:
             reshard_after_forward=True,
         )
     return Accelerator(cpu=not cuda, fsdp_plugin=plugin)
+
+
+def _deepspeed(spec: TrainSpec, cuda: bool) -> Any:
+    """An Accelerator whose `prepare` wraps the model in a DeepSpeed ZeRO engine (stage 2:
+    gradients and optimizer state partitioned; 3: the weights too), on GPUs or, through
+    DeepSpeed's CPU accelerator, on CPU processes. The weights stay fp32 (bf16 is the
+    loop's autocast, as elsewhere); the loop sets each micro-batch's accumulation
+    boundary itself, so the accumulation steps here only size DeepSpeed's bookkeeping."""
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if cuda else "cpu")
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"  # as `accelerate launch` sets it
+    from accelerate import Accelerator, DeepSpeedPlugin, PartialState
+
+    if not cuda:  # else accelerate sees no process group on CPU without its `cpu` flag,
+        PartialState(cpu=False, backend="gloo")  # which would turn DeepSpeed off
+
+    config = {
+        "train_micro_batch_size_per_gpu": micro_rows(spec, launched_world()),
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": 1.0,
+        "zero_optimization": {
+            "stage": 2 if spec.sharding == "zero2" else 3,
+            "stage3_gather_16bit_weights_on_model_save": True,  # the saved model, gathered
+        },
+        "zero_allow_untested_optimizer": True,  # torch's AdamW, as every other sharding
+    }
+    return Accelerator(cpu=False, deepspeed_plugin=DeepSpeedPlugin(hf_ds_config=config))
+
+
+def micro_rows(spec: TrainSpec, processes: int) -> int:
+    """Rows one process runs through the model at once: `train.micro_batch_size`, else its
+    whole share of a batch."""
+    share = math.ceil(spec.batch_size / processes)
+    return min(spec.micro_batch_size or share, share)
 
 
 def precision_for(choice: str, device_type: str) -> str:
