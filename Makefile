@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml Makefile
 	# llama.cpp's GGUF converter, unpacked from the llama-cpp-python source distribution
 	# (`still export-gguf`; `make gguf-tools` also builds llama-quantize for Q4_K_M).
 	sh scripts/llama_cpp.sh $(VENV)
+	# DeepSpeed for train.sharding: zero2|zero3 (built from source, needs g++; without it
+	# those tests skip and say why)
+	$(BIN)/pip install -q 'deepspeed==0.19.8' || echo "deepspeed not installed: ZeRO tests will skip"
 	# bubblewrap, the sandbox python graders run in (Debian's package; as root, as CI runs).
 	# Without it they refuse to run unless STILL_UNSAFE_PYTHON_GRADERS=1 is set.
 	command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
