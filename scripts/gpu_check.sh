@@ -7,13 +7,14 @@
 #
 # It needs a run folder with the teacher's answers exported (`make demo` made runs/trec);
 # on a box with internet it installs the CUDA torch first. `--dry-run` (set DRY_RUN=1)
-# runs the same paths on the CPU with a few rows: `make test` checks that.
+# runs the same paths on the CPU with a few rows: `make test` checks that. QLoRA too, on a
+# GPU with bitsandbytes: METHODS=lora,full,qlora.
 set -eu
 TASK=${1:-examples/trec/task.yaml}
 RUN_DIR=${2:-runs/trec}
 PY=${PYTHON:-python3}
 if [ -n "${INSTALL:-}" ]; then  # a fresh GPU box with internet: the CUDA build of torch
-  $PY -m pip install -q torch "transformers>=5" peft accelerate -e .
+  $PY -m pip install -q torch "transformers>=5" peft accelerate bitsandbytes -e .
 fi
 set -- "$TASK" --run-dir "$RUN_DIR" --methods "${METHODS:-lora,full}"
 [ -n "${DRY_RUN:-}" ] && set -- "$@" --dry-run
