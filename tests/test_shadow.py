@@ -175,3 +175,30 @@ def test_answers_agree_once_normalised() -> None:
 def test_a_sample_outside_zero_to_one_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ShadowError, match="between 0 and 1"):
         Shadow(get_model("scripted:echo"), tmp_path / "s.db", sample=1.5)
+
+
+def test_workers_finishing_together_write_through_one_connection_and_lose_no_pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import still.shadow
+
+    opened: list[Store] = []
+
+    class SlowToOpen(Store):  # widens the window in which both workers find no store yet
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            time.sleep(0.2)
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            opened.append(self)
+
+    monkeypatch.setattr(still.shadow, "Store", SlowToOpen)
+    db = tmp_path / "shadow.db"
+    with Shadow(get_model("scripted:const=about"), db, 1.0, None, workers=2) as shadow:
+        for c in _completions("scripted:echo", [f"question {i}" for i in range(6)]):
+            shadow.offer(c, {})
+        assert shadow.flush(10)
+        assert shadow.counts.errors == 0 and shadow.counts.shadowed == 6
+    assert len(opened) == 1  # two lazily opened connections raced for the write lock
+    with Store(db) as store:
+        assert len(read_shadow(store)) == 6

@@ -239,6 +239,9 @@ class Shadow:
         self._busy = 0  # jobs queued or being handled
         self._stop = threading.Event()
         self._store: Store | None = None
+        # the workers call their teachers at once but write one at a time, through one
+        # connection: two lazily opened ones raced, and one pair was lost to the lock
+        self._write = threading.Lock()
 
     def __enter__(self) -> Shadow:
         return self
@@ -316,11 +319,12 @@ class Shadow:
         # (`still proxy --route`) then see the pairs in the order they are stored
         student = student.model_copy(update={"metadata": mine, "created_at": time.time()})
         try:
-            if self._store is None:
-                self._store = Store(self.db)
-            self._store.put_many([student, teacher])
-            if verdict.grades:
-                self._store.put_grades(verdict.grades)
+            with self._write:
+                if self._store is None:
+                    self._store = Store(self.db)
+                self._store.put_many([student, teacher])
+                if verdict.grades:
+                    self._store.put_grades(verdict.grades)
         except (sqlite3.Error, OSError) as exc:
             log.warning("shadow pair not stored in %s: %s", self.db, exc)
             with self._lock:
@@ -354,9 +358,10 @@ class Shadow:
         for t in self._threads:
             t.join(5)
         self._threads.clear()
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        with self._write:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
         log.info("shadow: %s", self.stats())
 
     def stats(self) -> dict[str, Any]:
