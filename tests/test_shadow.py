@@ -16,7 +16,8 @@ from still.shadow import Grading, Shadow, ShadowError, judge_pair, read_shadow
 from still.store import Store
 from still.types import Completion, Message, Request
 from test_helpers import LABELS, write_task
-from test_helpers.shadow import AppServer, HeldTeacher, label_body
+from test_helpers.serve import AppServer
+from test_helpers.shadow import HeldTeacher, label_body
 
 
 def _completions(model: str, questions: list[str]) -> list[Completion]:

@@ -6,50 +6,27 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx2
 
 from still.proxy import Recorder, Upstream, create_app, open_upstream
-from test_helpers.serve import free_port
+from test_helpers.serve import AppServer, free_port
 
 KEY = "sk-proxy-client-0123456789"
 """The proxy's own key, which its clients send."""
 
 
-class ProxyServer:
+class ProxyServer(AppServer):
     """`create_app` on a real uvicorn server in a thread, recording into `db`."""
 
     def __init__(
         self, upstream: str | Upstream, db: Path, api_key: str | None = KEY, **kw: float
     ) -> None:
-        import uvicorn
-
         self.upstream = open_upstream(upstream) if isinstance(upstream, str) else upstream
         self.recorder = Recorder(db, **kw)
-        self.app = create_app(self.upstream, self.recorder, api_key=api_key)
-        self.port = free_port()
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> ProxyServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert self.server.started
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        super().__init__(create_app(self.upstream, self.recorder, api_key=api_key))
 
 
 class ProxyProcess:

@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any, Self
 
 from still.models import get_model
 from still.serve import create_app
@@ -19,20 +20,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Server:
-    """A real uvicorn server in a thread, serving the tiny model."""
+class AppServer:
+    """`app` (any ASGI app) on a real uvicorn server in a thread, on a free loopback port."""
 
-    def __init__(self, model_dir: Path, api_key: str | None) -> None:
+    def __init__(self, app: Any) -> None:
         import uvicorn
 
-        self.local = get_model(f"local:{model_dir}")
-        self.app = create_app(self.local, "tiny", api_key=api_key)
+        self.app = app
         self.port = free_port()
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started and time.monotonic() < deadline:
@@ -42,7 +42,19 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
-        self.thread.join(10)
+        self.thread.join(30)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+class Server(AppServer):
+    """`still serve` of the tiny model (named `tiny`) on a real uvicorn server in a thread."""
+
+    def __init__(self, model_dir: Path, api_key: str | None) -> None:
+        self.local = get_model(f"local:{model_dir}")
+        super().__init__(create_app(self.local, "tiny", api_key=api_key))
 
     @property
     def ref(self) -> str:

@@ -1,5 +1,6 @@
-"""`still serve --shadow` for tests: any ASGI app on a real uvicorn thread, the real command
-in a subprocess, a teacher whose call the test holds open, and a body asking for a label."""
+"""`still serve --shadow` for tests: the real command in a subprocess, a teacher whose call
+the test holds open, and a body asking for a label (an app on a uvicorn thread:
+`test_helpers.serve.AppServer`)."""
 
 from __future__ import annotations
 
@@ -16,35 +17,6 @@ import httpx2
 
 from still.types import Completion, Request, Usage
 from test_helpers.serve import free_port
-
-
-class AppServer:
-    """`app` on a real uvicorn server in a thread, on a free loopback port."""
-
-    def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        self.app = app
-        self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> AppServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert self.server.started
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
 
 
 class HeldTeacher:
