@@ -137,3 +137,23 @@ def test_calibration_needs_scored_labels(tmp_path: Path) -> None:
     task = write_task(tmp_path, student="scripted:first-label", generation={"mode": "generate"})
     with pytest.raises(TaskError, match=r"prompts.teacher.calibrate .* needs `labels`"):
         load_task(_calibrated(task))
+
+
+def test_each_ensemble_member_is_calibrated_by_its_own_content_free_answers(
+    tmp_path: Path,
+) -> None:
+    # two teachers biased towards different labels: each needs its own calibration
+    other = "scripted:echo?bias=location:12"
+    plain = write_task(tmp_path, student="scripted:first-label", teacher=BIASED)
+    data = yaml.safe_load(_calibrated(plain).read_text())
+    data["ensemble"] = {"members": 2, "models": [other]}
+    task = tmp_path / "ensemble.yaml"
+    task.write_text(yaml.safe_dump(data))
+    run = open_run(task, tmp_path / "run")
+    capture_role(run, "teacher", "heldout")
+    cmp = bench_stage(run, roles=("teacher",), show=False)
+    teacher = cmp.by_role("teacher")
+    assert teacher is not None and teacher.accuracy == 1.0  # both biases divided out
+    content_free = run.store.list(metadata={"split": "content-free"})
+    by_member = sorted((c.model, c.metadata.get("member")) for c in content_free)
+    assert by_member == sorted([(BIASED, None)] * 3 + [(other, "1")] * 3)

@@ -30,9 +30,7 @@ from still.capture import CaptureStats, build_request
 from still.cost import Budget, require_prices
 from still.graders import answer_of
 from still.pipeline._calibrate import (
-    CONTENT_FREE_SPLIT,
     Calibration,
-    content_free_examples,
     label_logprobs,
 )
 from still.pipeline._run import Run, StageError
@@ -181,33 +179,9 @@ def _calibration(
 ) -> tuple[Calibration | None, CaptureStats]:
     """A member's contextual calibration (`prompts.teacher.calibrate`), from content-free
     requests with its own few-shot examples: asked through the store when `call`."""
-    if member.index == 0:  # the teacher's own prompt: the run's calibration of it
-        return run.calibration("teacher", budget=budget, call=call)
-    inputs = run.task.prompt_for("teacher").content_free
-    if not inputs:
-        return None, CaptureStats()
-    fields = next(iter(run.split.train + run.split.heldout)).fields
-    requests = {
-        ex.id: build_request(run.task, "teacher", member.model, ex, member.fewshot)
-        for ex in content_free_examples(fields, inputs)
-    }
-    if call:
-        tags = {"role": "teacher", "split": CONTENT_FREE_SPLIT, "member": str(member.index)}
-        desc = f"teacher member {member.index} content-free"
-        stats = run.capture(member.model, requests, tags, desc, budget)
-    else:
-        stats = CaptureStats(total=len(requests))
-        stats.completions = run.lookup(requests, include_failed=True)
-        stats.from_store = len(stats.completions)
-    got = [stats.completions.get(k) for k in requests]
-    if any(c is None or c.error or not c.label_logprobs for c in got):
-        what = "failed" if call else "is not stored"
-        raise StageError(
-            f"prompts.teacher.calibrate: a content-free answer of ensemble member "
-            f"{member.index} ({member.model}) {what}; run `still capture --role teacher` "
-            "to ask for it again"
-        )
-    return Calibration.from_scores([c.label_logprobs for c in got if c and c.label_logprobs]), stats
+    return run.calibration(
+        "teacher", member.model, budget, call, fewshot=member.fewshot, member=member.index
+    )
 
 
 def _read(cal: Calibration | None, comps: dict[str, Completion]) -> dict[str, Completion]:

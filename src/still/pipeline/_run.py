@@ -24,7 +24,7 @@ import json
 import logging
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -105,7 +105,9 @@ class Run:
     # names the trained one's folder, `still.pipeline._teacher`)
     teacher_base: str | None = None
     # (role, model) -> its contextual calibration, once its content-free answers are stored
-    _calibrations: dict[tuple[str, str], Calibration] = field(default_factory=dict, repr=False)
+    _calibrations: dict[tuple[str, str, int], Calibration] = field(
+        default_factory=dict, repr=False
+    )
 
     def require_prices(self, budget: Budget | None) -> None:
         """With a budget, refuse before any call when a paid model this run may call
@@ -223,11 +225,15 @@ class Run:
         model: str | None = None,
         budget: Budget | None = None,
         call: bool = False,
+        fewshot: Sequence[Example] | None = None,
+        member: int = 0,
     ) -> tuple[Calibration | None, CaptureStats]:
         """The contextual calibration of `role`'s prompt (`prompts.<role>.calibrate`) for
         its model (or `model` in its place), from the label scores of its content-free
         requests: asked through the store when `call` (stored once, within `budget`),
-        else read from it. None when the role's prompt is not calibrated.
+        else read from it. None when the role's prompt is not calibrated. An ensemble
+        member other than the teacher's own prompt (`member` > 0) shows its own `fewshot`
+        examples, so its calibration is its own.
 
         Raises:
             StageError: a content-free answer is missing (with `call` False) or failed.
@@ -236,17 +242,22 @@ class Run:
         if not inputs:
             return None, CaptureStats()
         ref = model or self.model_for(role)
-        found = self._calibrations.get((role, ref))
+        found = self._calibrations.get((role, ref, member))
         if found is not None:  # its content-free answers are stored
             return found, CaptureStats(total=len(inputs), from_store=len(inputs))
         fields = next(iter(self.split.train + self.split.heldout)).fields
+        shots = self.split.fewshot if fewshot is None else fewshot
         requests = {
-            ex.id: build_request(self.task, role, ref, ex, self.split.fewshot)
+            ex.id: build_request(self.task, role, ref, ex, shots)
             for ex in content_free_examples(fields, inputs)
         }
         if call:
             tags = {"role": role, "split": CONTENT_FREE_SPLIT}
-            stats = self.capture(ref, requests, tags, f"{role} content-free", budget)
+            desc = f"{role} content-free"
+            if member:
+                tags["member"] = str(member)
+                desc = f"{role} member {member} content-free"
+            stats = self.capture(ref, requests, tags, desc, budget)
         else:
             stats = CaptureStats(total=len(requests))
             stats.completions = self.lookup(requests, include_failed=True)
@@ -254,12 +265,13 @@ class Run:
         got = [stats.completions.get(k) for k in requests]
         if any(c is None or c.error or not c.label_logprobs for c in got):
             what = "failed" if call else "is not stored"
+            who = f"ensemble member {member} ({ref})" if member else ref
             raise StageError(
                 f"prompts.{self.task.prompt_role(role)}.calibrate: a content-free answer of "
-                f"{ref} {what}; run `still capture --role {role}` to ask for it again"
+                f"{who} {what}; run `still capture --role {role}` to ask for it again"
             )
         cal = Calibration.from_scores([c.label_logprobs for c in got if c and c.label_logprobs])
-        self._calibrations[(role, ref)] = cal
+        self._calibrations[(role, ref, member)] = cal
         return cal, stats
 
     def calibrated(
