@@ -21,7 +21,7 @@ from still.serve import create_app as serve_app
 from still.shadow import AGREE, PAIR, ROLE, SHADOW, Shadow
 from still.store import Store
 from still.types import Completion, Message, Request, Usage
-from test_helpers.shadow import AppServer
+from test_helpers.serve import AppServer
 
 
 @pytest.fixture(autouse=True)
