@@ -8,6 +8,7 @@ Each option is defined once here so `capture`, `grade`, `export` and the rest de
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,19 @@ RUN_DIR = click.option(
     default=None,
     help="Run folder (default: runs/<task name>). Holds the store, data, model and reports.",
 )
+
+
+def store_file(help: str) -> Callable[[F], F]:
+    """`--db FILE`: a store file, `$STILL_DB` or ./still.db by default (the store, proxy,
+    serve --shadow and monitor commands; a run's own store is in its run folder)."""
+    return click.option(
+        "--db",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=lambda: os.environ.get("STILL_DB", "still.db"),
+        show_default="$STILL_DB or ./still.db",
+        help=help,
+    )
+
 
 ROLES_CHOICE = click.Choice(ROLES)
 SPLIT = click.option(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import click
+
+from still.cli._options import store_file
 
 
 def _tags(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
@@ -23,13 +24,7 @@ def _tags(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...])
 
 
 @click.command("monitor")
-@click.option(
-    "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=lambda: os.environ.get("STILL_DB", "still.db"),
-    show_default="$STILL_DB or ./still.db",
-    help="The store `still serve --shadow` writes.",
-)
+@store_file("The store `still serve --shadow` writes.")
 @click.option(
     "--last",
     default=200,

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from still.cli._options import store_file
 
 
 @click.command("proxy")
 @click.argument("upstream", required=False)
-@click.option(
-    "--db",
-    envvar="STILL_DB",
-    default="still.db",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="Store to record in (or set STILL_DB); a task reads it as data.source: store:<db>.",
-)
+@store_file("Store to record in; a task reads it as data.source: store:<db>.")
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -54,7 +51,7 @@ import click
 )
 def proxy_cmd(
     upstream: str | None,
-    db: str,
+    db: Path,
     host: str,
     port: int,
     api_key: str | None,

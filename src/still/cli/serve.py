@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from still.cli._options import store_file
+
 
 @click.command("serve")
 @click.argument("model")
@@ -48,14 +50,7 @@ import click
     help="With --shadow: grade each pair with this task's graders and labels (the "
     "teacher's answer as the reference).",
 )
-@click.option(
-    "--db",
-    envvar="STILL_DB",
-    default="still.db",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="With --shadow: the store the pairs go to (or set STILL_DB); still monitor reads it.",
-)
+@store_file("With --shadow: the store the pairs go to; still monitor reads it.")
 @click.option("--seed", default=None, type=int, help="With --shadow: seed the sample's draws.")
 @click.option(
     "--shadow-queue",
@@ -97,7 +92,7 @@ def serve_cmd(
     teacher: str | None,
     sample: float,
     task_file: Path | None,
-    db: str,
+    db: Path,
     seed: int | None,
     shadow_queue: int,
     shadow_workers: int,

@@ -8,7 +8,6 @@ filters and prints with rich. Stored text is printed as text, never as rich mark
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,17 +17,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from still.cli._options import store_file
 from still.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_DB = click.option(
-    "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=lambda: os.environ.get("STILL_DB", "still.db"),
-    show_default="$STILL_DB or ./still.db",
-    help="The store file (a run keeps one at runs/<task>/still.db).",
-)
+_DB = store_file("The store file (a run keeps one at runs/<task>/still.db).")
 
 
 def _parse_meta(
@@ -189,13 +183,7 @@ def export(
 
 
 @store.command("import")
-@click.option(
-    "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=lambda: os.environ.get("STILL_DB", "still.db"),
-    show_default="$STILL_DB or ./still.db",
-    help="The store to import into (created when missing).",
-)
+@store_file("The store to import into (created when missing).")
 @click.argument(
     "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
