@@ -155,7 +155,13 @@ def test_migrations_are_applied_once(tmp_path: Path) -> None:
     assert (
         names
         == [name for name, _ in MIGRATIONS]
-        == ["m001_initial", "m002_attempts", "m003_token_detail", "m004_ttft"]
+        == [
+            "m001_initial",
+            "m002_attempts",
+            "m003_token_detail",
+            "m004_ttft",
+            "m005_grades_by_completion",
+        ]
     )
     assert mode == "wal"
 
@@ -271,6 +277,32 @@ def test_a_store_from_before_m002_is_upgraded_in_place(
         assert s.lookup(_req().key()) == old  # its hash still answers the same request
         new = s.put(_comp(_req("again"), attempts=3))
         assert s.get(new.id) == new
+
+
+def test_a_store_from_before_m005_gets_the_grades_completion_index_on_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Grades looked up by completion use an index, also in a store made before it existed."""
+    from still.store import _migrations
+
+    path = tmp_path / "old.db"
+    monkeypatch.setattr(_migrations, "MIGRATIONS", MIGRATIONS[:4])
+    with Store(path) as s:
+        c = s.put(_comp(_req(), text="a"))
+        s.put_grades([Grade(grader="g", example_id="e", completion_id=c.id, score=1, passed=True)])
+    monkeypatch.setattr(_migrations, "MIGRATIONS", MIGRATIONS)
+    with Store(path) as s:
+        assert s.grades(completion_ids=[c.id])[0].completion_id == c.id
+    conn = sqlite3.connect(path)
+    plan = " ".join(
+        str(row[-1])
+        for row in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM grades WHERE completion_id = ?", (c.id,)
+        )
+    )
+    assert _migrations.applied(conn)[-1] == "m005_grades_by_completion"
+    conn.close()
+    assert "idx_grades_completion" in plan
 
 
 def test_grade_errors_are_stored_scrubbed_of_secrets(

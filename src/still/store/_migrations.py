@@ -88,11 +88,19 @@ def m004_ttft(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE completions ADD COLUMN ttft_s REAL")
 
 
+def m005_grades_by_completion(conn: sqlite3.Connection) -> None:
+    """An index on grades(completion_id): `Store.grades(completion_ids=...)` looks grades up
+    by completion (a GRPO run or a report over a large store asks for thousands), and the
+    primary key, led by grader and example, cannot serve that lookup."""
+    conn.execute("CREATE INDEX IF NOT EXISTS idx_grades_completion ON grades(completion_id)")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", m001_initial),
     ("m002_attempts", m002_attempts),
     ("m003_token_detail", m003_token_detail),
     ("m004_ttft", m004_ttft),
+    ("m005_grades_by_completion", m005_grades_by_completion),
 ]
 """Every migration, in the order it is applied. Append only."""
 
