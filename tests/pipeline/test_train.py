@@ -46,3 +46,19 @@ def test_free_text_kd_from_an_endpoint_teacher_reads_stored_tokens(tmp_path: Pat
     run.tokens_file().unlink()
     with pytest.raises(StageError, match=r"train-tokens.jsonl does not exist: run `still export`"):
         train_stage(run)
+
+
+def test_a_vllm_student_trains_from_its_folder_and_is_benched_on_vllm(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    # `vllm:<folder>` names the weights transformers trains; the trained student is then
+    # answered by the student's engine, not silently by the transformers loop
+    task = write_task(tmp_path, student=f"vllm:{tiny_model}", train={"epochs": 1})
+    run = open_run(task, tmp_path / "run")
+    capture_role(run, "teacher", "train")
+    export_stage(run, "parsed")
+    info = train_stage(run)
+    assert info["steps"] > 0 and not info["skipped"]
+    ref = run.model_for("distilled")
+    assert ref == f"vllm:{run.distilled_dir().resolve()}"
+    assert (Path(ref.removeprefix("vllm:")) / "config.json").is_file()

@@ -466,11 +466,13 @@ _LOADED: dict[str, LocalProvider] = {}
 def local_path(ref: str) -> Path:
     """The model directory behind `local:<bundled name or path>` (or a bare path).
 
-    Converts a bundled model on first use. Raises ModelError naming the known models.
+    `vllm:<bundled name or path>` names the same folder: a student answered by vLLM is
+    still trained from its weights with transformers. Converts a bundled model on first
+    use. Raises ModelError naming the known models.
     """
     from still.models._bundled import BUNDLED, bundled_path
 
-    target = ref.removeprefix("local:")
+    target = ref.removeprefix("local:").removeprefix("vllm:")
     if target in BUNDLED:
         return bundled_path(target)
     if (Path(target) / "config.json").is_file():

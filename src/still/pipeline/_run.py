@@ -151,7 +151,9 @@ class Run:
                     f"no {role} student at {path}: run `still export{flag}` and "
                     f"`still train{flag}` first"
                 )
-            return "local:" + str(path.resolve())
+            # on the student's engine: a `vllm:` student is benched on vLLM once trained
+            engine = "vllm:" if m.student.startswith("vllm:") else "local:"
+            return engine + str(path.resolve())
         raise StageError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
 
     def roles(self, students: Iterable[Keep] | None = None) -> tuple[RunRole, ...]:

@@ -48,7 +48,7 @@ def train_stage(run: Run, force: bool = False, keep: Keep = "parsed") -> dict[st
     on the grader-verified ones) with the task's recipe; skipped if this exact model
     exists. The recipe (its data file, its trainer) comes from `still.train.RECIPES`:
     look it up, check its data, skip if trained, run, log."""
-    from still.models import local_path
+    from still.models import local_path, shutdown_engine
     from still.train import task_recipe, teacher_recipe
 
     flag = "" if keep == "parsed" else f" --keep {keep}"
@@ -90,6 +90,7 @@ def train_stage(run: Run, force: bool = False, keep: Keep = "parsed") -> dict[st
         info.update(out_dir=str(out), copied_from=str(tuned))
         (out / "train.json").write_text(json.dumps(info, indent=1))
     else:
+        shutdown_engine()  # a vLLM engine left from answering would hold cores and memory
         trainer = recipe.load()
         with training_progress(f"train ({spec.recipe}, {spec.method})") as on_step:
             try:

@@ -78,6 +78,7 @@ def load_task(path: str | Path) -> Task:
             f"{p}: a task file must be a mapping of fields (name, data, answer, "
             f"prompts, models, ...), got {type(raw).__name__}"
         )
+    raw = _extended(p, raw, seen=(p.resolve(),))
     try:
         task = Task.model_validate({**raw, "base_dir": p.resolve().parent})
     except ValidationError as exc:
@@ -94,6 +95,45 @@ def load_task(path: str | Path) -> Task:
                         f"{p}:{_locate(root, where)[1]}: {exc}; fix the template there"
                     ) from exc
     return task
+
+
+EXTENDS = "extends"
+"""A task file's field naming another task file it starts from (a variant of a task)."""
+
+
+def _extended(p: Path, raw: dict[str, Any], seen: tuple[Path, ...]) -> dict[str, Any]:
+    """`raw` on top of the task file its `extends:` names (relative to `p`'s folder), if
+    any: mappings merge key by key, anything else (a list, a string) is replaced whole.
+
+    A variant (the same task on other models, another split) then says only what differs
+    and cannot drift from its base. Relative paths in either file (data sources) are read
+    from the extending file's folder, which becomes the task's folder.
+    """
+    ref = raw.pop(EXTENDS, None)
+    if ref is None:
+        return raw
+    if not isinstance(ref, str) or not ref.strip():
+        raise TaskError(f"{p}: {EXTENDS}: must be the path of another task file")
+    base = (p.parent / ref).resolve()
+    if base in seen:
+        chain = " -> ".join(str(s) for s in (*seen, base))
+        raise TaskError(f"{p}: {EXTENDS}: {ref} extends itself ({chain}); break the cycle")
+    if not base.is_file():
+        raise TaskError(f"{p}: {EXTENDS}: no task file {base}; give a path relative to {p.parent}")
+    _, base_raw = _read_yaml(base, "task file")
+    if not isinstance(base_raw, dict):
+        raise TaskError(f"{base}: a task file must be a mapping of fields, extended by {p}")
+    return _merge(_extended(base, base_raw, (*seen, base)), raw)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on `base`: nested mappings merged, other values replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        old = out.get(key)
+        both = isinstance(old, dict) and isinstance(value, dict)
+        out[key] = _merge(old, value) if both else value  # type: ignore[arg-type]
+    return out
 
 
 def load_grader_spec(path: str | Path) -> GraderSpec:
