@@ -87,6 +87,38 @@ def test_a_judge_failure_is_a_failed_grade_not_a_pass(tmp_path: Path) -> None:
     assert not verdict.passed and "judge error" in (verdict.error or "")
 
 
+def test_judge_answers_kept_for_grading_are_bounded() -> None:
+    """GRPO prepares a fresh group every step: the answers kept stay at cache_size, the
+    latest batch whole, and an answer dropped is one grade() reports as not asked."""
+    from still.types import Completion, Request
+
+    g = ModelGrader(
+        name="j",
+        kind="score",
+        model="scripted:fail",
+        input=({"content": "{{sample.output_text}}"},),
+        range=(1, 10),
+        cache_size=3,
+    )
+    asked: list[int] = []
+
+    def judge(reqs: dict[str, Request], name: str) -> dict[str, Completion]:
+        asked.append(len(reqs))
+        return {k: Completion(request=r, text='{"score": 7}') for k, r in reqs.items()}
+
+    def jobs(*ns: int) -> list[tuple[dict[str, str], dict[str, str]]]:
+        return [({"output_text": str(n)}, {"answer": "y"}) for n in ns]
+
+    for step in range(20):
+        g.prepare(jobs(2 * step, 2 * step + 1), judge)
+        assert len(g._answers) <= 3
+    assert asked == [2] * 20
+    assert g.grade(*jobs(39)[0], "e", None).score == 7.0
+    assert "not asked" in (g.grade(*jobs(0)[0], "e", None).error or "")
+    g.prepare(jobs(*range(100, 105)), judge)  # larger than the cache: kept whole
+    assert [g.grade(s, it, "e", None).score for s, it in jobs(*range(100, 105))] == [7.0] * 5
+
+
 def test_parse_score_reads_json_or_the_first_number_in_range() -> None:
     assert parse_score('{"score": 6}', (1, 10)) == 6.0
     assert parse_score("Score: 7.5 out of 10", (1, 10)) == 7.5

@@ -324,7 +324,41 @@ def test_prepare_grades_a_stage_in_one_process_per_batch(monkeypatch: pytest.Mon
     grades = [g.grade(s, it, f"e{i}", None) for i, (s, it) in enumerate(jobs)]
     assert [gr.passed for gr in grades] == [i % 2 == 0 for i in range(10)]
     assert [gr.example_id for gr in grades] == [f"e{i}" for i in range(10)]
-    assert children == [10]  # one child for all ten
+    assert children == [2]  # one child, each distinct answer graded once
+
+
+def test_prepared_grades_are_bounded_and_the_least_recently_used_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GRPO prepares a fresh group of answers every step: the grades kept for grade() stay
+    at cache_size (the latest batch always whole), reused ones survive, old ones go."""
+    children: list[int] = []
+    run = PythonGrader._run
+
+    def counting(self: PythonGrader, pairs: Any) -> Any:
+        children.append(len(pairs))
+        return run(self, pairs)
+
+    monkeypatch.setattr(PythonGrader, "_run", counting)
+    source = "def grade(sample, item):\n    return float(sample['output_text'] == item['answer'])\n"
+    g = PythonGrader(name="py", source=source, pass_threshold=1.0, cache_size=4)
+
+    def jobs(*ns: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        return [({"output_text": str(n)}, {"answer": "0"}) for n in ns]
+
+    for step in range(50):  # fifty steps of two answers each
+        g.prepare(jobs(2 * step, 2 * step + 1, 0))  # answer 0 recurs every step
+        assert len(g._done) <= 4
+    assert children == [2] * 50  # the recurring answer was graded once
+    assert g.grade(*jobs(0)[0], "e0", None).passed  # kept: used at every step
+    assert g.grade(*jobs(99)[0], "e99", None).score == 0.0  # kept: the latest batch
+    assert len(children) == 50, "both read from the cache, no child started"
+    g.grade(*jobs(2)[0], "e2", None)  # dropped long ago: graded again in a child
+    assert children[50:] == [1]
+    wide = jobs(*range(1000, 1010))
+    g.prepare(wide)  # a batch larger than the cache is kept whole for its grade() calls
+    assert [g.grade(s, it, "e", None).score for s, it in wide] == [0.0] * 10
+    assert children[-1] == 10 and len(g._done) == 10
 
 
 def test_a_crash_by_signal_is_reported_as_one(mode: str) -> None:

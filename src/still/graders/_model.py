@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -32,6 +33,12 @@ from still.tasks import LabelModelSpec, ScoreModelSpec
 from still.types import Completion, Grade, Message, Request, SamplingParams
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+CACHE_SIZE = 4096
+"""Judge answers `prepare` keeps for the `grade` calls that follow (least recently asked
+dropped first; the last `prepare` call's answers are kept whole). A GRPO run prepares every
+sampled group, so an unbounded cache would grow with every step; a dropped answer is still
+in the store, and the next `prepare` that needs it reads it back without a model call."""
 
 Job = tuple[Mapping[str, Any], Mapping[str, Any]]
 """(sample, item): what a grader sees of one completion of one example."""
@@ -57,6 +64,7 @@ class ModelGrader:
         labels: the labels the judge picks from (label_model).
         passing_labels: the labels that pass (label_model).
         params: the judge's sampling parameters.
+        cache_size: judge answers kept from `prepare` (see `CACHE_SIZE`).
     """
 
     name: str
@@ -68,7 +76,10 @@ class ModelGrader:
     labels: tuple[str, ...] = ()
     passing_labels: tuple[str, ...] = ()
     params: SamplingParams = SamplingParams(max_tokens=16)
-    _answers: dict[str, Completion] = field(default_factory=dict, repr=False, compare=False)
+    cache_size: int = CACHE_SIZE
+    _answers: OrderedDict[str, Completion] = field(
+        default_factory=OrderedDict, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.kind == "label":
@@ -118,8 +129,13 @@ class ModelGrader:
             except KeyError:
                 continue
             reqs[req.key()] = req
-        if reqs:
-            self._answers.update(capture(reqs, self.name))
+        if not reqs:
+            return
+        for key, answer in capture(reqs, self.name).items():
+            self._answers[key] = answer
+            self._answers.move_to_end(key)
+        while len(self._answers) > max(self.cache_size, len(reqs)):
+            self._answers.popitem(last=False)
 
     def grade(
         self,

@@ -52,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +76,11 @@ MAX_LINE_BYTES = 1 << 20
 
 STDERR_TAIL_BYTES = 4096
 """How much of a child's stderr is kept to explain a crash."""
+
+CACHE_SIZE = 4096
+"""Grades `prepare` keeps for the `grade` calls that follow, most recently used first. A
+GRPO run prepares every sampled group, so an unbounded cache would grow with every step;
+the batch a `prepare` call grades is always kept whole, however large."""
 
 # The child's program. It is trusted code run with `-I -c`; it reads {"source", "items",
 # "timeout_s", "memory_mb"} from stdin and writes one JSON line per item to the original
@@ -217,6 +223,8 @@ class PythonGrader:
         timeout_s: the longest one `grade` call may run.
         memory_mb: the child process's address-space limit.
         batch_size: items graded by one child process in `grade_many`.
+        cache_size: grades kept from `prepare` (least recently used dropped first; the
+            last `prepare` call's batch is kept whole even when larger).
     """
 
     name: str
@@ -225,7 +233,8 @@ class PythonGrader:
     timeout_s: float = 5.0
     memory_mb: int = 512
     batch_size: int = 64
-    _done: dict[str, Grade] = field(default_factory=dict, compare=False, repr=False)
+    cache_size: int = CACHE_SIZE
+    _done: OrderedDict[str, Grade] = field(default_factory=OrderedDict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):
@@ -236,6 +245,8 @@ class PythonGrader:
             )
         if self.batch_size < 1:
             raise GraderError(f"batch_size must be at least 1, not {self.batch_size}")
+        if self.cache_size < 0:
+            raise GraderError(f"cache_size must be at least 0, not {self.cache_size}")
 
     def grade(
         self,
@@ -246,8 +257,10 @@ class PythonGrader:
     ) -> Grade:
         """Grade one completion: from what `prepare` graded, else in a child process of
         its own (prefer prepare or grade_many for many)."""
-        done = self._done.get(_job_key(sample, item))
+        key = _job_key(sample, item)
+        done = self._done.get(key)
         if done is not None:
+            self._done.move_to_end(key)
             return done.model_copy(
                 update={"example_id": example_id, "completion_id": completion_id}
             )
@@ -256,11 +269,23 @@ class PythonGrader:
     def prepare(self, jobs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> None:
         """Grade every (sample, item) in batches of `batch_size` per child process, so the
         per-example `grade` calls that follow start no process (a pipeline stage grades
-        hundreds of answers: one interpreter each would cost minutes)."""
-        todo = [(s, it) for s, it in jobs if _job_key(s, it) not in self._done]
-        grades = self.grade_many([(s, it, "", None) for s, it in todo])
-        for (s, it), g in zip(todo, grades, strict=True):
-            self._done[_job_key(s, it)] = g
+        hundreds of answers: one interpreter each would cost minutes).
+
+        Grades kept from earlier calls are reused; the oldest unused ones beyond
+        `cache_size` are dropped, never one of this call's jobs."""
+        keys = [_job_key(s, it) for s, it in jobs]
+        todo = {}
+        for key, (s, it) in zip(keys, jobs, strict=True):
+            if key in self._done:
+                self._done.move_to_end(key)
+            else:
+                todo[key] = (s, it)
+        grades = self.grade_many([(s, it, "", None) for s, it in todo.values()])
+        for key, g in zip(todo, grades, strict=True):
+            self._done[key] = g
+        keep = max(self.cache_size, len(set(keys)))
+        while len(self._done) > keep:
+            self._done.popitem(last=False)
 
     def grade_many(
         self,
