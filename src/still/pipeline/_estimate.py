@@ -85,7 +85,7 @@ def estimate_run(
 ) -> list[StageEstimate]:
     """Count the tokens and bound the cost of each capture in `plan` (default: `still
     run`'s: the teacher check on validation included, with every distilled student the
-    task's `curate.students` trains).
+    task's `curate.students` trains; for grpo, the bench alone).
 
     A distilled student does not exist before training: its requests are built with
     the base student (same tokenizer, same prompt) and priced as the task prices
@@ -96,9 +96,11 @@ def estimate_run(
     whole_run = plan is None
     if plan is None:  # the teacher check before training reads validation, when there is one
         check = (("teacher", "validation"), ("student", "validation"))
+        before = (("teacher", "train"), *(check if run.split.validation else ()))
+        # a recipe learning from the student's own graded answers (grpo) asks no teacher
+        # before the bench; its reward's judges are not counted here
         plan = (
-            ("teacher", "train"),
-            *(check if run.split.validation else ()),
+            *(before if run.learns_from_teacher else ()),
             *((r, "heldout") for r in run.roles()),
         )
     out = []

@@ -34,7 +34,9 @@ def run_all(
     model call of every stage counts against one `budget`.
 
     One distilled student per `curate.students` entry (or only `keep`): the teacher-only
-    one (`parsed`) and the grader-verified one (`correct`), compared side by side. With
+    one (`parsed`) and the grader-verified one (`correct`), compared side by side. A
+    recipe that learns from the student's own graded answers (grpo) trains one, asking
+    the teacher nothing before the bench (`_own_answers`). With
     an `engine` (`--ray`), every model answers there; training stays in this process.
 
     A task with `teacher_training` trains its teacher first (once: `train_teacher_stage`).
@@ -51,6 +53,8 @@ def run_all(
     run.require_prices(budget)
     log.info("%s", run.load_report.summary())
     train_teacher_stage(run)  # teacher_training: the teacher is fine-tuned on gold first
+    if not run.learns_from_teacher:
+        return run, _own_answers(run, keep, budget)
     check_teacher(run, budget, force)
     if run.task.train.from_tune and not tune_is_current(run):
         write_tune(run, tune(run, budget=budget))
@@ -59,7 +63,7 @@ def run_all(
     log.info("teacher on train: %s", stats.summary())
     if stats.failed == stats.total:
         raise StageError("every teacher request failed; see `still store ls --errors`")
-    students = [keep] if keep is not None else list(run.task.curate.students)
+    students = [keep] if keep is not None else list(run.students)
     for k in list(students):
         try:
             exported = export_stage(run, k, budget)
@@ -74,3 +78,20 @@ def run_all(
         log.info("export (%s): %s", STUDENTS[k], exported.summary())
         train_stage(run, keep=k)
     return run, bench_stage(run, run.roles(students), budget=budget)
+
+
+def _own_answers(run: Run, keep: Keep | None, budget: Budget | None) -> Comparison:
+    """`still run` for a recipe that learns from the student's own graded answers (grpo):
+    the student is trained on its prompts and rewarded by the graders, then benched with
+    the others. No teacher answers the train split and none is checked against the base
+    student on validation: nothing of the teacher's is learned (it is still benched, as
+    the comparison's reference). Inputs `synthesize.use` adds are prompts like the rest."""
+    log.info(
+        "train.recipe: %s learns from the student's own answers, graded: no teacher check, "
+        "no teacher answers on train", run.task.train.recipe,
+    )  # fmt: skip
+    run.teacher_check_file.unlink(missing_ok=True)  # an earlier recipe's, no longer true
+    synthesize_for_run(run, budget)
+    k = keep or run.students[0]
+    train_stage(run, keep=k)
+    return bench_stage(run, run.roles([k]), budget=budget)

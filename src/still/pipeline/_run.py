@@ -33,7 +33,7 @@ from typing import Literal, Protocol
 from still.capture import CaptureStats, build_messages, build_request, capture
 from still.cost import Budget, cost_model_for, require_prices
 from still.curate import Keep
-from still.errors import GraderError, StillError
+from still.errors import GraderError, StillError, TrainError
 from still.graders import Capture, Grader, answer_of, build_grader, judges
 from still.models import (
     Provider,
@@ -156,10 +156,33 @@ class Run:
             return engine + str(path.resolve())
         raise StageError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
 
+    @property
+    def learns_from_teacher(self) -> bool:
+        """Whether the students learn from the teacher's answers on the train split. Not
+        with a recipe that learns from the student's own graded answers (`train.recipe:
+        grpo`): `still run` then asks the teacher nothing on train, exports nothing,
+        checks no teacher before training and trains one student (`students`)."""
+        from still.train import task_recipe
+
+        try:
+            _, recipe = task_recipe(self.task.train.recipe, bool(self.task.labels))
+        except TrainError:
+            return True  # an unknown recipe is refused, saying so, by the train stage
+        return not recipe.prompts
+
+    @property
+    def students(self) -> tuple[Keep, ...]:
+        """The distilled students `still run` trains: the task's `curate.students`; only
+        `parsed` (shown as `distilled`) when they learn from no teacher answer, since which
+        teacher answers are kept then changes nothing (one model, trained once)."""
+        if not self.learns_from_teacher:
+            return ("parsed",)
+        return tuple(self.task.curate.students)
+
     def roles(self, students: Iterable[Keep] | None = None) -> tuple[RunRole, ...]:
         """The roles compared: teacher, base student, the distilled students named (by
-        default the task's `curate.students`), control."""
-        keeps = self.task.curate.students if students is None else students
+        default `students`: the task's `curate.students`), control."""
+        keeps = self.students if students is None else students
         wanted = {STUDENTS[k] for k in keeps}
         return tuple(r for r in ROLES if r not in STUDENTS.values() or r in wanted)
 
@@ -371,15 +394,27 @@ class Run:
         """Content-addressed: new data, recipe or base model means a new model (and new
         store keys), so stale answers of an older student are never reused."""
         h = hashlib.sha256()
-        train_file = self.train_file(keep)
-        h.update(train_file.read_bytes() if train_file.exists() else b"")
         train = self.train_spec(keep)
-        if train.recipe == "sft":  # hashed as before recipes existed: SFT models keep theirs
-            h.update(train.model_dump_json(exclude={"recipe", "kd", "dpo", "grpo"}).encode())
-        else:  # KD learns from the teacher's scores (label KD) or the teacher itself
+        recipe = None
+        if train.recipe != "sft":
             from still.train import task_recipe
 
             _, recipe = task_recipe(train.recipe, bool(self.task.labels))
+        if recipe is not None and recipe.prompts:
+            # the student's prompts and the graders that reward its answers: no teacher
+            # answer or teacher is read, so neither is part of the address
+            prompts = self.recipe_file(recipe, keep)
+            h.update(prompts.read_bytes() if prompts.exists() else b"")
+            h.update(train.model_dump_json().encode())
+            graders = [g.model_dump(mode="json") for g in self.task.graders]
+            h.update(json.dumps(graders, sort_keys=True).encode())
+            h.update(self.task.models.student.encode())
+            return self.dir / f"distilled-{h.hexdigest()[:10]}"
+        train_file = self.train_file(keep)
+        h.update(train_file.read_bytes() if train_file.exists() else b"")
+        if recipe is None:  # sft, hashed as before recipes existed: SFT models keep theirs
+            h.update(train.model_dump_json(exclude={"recipe", "kd", "dpo", "grpo"}).encode())
+        else:  # KD learns from the teacher's scores (label KD) or the teacher itself
             soft = self.recipe_file(recipe, keep)
             h.update(soft.read_bytes() if soft.exists() else b"")
             h.update(train.model_dump_json().encode())

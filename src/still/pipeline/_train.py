@@ -53,14 +53,14 @@ def train_stage(run: Run, force: bool = False, keep: Keep = "parsed") -> dict[st
 
     flag = "" if keep == "parsed" else f" --keep {keep}"
     spec = run.train_spec(keep)  # the task's train:, or what `still tune` chose
-    train_file = run.train_file(keep)
-    if not train_file.exists():
-        raise StageError(f"{train_file} does not exist: run `still export{flag}` first")
     try:
         name, recipe = task_recipe(spec.recipe, bool(run.task.labels))
         _, recipe, teacher = teacher_recipe(name, recipe, run.task.models.teacher)
     except (TrainError, ModelError) as exc:
         raise StageError(str(exc)) from exc
+    train_file = run.train_file(keep)
+    if not recipe.prompts and not train_file.exists():  # grpo reads no teacher answer
+        raise StageError(f"{train_file} does not exist: run `still export{flag}` first")
     data = run.recipe_file(recipe, keep)
     extra: dict[str, Any] = {} if teacher is None else {"teacher_model": teacher}
     if recipe.prompts:  # it learns from the student's own answers, graded: no teacher's
