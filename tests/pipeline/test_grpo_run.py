@@ -48,6 +48,12 @@ def test_a_grpo_run_asks_the_teacher_only_on_the_test_split(
     model = run.distilled_dir()
     assert (model / EVAL_FILE).is_file()
     assert json.loads((model / "train.json").read_text())["recipe"] == "grpo"
+    # the report reads the rewards written beside the model: validation before and after
+    report = json.loads((run.dir / "report.json").read_text())
+    [written] = report["grpo"]
+    steps = [r["step"] for r in written["records"] if r["split"] == "validation"]
+    assert written["role"] == "distilled" and steps[0] == 0 and len(steps) == 2
+    assert "reward by step" in (run.dir / "report.md").read_text()
 
     # the model's address reads no teacher answer: a train.jsonl appearing moves nothing,
     # and a rerun calls no model and trains nothing

@@ -25,7 +25,15 @@ from still.pipeline import (
     open_run,
     synthesize_stage,
 )
-from still.pipeline._synthesize import NearIndex, jaccard, ngrams, synthesize_for_run
+from still.pipeline._synthesize import (
+    NearIndex,
+    distinct_ngrams,
+    jaccard,
+    ngrams,
+    synthesis_report,
+    synthesize_for_run,
+)
+from still.report import markdown_sections
 from still.types import Completion, Request
 from test_helpers import LABELS, write_task
 
@@ -213,6 +221,34 @@ def test_used_synthetic_inputs_join_train_alone_and_have_no_gold(tmp_path: Path)
     export_stage(run, "parsed")
     prompts = {r["messages"][-2]["content"] for r in _jsonl(run.train_file("parsed"))}
     assert {e.fields["text"] for e in synth} <= prompts
+
+
+def test_the_report_gives_diversity_at_equal_size_and_the_teachers_labels(
+    tmp_path: Path,
+) -> None:
+    """Diversity of the synthetic inputs beside the real ones at the same count, and per
+    label asked for, how the teacher labelled what was kept (the label balance)."""
+    run = open_run(_task(tmp_path, use=True), tmp_path / "run")
+    assert synthesis_report(run) is None  # nothing synthesized: no section
+    real = [e.fields["text"] for e in run.split.train]
+    # one input asked for as "human" reads as a location question: the teacher says so
+    SCRIPT.append(_queue({"human": ["which river flows past this location"]}))
+    synthesize_stage(run, n=len(real) + 3)
+    capture_role(run, "teacher", "train")
+    syn = synthesis_report(run)
+    assert syn is not None and syn["real_inputs"] == len(real)
+    texts = [r["text"] for r in _jsonl(run.dir / "synthetic.jsonl")]
+    assert syn["diversity_same_size"] == distinct_ngrams(texts[: len(real)])
+    assert syn["train_diversity"] == distinct_ngrams(real)
+    per = syn["per_label"]
+    assert sum(c["kept"] for c in per.values()) == len(texts)
+    assert per["human"]["other"] == 1 and per["human"]["none"] == 0
+    assert all(c["agrees"] == c["kept"] for lab, c in per.items() if lab != "human")
+    assert syn["teacher_labels"]["location"] == per["location"]["kept"] + 1
+    text = markdown_sections({"synthesis": syn})
+    human = per["human"]
+    assert f"| human | {syn['requested_per_label']['human']} | {human['kept']} | " in text
+    assert f"the first {len(real)} synthetic inputs distinct-1" in text
 
 
 def test_still_run_synthesizes_once_when_used(tmp_path: Path) -> None:

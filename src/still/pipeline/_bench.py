@@ -28,7 +28,9 @@ from still.cost import Budget, price_for
 from still.graders import answer_of
 from still.pipeline._confidence import CONFIDENCE_FILE
 from still.pipeline._ensemble import ensemble_report
+from still.pipeline._grpo import grpo_report
 from still.pipeline._run import Run, StageError, capture_role
+from still.pipeline._synthesize import synthesis_report
 from still.report import print_table, verdict, write_reports
 from still.types import Request
 
@@ -148,7 +150,8 @@ def report_stage(run: Run, roles: tuple[str, ...] | None = None, show: bool = Tr
 def report_extra(run: Run, cmp: Comparison, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """What reports add to the comparison: where each number comes from and what was
     chosen on validation, the paired tests and gaps (see `analyse`), prompt compression
-    and break-even, accuracy by input length, label and position bias, the selection."""
+    and break-even, accuracy by input length, label and position bias, the selection,
+    a grpo student's rewards by step and the teacher-written inputs' diversity."""
     seconds = None
     try:
         info = run.distilled_dir() / "train.json"
@@ -182,6 +185,8 @@ def report_extra(run: Run, cmp: Comparison, rows: list[dict[str, Any]]) -> dict[
         "tune": _read_json(run.dir / "tune" / "tune.json"),
         "ensemble": ensemble_report(run),
         "confidence": _read_json(run.dir / CONFIDENCE_FILE),
+        "grpo": grpo_report(run),
+        "synthesis": synthesis_report(run),
     }
 
 

@@ -42,6 +42,7 @@ from typing import Any
 
 from still.cost import Budget
 from still.errors import StillError
+from still.graders import answer_of
 from still.pipeline._estimate import StageEstimate
 from still.pipeline._run import Run, StageError
 from still.prices import price_for
@@ -560,6 +561,54 @@ def synthesize_for_run(run: Run, budget: Budget | None = None) -> SynthStats | N
     stats = synthesize_stage(run, budget=budget)
     log.info("synthesize: %s", stats.summary())
     return stats
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def synthesis_report(run: Run) -> dict[str, Any] | None:
+    """For the report: what synthesis asked, kept and dropped (synth.json); the diversity
+    of the kept inputs beside the real training inputs' and beside that of as many
+    synthetic inputs as there are real ones (distinct-n shares fall as text grows, so only
+    equal sizes compare); and per label asked, the teacher's stored answers to the inputs
+    kept (does the teacher agree with the label asked for, and the labels' balance).
+    None when the run synthesized nothing. Reads the store only."""
+    path = run.dir / SYNTH_STATS
+    if not path.is_file():
+        return None
+    try:
+        stats: dict[str, Any] = json.loads(path.read_text())
+    except ValueError:
+        log.warning("%s is not valid JSON: left out of the report", path)
+        return None
+    examples = synthetic_examples(run.task, run.dir)  # raises on a malformed line
+    lines = synthetic_file(run).read_text().splitlines() if examples else []
+    asked = [str(json.loads(x).get("asked_label") or "") for x in lines if x.strip()]
+    real = [e for e in run.split.train if not is_synthetic(e)]
+    names = _input_fields(real) or _input_fields(examples)
+    k = len(real)
+    same_size = distinct_ngrams(input_text(e.fields, names) for e in examples[:k])
+    labels = run.task.labels
+    answers = run.stored("teacher", "train") if (labels and examples) else {}
+    per_label: dict[str, dict[str, int]] = {}
+    teacher_labels: dict[str, int] = {}
+    for label, ex in zip(asked, examples, strict=True):
+        counts = per_label.setdefault(label, {"kept": 0, "agrees": 0, "other": 0, "none": 0})
+        counts["kept"] += 1
+        if not labels:
+            continue
+        answer, _ = answer_of(answers.get(ex.id), labels)
+        counts["agrees" if answer == label else "none" if answer is None else "other"] += 1
+        if answer is not None:
+            teacher_labels[answer] = teacher_labels.get(answer, 0) + 1
+    return {
+        **stats,
+        "real_inputs": k,
+        "diversity_same_size": same_size if k and len(examples) >= k else {},
+        "per_label": per_label,
+        "teacher_labels": teacher_labels,
+        "real_labels": {lab: sum(e.answer == lab for e in real) for lab in labels or []},
+    }
 
 
 # ---------------------------------------------------------------------------- estimate

@@ -263,6 +263,8 @@ def _plots(
             plots.append(_label_distribution(cmp, rows, labels))
         if extra.get("position_bias"):
             plots.append(_position_bias(extra["position_bias"]))
+        if extra.get("grpo"):
+            plots.append(_grpo_rewards(extra["grpo"]))
         sel = extra.get("selection") or {}
         if sel.get("results"):
             known = {f.name for f in dataclasses.fields(ModelResult)}  # an older/newer file
@@ -323,6 +325,38 @@ def _position_bias(bias: Sequence[Mapping[str, Any]]) -> _Plot:
         "Each question asked with its options rotated so the answer sits at every letter "
         "once. Left: how often each letter is predicted (dashed: unbiased). Right: accuracy "
         "by where the answer was.",
+    )
+
+
+def _grpo_rewards(runs: Sequence[Mapping[str, Any]]) -> _Plot:
+    """A grpo student's mean reward by step: its sampled answers' at every training step
+    (thin), greedy validation answers' at each evaluation (points), the kept step ringed."""
+    fig, ax = _figure(6.4, 3.6)
+    for i, run in enumerate(runs):
+        colour = _colour(run["role"], i)
+        records = run["records"]
+        train = [r for r in records if r["split"] == "train"]
+        evals = [r for r in records if r["split"] == "validation"]
+        if train:
+            ax.plot([r["step"] for r in train], [r["reward"] for r in train], color=colour,
+                    alpha=0.35, linewidth=1, label="training (sampled)")  # fmt: skip
+        if evals:
+            ax.plot([r["step"] for r in evals], [r["reward"] for r in evals], color=colour,
+                    marker="o", linewidth=2, label="validation (greedy)")  # fmt: skip
+        for r in evals:
+            if r.get("best"):
+                ax.plot([r["step"]], [r["reward"]], marker="o", markersize=13,
+                        markerfacecolor="none", color="#333", label="weights kept")  # fmt: skip
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean reward")
+    ax.legend(fontsize=8, frameon=False)
+    return _Plot(
+        "grpo-reward",
+        _png(fig),
+        "Line plot of the mean reward by training step, training and validation",
+        "Reinforcement fine-tuning (grpo): the mean reward of the student's sampled answers "
+        "at each step, and of its greedy answers to validation prompts at each evaluation; "
+        "the ringed point is the step whose weights were kept.",
     )
 
 

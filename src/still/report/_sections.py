@@ -40,6 +40,8 @@ def sections(extra: dict[str, Any]) -> list[Section]:
     out = [
         _splits(extra),
         _teacher_check(extra),
+        _synthesis(extra),
+        _grpo(extra),
         _ensemble(extra),
         _confidence(extra),
         _gap(extra),
@@ -63,8 +65,11 @@ def _splits(extra: dict[str, Any]) -> Section | None:
         "splits",
         "Where the numbers come from",
         notes=[
-            f"Train: {splits.get('train', 0)} examples (the teacher answers them; students "
-            f"learn from those answers). Validation: {splits.get('validation', 0)} examples "
+            f"Train: {splits.get('train', 0)} examples ("
+            + ("the student's prompts: it learns from its own answers, rewarded by the "
+               "graders" if extra.get("grpo") else
+               "the teacher answers them; students learn from those answers")
+            + f"). Validation: {splits.get('validation', 0)} examples "
             "(every choice below). Held-out test: "
             f"{splits.get('heldout', 0)} examples (the comparison above; read by it alone)."
         ],
@@ -99,6 +104,109 @@ def _teacher_check(extra: dict[str, Any]) -> Section | None:
             "Label scores read with contextual calibration: " + ", ".join(check["calibrated"]) + "."
         )
     return Section("teacher_check", "Is the teacher worth distilling?", notes)
+
+
+def _synthesis(extra: dict[str, Any]) -> Section | None:
+    """Teacher-written inputs (`still synthesize`): what was kept, how diverse, how balanced."""
+    syn = extra.get("synthesis")
+    if not syn:
+        return None
+    unparseable = syn.get("returned", 0) - syn.get("parsed", 0)
+    notes = [
+        f"{syn.get('model')} wrote {syn.get('kept', 0)} new inputs of {syn.get('n', 0)} wanted, "
+        f"from {syn.get('requested', 0)} requests: {syn.get('duplicates', 0)} duplicates and "
+        f"{syn.get('near_duplicates', 0)} near duplicates (similarity >= "
+        f"{syn.get('similarity', 0):g}) dropped, {syn.get('leaked', 0)} refused as too close "
+        f"to a validation or test input, {unparseable} unparseable, "
+        f"{syn.get('failed', 0)} failed calls."
+    ]
+
+    def ngrams(d: dict[str, Any] | None) -> str:
+        if not d:
+            return "n/a"
+        return (
+            f"distinct-1 {d.get('distinct_1', 0):g} ({d.get('distinct_1_ratio', 0):.1%}), "
+            f"distinct-2 {d.get('distinct_2', 0):g} ({d.get('distinct_2_ratio', 0):.1%})"
+        )
+
+    k = syn.get("real_inputs", 0)
+    notes.append(
+        "Diversity (distinct word n-grams, and their share of all n-grams; shares fall as "
+        f"text grows, so compare equal sizes): the {k} real training inputs "
+        f"{ngrams(syn.get('train_diversity'))}; the first {k} synthetic inputs "
+        f"{ngrams(syn.get('diversity_same_size'))}; all {syn.get('kept', 0)} synthetic "
+        f"{ngrams(syn.get('diversity'))}."
+    )
+    real = syn.get("real_labels") or {}
+    told = syn.get("teacher_labels") or {}
+    if told:
+        notes.append(
+            "Label balance: the real training inputs' gold labels "
+            + ", ".join(f"{lab} {n}" for lab, n in real.items())
+            + "; the teacher's answers to the synthetic ones "
+            + ", ".join(f"{lab} {told.get(lab, 0)}" for lab in real or told)
+            + "."
+        )
+    s = Section("synthesis", "Teacher-written inputs (still synthesize)", notes)
+    per = syn.get("per_label") or {}
+    if any(lab for lab in per):  # a label task: one row per label asked for
+        s.header = ["label asked for", "requested", "kept", "teacher answers it",
+                    "teacher answers another", "no teacher answer"]  # fmt: skip
+        requested = syn.get("requested_per_label") or {}
+        for lab, c in per.items():
+            answered = c["agrees"] + c["other"]
+            agree = f"{c['agrees']} ({c['agrees'] / answered:.0%})" if answered else "0"
+            s.rows.append([lab, str(requested.get(lab, "n/a")), str(c["kept"]), agree,
+                           str(c["other"]), str(c["none"])])  # fmt: skip
+    return s
+
+
+def _grpo(extra: dict[str, Any]) -> Section | None:
+    """A grpo student's rewards by step: validation every eval_every steps, the kept step."""
+    runs = extra.get("grpo") or []
+    if not runs:
+        return None
+    s = Section(
+        "grpo",
+        "Reinforcement fine-tuning (train.recipe: grpo): reward by step",
+        header=["student", "step", "validation reward", "training reward (steps since the "
+                "last evaluation)", "weights kept"],  # fmt: skip
+    )
+    for run in runs:
+        role = f"{run['role']} (grpo)"  # not "teacher answers": it learned from its own
+        records = run["records"]
+        evals = [r for r in records if r["split"] == "validation"]
+        train = [r for r in records if r["split"] == "train"]
+        best = next((r for r in evals if r.get("best")), None)
+        if evals:
+            n = evals[0].get("examples")
+            note = (
+                f"{role}: mean reward of greedy answers to "
+                f"{'the first ' + str(n) + ' ' if n else ''}validation prompts, before "
+                "training (step 0), every train.grpo.eval_every steps and after the last"
+            )
+            if best is not None:
+                note += f"; the weights kept are step {best['step']}'s ({best['reward']:.3f})"
+            s.notes.append(note + ".")
+        if train:
+            k = max(1, len(train) // 10)
+            first = sum(r["reward"] for r in train[:k]) / k
+            last = sum(r["reward"] for r in train[-k:]) / k
+            steps = "step" if k == 1 else f"{k} steps"
+            s.notes.append(
+                f"{role}: mean training reward (sampled answers) {first:.3f} over the first "
+                f"{steps}, {last:.3f} over the last {steps}, of {len(train)}."
+            )
+        previous = -1
+        for r in evals:
+            window = [t["reward"] for t in train if previous < t["step"] <= r["step"]]
+            s.rows.append([
+                role, str(r["step"]), f"{r['reward']:.3f}",
+                f"{sum(window) / len(window):.3f}" if window else "-",
+                "yes" if r.get("best") else "",
+            ])  # fmt: skip
+            previous = r["step"]
+    return s
 
 
 def _ensemble(extra: dict[str, Any]) -> Section | None:
