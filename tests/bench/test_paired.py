@@ -281,3 +281,30 @@ def test_compare_pairs_all_roles_and_restriction() -> None:
     assert compare_pairs(rows) == pairs  # roles default to all present
     # no example in common: nothing to compare
     assert compare_pairs(_rows("teacher", {"x": True}) + _rows("student", {"y": True})) == []
+
+
+def test_compare_scores_means_with_intervals_and_paired_differences() -> None:
+    """Partial credit: each role's mean score with a bootstrap interval, and paired
+    differences by example (the same resampling as the accuracy's, on floats)."""
+    rng = np.random.default_rng(3)
+    base = rng.random(200)
+    student = {str(i): float(x) for i, x in enumerate(base)}
+    distilled = {str(i): min(1.0, float(x) + 0.1) for i, x in enumerate(base)}
+    rows = [
+        {"role": role, "example_id": i, "score": s}
+        for role, scores in (("student", student), ("distilled", distilled))
+        for i, s in scores.items()
+    ] + [{"role": "teacher", "example_id": "0", "score": None}]  # no score: left out
+    out = _paired.compare_scores(rows, n_resamples=2000)
+    by = {r["role"]: r for r in out["roles"]}
+    assert set(by) == {"student", "distilled"} and by["student"]["n"] == 200
+    assert by["student"]["mean"] == pytest.approx(float(base.mean()))
+    assert by["student"]["ci_low"] < by["student"]["mean"] < by["student"]["ci_high"]
+    (pair,) = out["paired"]
+    expected = float(np.mean([distilled[i] - student[i] for i in student]))
+    assert (pair["a"], pair["b"], pair["n"]) == ("distilled", "student", 200)
+    assert pair["diff"] == pytest.approx(expected)
+    # every example moves the same way: the paired interval is narrow and above zero
+    assert 0 < pair["diff_low"] <= expected <= pair["diff_high"] < 0.1
+    independent = by["distilled"]["ci_high"] - by["distilled"]["ci_low"]
+    assert pair["diff_high"] - pair["diff_low"] < independent / 3

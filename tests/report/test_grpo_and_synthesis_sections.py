@@ -92,3 +92,25 @@ def test_teacher_written_inputs_show_diversity_and_label_balance(tmp_path: Path)
     assert "the teacher's answers to the synthetic ones yes 2, no 4" in md
     assert "| yes | 5 | 3 | 2 (67%) | 1 | 0 |" in md
     assert 'data-section="synthesis"' in paths["html"].read_text()
+
+
+def test_mean_scores_are_shown_with_paired_differences(tmp_path: Path) -> None:
+    """A grader with partial credit (a reward's closeness): the report gives each role's
+    mean score and its paired difference from the base student and the teacher."""
+    from still.bench import compare_scores
+
+    rows = [
+        {"role": role, "example_id": f"e{i}", "score": score + (0.02 * (i % 3))}
+        for role, score in (("teacher", 0.5), ("student", 0.2), ("distilled", 0.3))
+        for i in range(30)
+    ]
+    cmp, result_rows = _comparison()
+    extra = {"scores": compare_scores(rows, n_resamples=500)}
+    md = write_reports(cmp, result_rows, tmp_path, title="t", extra=extra)["markdown"].read_text()
+    assert "### Mean grader score (before the pass threshold)" in md
+    section = md.split("### Mean grader score")[1]
+    row = next(x for x in section.splitlines() if x.startswith("| distilled student"))
+    # every example 0.1 above the base student and 0.2 below the teacher: no spread
+    assert "| 30 | 0.320 [" in row
+    assert "| +0.100 [+0.100, +0.100] | -0.200 [-0.200, -0.200] |" in row
+    assert "| base student | 30 | 0.220 [" in section

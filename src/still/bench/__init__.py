@@ -14,7 +14,13 @@ from still.bench._baselines import Baselines, baselines
 from still.bench._bench import Comparison, ModelResult, evaluate
 from still.bench._bias import label_distribution
 from still.bench._economics import accuracy_by_length, economics
-from still.bench._paired import compare_pairs, gap_closed_interval, mcnemar_exact, paired_bootstrap
+from still.bench._paired import (
+    compare_pairs,
+    compare_scores,
+    gap_closed_interval,
+    mcnemar_exact,
+    paired_bootstrap,
+)
 from still.bench._position import (
     Answer,
     MCItem,
@@ -37,6 +43,7 @@ __all__ = [
     "Comparison",
     "baselines",
     "compare_pairs",
+    "compare_scores",
     "gap_closed_interval",
     "label_distribution",
     "mcnemar_exact",

@@ -99,6 +99,8 @@ def evaluate(
                 "reference": ex.answer,
                 "prediction": answer,
                 "correct": ok,
+                # the graders' mean score (partial credit the pass/fail above hides)
+                "score": sum(g.score for g in grades) / len(grades) if grades else None,
                 "failure": why,
                 "latency_s": comp.latency_s if comp else None,
                 "ttft_s": comp.ttft_s if comp else None,

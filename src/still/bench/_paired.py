@@ -79,14 +79,15 @@ def _bounds(values: FloatArray, confidence: float) -> tuple[float, float]:
 
 
 def paired_bootstrap(
-    a: Sequence[bool],
-    b: Sequence[bool],
+    a: Sequence[bool] | Sequence[float],
+    b: Sequence[bool] | Sequence[float],
     *,
     n_resamples: int = 10_000,
     seed: int = 0,
     confidence: float = 0.95,
 ) -> tuple[float, float, float]:
     """(accuracy of a - accuracy of b, low, high): a percentile bootstrap over examples.
+    Scores (floats) work the same way: the difference of their means.
 
     `a[i]` and `b[i]` are the two models' outcomes on the same example i; each resample
     draws examples with replacement and keeps both outcomes of an example together, so the
@@ -302,3 +303,53 @@ def compare_pairs(
             }
         )
     return out
+
+
+def compare_scores(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """The graders' mean score per role, and paired differences between roles: what the
+    pass rate hides when graders give partial credit (a reward, a judge's 1-10, a
+    similarity). `rows` are `evaluate`'s, with `score` (the mean of the top-level graders'
+    scores of one answer; a row without one is left out).
+
+    Returns:
+        {"roles": [{role, n, mean, ci_low, ci_high}], "paired": [{a, b, n, mean_a,
+        mean_b, diff, diff_low, diff_high}]}: each role's mean with its percentile
+        bootstrap interval, and for each of `PAIRS` whose roles both have scores the
+        difference a - b over their shared examples with its paired bootstrap interval.
+    """
+    _check_options(n_resamples, confidence)
+    by_role: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r.get("score") is not None:
+            by_role.setdefault(str(r["role"]), {})[str(r["example_id"])] = float(r["score"])
+    roles = []
+    for role, scores in by_role.items():
+        x = np.asarray(list(scores.values()), dtype=float)
+        means = _resampled_means(x[np.newaxis, :], n_resamples, seed)[0]
+        low, high = _bounds(means, confidence)
+        roles.append(
+            {"role": role, "n": len(x), "mean": float(x.mean()), "ci_low": low, "ci_high": high}
+        )
+    paired = []
+    for a, b in PAIRS:
+        if a not in by_role or b not in by_role:
+            continue
+        ids = [i for i in by_role[a] if i in by_role[b]]
+        if not ids:
+            continue
+        xa = [by_role[a][i] for i in ids]
+        xb = [by_role[b][i] for i in ids]
+        diff, low, high = paired_bootstrap(
+            xa, xb, n_resamples=n_resamples, seed=seed, confidence=confidence
+        )
+        paired.append({
+            "a": a, "b": b, "n": len(ids), "mean_a": sum(xa) / len(ids),
+            "mean_b": sum(xb) / len(ids), "diff": diff, "diff_low": low, "diff_high": high,
+        })  # fmt: skip
+    return {"roles": roles, "paired": paired}

@@ -17,6 +17,7 @@ from still.bench import (
     PositionBias,
     accuracy_by_length,
     baselines,
+    compare_scores,
     economics,
     evaluate,
     label_distribution,
@@ -185,9 +186,17 @@ def report_extra(run: Run, cmp: Comparison, rows: list[dict[str, Any]]) -> dict[
         "tune": _read_json(run.dir / "tune" / "tune.json"),
         "ensemble": ensemble_report(run),
         "confidence": _read_json(run.dir / CONFIDENCE_FILE),
+        # partial credit (a reward, a judge's scale): the mean score, paired, beside pass rates
+        "scores": compare_scores(rows) if partial_credit(rows) else None,
         "grpo": grpo_report(run),
         "synthesis": synthesis_report(run),
     }
+
+
+def partial_credit(rows: list[dict[str, Any]]) -> bool:
+    """Whether the graders gave any answer a score other than 0 or 1: then the mean score
+    says what pass rates cannot (how close the answers came), and the report shows it."""
+    return any(r.get("score") not in (None, 0.0, 1.0) for r in rows)
 
 
 def choices(run: Run) -> list[dict[str, str]]:

@@ -46,6 +46,7 @@ def sections(extra: dict[str, Any]) -> list[Section]:
         _confidence(extra),
         _gap(extra),
         _paired(extra),
+        _scores(extra),
         _economics(extra),
         _labels(extra),
         _position(extra),
@@ -301,6 +302,41 @@ def _paired(extra: dict[str, Any]) -> Section:
             str(p["n"]),
             f"{_pct(p['diff'], True)} [{_pct(p['diff_low'], True)}, {_pct(p['diff_high'], True)}]",
             str(p["mcnemar_b01"]), str(p["mcnemar_b10"]), _p(p["mcnemar_p"]),
+        ])  # fmt: skip
+    return s
+
+
+def _scores(extra: dict[str, Any]) -> Section | None:
+    """The graders' mean score per role, with paired differences: the partial credit that
+    pass rates hide (a reward's closeness, a judge's scale)."""
+    scores = extra.get("scores")
+    if not scores or not scores.get("roles"):
+        return None
+    s = Section(
+        "scores",
+        "Mean grader score (before the pass threshold)",
+        notes=[
+            "Each answer's score is the mean of the top-level graders' scores (a failed or "
+            "unparseable answer scores 0); 95% percentile bootstrap intervals over the "
+            "examples, and paired differences (a - b, examples resampled with both answers "
+            "kept together)."
+        ],
+        header=["role", "n", "mean score [95% CI]", "minus the base student (paired)",
+                "minus the teacher (paired)"],  # fmt: skip
+    )
+    pairs = {(p["a"], p["b"]): p for p in scores.get("paired") or []}
+
+    def diff(a: str, b: str) -> str:
+        p = pairs.get((a, b))
+        if p is None:
+            return "-"
+        return f"{p['diff']:+.3f} [{p['diff_low']:+.3f}, {p['diff_high']:+.3f}]"
+
+    for r in scores["roles"]:
+        s.rows.append([
+            ROLE_NAMES.get(r["role"], r["role"]), str(r["n"]),
+            f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
+            diff(r["role"], "student"), diff(r["role"], "teacher"),
         ])  # fmt: skip
     return s
 
