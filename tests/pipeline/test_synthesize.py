@@ -260,6 +260,31 @@ def test_still_run_synthesizes_once_when_used(tmp_path: Path) -> None:
     assert synthesize_for_run(unused) is None and len(CALLS) == 3
 
 
+def test_one_line_inputs_stop_at_the_line_end_and_keep_the_first_line(tmp_path: Path) -> None:
+    """A base-model writer continues the list of examples: with one-line training inputs
+    each request stops at a newline, and a writer ignoring it gives its first line only."""
+    SCRIPT.append(lambda req: f"\n{_fresh(req)}\nanother question about human\n3. more")
+    run = open_run(_task(tmp_path), tmp_path / "run")
+    stats = synthesize_stage(run, n=3)
+    assert stats.kept == 3 and all(r.params.stop == ("\n",) for r in CALLS)
+    texts = [r["text"] for r in _jsonl(run.dir / "synthetic.jsonl")]
+    assert texts == [_fresh(r) for r in CALLS]  # the first line that is not empty
+    # inputs of several lines (a letter, a dialogue): no stop, the whole answer is one input
+    CALLS.clear()
+    SCRIPT.append(lambda req: f"{_fresh(req)}\n{_fresh(req)[::-1]}")
+    (tmp_path / "multi").mkdir()
+    task = _task(tmp_path / "multi")
+    data = tmp_path / "multi" / "data.jsonl"
+    rows = [json.loads(x) for x in data.read_text().splitlines()]
+    data.write_text("".join(
+        json.dumps({**r, "text": r["text"] + "\nsecond line"}) + "\n" for r in rows
+    ))  # fmt: skip
+    synthesize_stage(open_run(task, tmp_path / "multi" / "run"), n=3)
+    assert CALLS and all(r.params.stop == () for r in CALLS)
+    kept = [r["text"] for r in _jsonl(tmp_path / "multi" / "run" / "synthetic.jsonl")]
+    assert kept == [f"{_fresh(r)}\n{_fresh(r)[::-1]}" for r in CALLS]
+
+
 def test_free_text_requests_vary_by_instruction(tmp_path: Path) -> None:
     task = write_task(
         tmp_path, student="scripted:echo", n=30, split=SPLIT, labels=None,

@@ -19,6 +19,9 @@ Why each step:
   those are refused by the same near-duplicate check (text, not ids: a new input has no
   id in common with anything) and counted as leaked.
 - Dropped inputs are replaced by further requests, up to `max_requests` times `n`.
+- Where every training input is one line (a question, a title), each request stops at the
+  end of a line and only an answer's first line is read: a base-model writer continuing a
+  list of examples would otherwise write several inputs into one.
 
 Kept inputs go to `<run>/synthetic.jsonl` (the task's input fields, `synthetic: true`,
 the label asked for) with the counts in `<run>/synth.json`, and what was dropped, and
@@ -264,6 +267,12 @@ class _Planner:
                 "teacher-written inputs need a data file's fields"
             )
         self.fields = _input_fields(sources)
+        # one-line inputs (questions, titles): a new one ends at its line's end, so the
+        # writer stops there (a base model would go on writing a list) and only the first
+        # line of an answer is read
+        self.one_line = len(self.fields) == 1 and all(
+            "\n" not in e.fields[self.fields[0]].strip() for e in sources
+        )
         self.by_label: dict[str | None, list[Example]] = {}
         if task.labels:
             for lab in task.labels:
@@ -305,7 +314,10 @@ class _Planner:
             model=self.model,
             messages=tuple(msgs),
             params=SamplingParams(
-                temperature=spec.temperature, max_tokens=spec.max_tokens, seed=seed
+                temperature=spec.temperature,
+                max_tokens=spec.max_tokens,
+                seed=seed,
+                stop=("\n",) if self.one_line else (),
             ),
         )
 
@@ -318,6 +330,8 @@ class _Planner:
         """The new input's fields from the writer's answer (None: not usable)."""
         text = re.sub(r"^```\w*\s*|\s*```$", "", text.strip())
         if len(self.fields) == 1:
+            if self.one_line:  # a writer that ignored the stop: its first line
+                text = next((line for line in text.splitlines() if line.strip()), "")
             text = re.sub(r"^(new input|input|example\s*\d*)\s*:\s*", "", text, flags=re.I)
             text = text.strip()
             if len(text) > 1 and text[0] == text[-1] and text[0] in "\"'":
