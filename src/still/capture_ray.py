@@ -24,6 +24,18 @@ what comes back. This module only moves requests out and completions back:
 - **Actors outlive a capture.** The pool of the model last used stays up for the next
   capture of the same model (a run asks the teacher for train, validation and test
   splits); asking another model replaces it, so two pools never compete for the cluster.
+- **vLLM workers.** A `vllm:` actor holds one vLLM engine, which starts its engine
+  processes with spawn (vLLM forces it inside a Ray actor; the actor's own module guards
+  its entry point, so that works). On a cluster with GPUs each actor takes one GPU, which
+  Ray makes the only one the engine sees. On CPUs each actor takes its share of the CPUs
+  (`num_cpus`) and its engine as many OpenMP threads, unpinned: vLLM pins its threads to
+  the cores it sees, and Ray does not divide a node's cores between actors, so two engines
+  would pin to the same cores (on 2 cores, both to core 0: vLLM keeps the other for its
+  scheduler). Each engine gets the task's KV cache, or the provider's own 2 GiB
+  default (`still.models._vllm.CPU_KV_CACHE_BYTES`): set `vllm.options.
+  kv_cache_memory_bytes` in the task when many CPU engines share one node's memory. An
+  actor's engine processes end with it, stopped or killed (none outlived `ray.kill` or a
+  SIGKILL here).
 
 Why plain actors and not Ray Data (`from_items(...).map_batches(Worker, concurrency=N)`):
 Ray Data starts an actor pool for each dataset it executes, so each capture (a `still run`
@@ -64,7 +76,7 @@ log = logging.getLogger("still.capture")
 MAX_ATTEMPTS = 3
 """How often a block is sent before its requests are stored as failed (lost workers)."""
 
-FORWARDED_ENV = ("STILL_", "OPENAI_", "AZURE_OPENAI_", "HF_")
+FORWARDED_ENV = ("STILL_", "OPENAI_", "AZURE_OPENAI_", "HF_", "VLLM_")
 """Prefixes of the driver's environment variables that workers get too."""
 
 LOCAL = "local"
@@ -207,6 +219,8 @@ class _Pool:
     actors: list[Any]
     pids: list[int]
     batch_size: int | None
+    cpus: int
+    """CPUs each actor takes (and its vLLM engine's threads)."""
 
 
 @dataclass
@@ -255,8 +269,11 @@ class RayEngine:
             return self._pool
         self.close()
         gpu = self._gpu(ref)
-        slots = self._ray.cluster_resources().get("GPU" if gpu else "CPU", 1)
-        actors = [self._actor(ref, setup, gpu) for _ in range(self.workers or max(1, int(slots)))]
+        resources = self._ray.cluster_resources()
+        n = self.workers or max(1, int(resources.get("GPU" if gpu else "CPU", 1)))
+        # a vLLM engine on CPUs computes with threads: each gets its share of the CPUs
+        cpus = max(1, int(resources.get("CPU", 1)) // n) if _is_vllm(ref) and not gpu else 1
+        actors = [self._actor(ref, setup, gpu, cpus) for _ in range(n)]
         try:
             ready = self._ray.get([a.ready.remote() for a in actors])
         except self._ray.exceptions.RayTaskError as exc:
@@ -265,13 +282,13 @@ class RayEngine:
         except _lost_worker_errors(self._ray) as exc:
             self._kill(actors)
             raise RayError(f"{ref}: Ray workers died while loading the model: {exc}") from exc
-        self._pool = _Pool(ref, actors, [pid for pid, _ in ready], ready[0][1])
+        self._pool = _Pool(ref, actors, [pid for pid, _ in ready], ready[0][1], cpus)
         return self._pool
 
     def replace(self, pool: _Pool, i: int, setup: Callable[[], None] | None) -> None:
         """Put a fresh actor in place of the dead one at index `i`."""
         self._kill([pool.actors[i]])
-        pool.actors[i] = self._actor(pool.ref, setup, self._gpu(pool.ref))
+        pool.actors[i] = self._actor(pool.ref, setup, self._gpu(pool.ref), pool.cpus)
         pool.pids[i] = -1  # not known until it has answered
 
     @property
@@ -298,9 +315,11 @@ class RayEngine:
         local = scheme in ("local", "vllm") or os.path.isfile(os.path.join(ref, "config.json"))
         return local and self._ray.cluster_resources().get("GPU", 0) >= 1
 
-    def _actor(self, ref: str, setup: Callable[[], None] | None, gpu: bool) -> Any:
+    def _actor(self, ref: str, setup: Callable[[], None] | None, gpu: bool, cpus: int) -> Any:
         env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
-        options: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0, "max_task_retries": 0}
+        if _is_vllm(ref) and not gpu:  # unpinned threads, unless the driver's VLLM_* say
+            env = {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": str(cpus), **env}
+        options: dict[str, Any] = {"num_cpus": cpus, "max_restarts": 0, "max_task_retries": 0}
         if gpu:
             options["num_gpus"] = 1
         if env:
@@ -380,6 +399,10 @@ class RayProvider:
         except BaseException:
             self.engine.close()  # nothing keeps computing for a capture that has stopped
             raise
+
+
+def _is_vllm(ref: str) -> bool:
+    return ref.startswith("vllm:")
 
 
 def _failed(req: Request, why: str) -> Completion:
