@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from still.pipeline import open_run, run_all
-from still.pipeline._estimate import estimate_run
+from still.pipeline import estimate_run, open_run, run_all
 from still.train.grpo import EVAL_FILE
 from test_helpers import write_task
 
