@@ -285,6 +285,21 @@ def test_one_line_inputs_stop_at_the_line_end_and_keep_the_first_line(tmp_path: 
     assert kept == [f"{_fresh(r)}\n{_fresh(r)[::-1]}" for r in CALLS]
 
 
+def test_only_the_fields_the_prompts_read_are_written(tmp_path: Path) -> None:
+    """A data column no prompt reads (TREC's fine-grained label) is no input: showing it
+    would hand the writer gold, and asking for it would make it write labels."""
+    task = _task(tmp_path)
+    data = tmp_path / "data.jsonl"
+    rows = [json.loads(x) for x in data.read_text().splitlines()]
+    data.write_text("".join(json.dumps({**r, "fine": "secret"}) + "\n" for r in rows))
+    run = open_run(task, tmp_path / "run")
+    assert all(e.fields.get("fine") == "secret" for e in run.split.train)
+    synthesize_stage(run, n=3)
+    assert not any("secret" in r.messages[-1].content for r in CALLS)
+    assert all(set(r) == {"text", "synthetic", "asked_label", "request_hash"}
+               for r in _jsonl(run.dir / "synthetic.jsonl"))  # fmt: skip
+
+
 def test_free_text_requests_vary_by_instruction(tmp_path: Path) -> None:
     task = write_task(
         tmp_path, student="scripted:echo", n=30, split=SPLIT, labels=None,

@@ -43,6 +43,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import jinja2
+import jinja2.meta as jinja2meta
+
 from still.cost import Budget
 from still.errors import StillError
 from still.graders import answer_of
@@ -66,6 +69,9 @@ SYNTH_DROPPED = "synth-dropped.jsonl"
 
 NGRAM = 3
 """Character n-grams of the near-duplicate check."""
+
+_JINJA = jinja2.Environment(autoescape=False)
+"""Parses prompt templates for the fields they read (`_input_fields`); renders nothing."""
 
 DEFAULT_SYSTEM = (
     "You write new inputs for a task, like the examples you are shown. Answer with the "
@@ -241,8 +247,18 @@ def _sources(split: Split) -> list[Example]:
     return [e for e in split.train + split.fewshot + split.teacher if not is_synthetic(e)]
 
 
-def _input_fields(examples: Sequence[Example]) -> list[str]:
-    return sorted(examples[0].fields) if examples else []
+def _input_fields(examples: Sequence[Example], task: Task | None = None) -> list[str]:
+    """The fields a new input is made of: those the task's prompts read (a data file's
+    other columns, such as TREC's fine-grained label, are no input: writing them would
+    show the writer gold and ask it for more), else every field."""
+    fields = sorted(examples[0].fields) if examples else []
+    if task is None:
+        return fields
+    read: set[str] = set()
+    for spec in task.prompts.values():
+        for source in (spec.template, spec.system or ""):
+            read |= jinja2meta.find_undeclared_variables(_JINJA.parse(source))
+    return [f for f in fields if f in read] or fields
 
 
 def _quotas(labels: Sequence[str | None], n: int) -> dict[str | None, int]:
@@ -266,7 +282,7 @@ class _Planner:
                 "synthesize: a `store:` source's examples are recorded conversations; "
                 "teacher-written inputs need a data file's fields"
             )
-        self.fields = _input_fields(sources)
+        self.fields = _input_fields(sources, task)
         # one-line inputs (questions, titles): a new one ends at its line's end, so the
         # writer stops there (a base model would go on writing a list) and only the first
         # line of an answer is read
@@ -599,7 +615,7 @@ def synthesis_report(run: Run) -> dict[str, Any] | None:
     lines = synthetic_file(run).read_text().splitlines() if examples else []
     asked = [str(json.loads(x).get("asked_label") or "") for x in lines if x.strip()]
     real = [e for e in run.split.train if not is_synthetic(e)]
-    names = _input_fields(real) or _input_fields(examples)
+    names = _input_fields(real, run.task) or _input_fields(examples, run.task)
     k = len(real)
     same_size = distinct_ngrams(input_text(e.fields, names) for e in examples[:k])
     labels = run.task.labels
