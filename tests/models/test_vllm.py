@@ -122,8 +122,8 @@ def test_a_prompt_ending_on_a_cache_block_boundary_scores_as_local(
     pair: tuple[Provider, Provider], trec: Any
 ) -> None:
     """A prompt of exactly 256 tokens (whole KV blocks on CPU and GPU) is cached whole by
-    its first label: the other labels' first rows would come from the cache, which has no
-    logprobs, so they are scored again without it, and still equal local:'s."""
+    its first label: the other labels' first tokens are then scored from a prompt read
+    entirely from the cache (vLLM recomputes its last position), and still equal local:'s."""
     vllm, local = pair
     req = _requests(trec, "student")[0]
     first = req.messages[-1]
