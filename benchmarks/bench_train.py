@@ -1,6 +1,7 @@
 """Training throughput of each recipe against this machine's matrix-multiply peak.
 
-    .venv/bin/python benchmarks/bench_train.py [RUN_DIR] [STEPS]
+    .venv/bin/python benchmarks/bench_train.py [RUN_DIR] [STEPS] [--full-only]
+        [--pack-length N] [--student MODEL]
 
 Measures, in one process:
 
@@ -9,17 +10,24 @@ Measures, in one process:
 2. a few optimizer steps of each recipe on the bundled student (SmolLM2-135M, LoRA r=16 as
    in the demo) on the demo's exported training data: SFT on train.jsonl and KD on
    train-soft.jsonl, from RUN_DIR (default runs/trec/curve/n400, written by
-   `still curve examples/trec/task.yaml`).
+   `still curve examples/trec/task.yaml`); then full fine-tuning by SFT twice, padded and
+   with sequence packing (train.packing: the batch's examples end to end in rows of
+   --pack-length tokens, default max_length 256), on the same rows.
+
+`--full-only` runs only the padded and packed full fine-tunes; `--student` trains another
+model (a `local:` reference or a model folder: a tiny one checks the script quickly).
 
 Prints tokens/s and model FLOPs utilisation (MFU): training FLOPs per token are
 estimated as 6 x parameters for full fine-tuning and 4 x parameters for LoRA (the frozen
 weights need no weight gradients; adapter FLOPs are negligible), attention's own FLOPs
-ignored (sequences are short). KD's tokens are prompt tokens plus label tokens.
+ignored (sequences are short). Tokens are real ones, padding left out, so padding costs
+MFU; `padding` is the share of the positions computed that were padding (SFT reports it).
+KD's tokens are prompt tokens plus label tokens.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -50,37 +58,54 @@ def matmul_peak(sizes: tuple[int, ...] = (512, 1024, 2048), seconds: float = 2.0
 
 
 def main() -> None:
-    run = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("runs/trec/curve/n400")
-    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 12
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run", nargs="?", type=Path, default=Path("runs/trec/curve/n400"))
+    parser.add_argument("steps", nargs="?", type=int, default=12)
+    parser.add_argument("--full-only", action="store_true",
+                        help="only full fine-tuning by SFT, padded and packed")  # fmt: skip
+    parser.add_argument("--pack-length", type=int, default=None,
+                        help="tokens per packed row (default: max_length)")  # fmt: skip
+    parser.add_argument("--student", default=STUDENT, help="a local: reference or folder")
+    args = parser.parse_args()
+    run, steps = args.run, args.steps
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     peak = matmul_peak()
     print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s\n")
-    base = local_path(STUDENT)
+    base = local_path(args.student)
     from transformers import AutoConfig, AutoModelForCausalLM
 
     params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(base).parameters())
     tied = AutoConfig.from_pretrained(base).tie_word_embeddings
     print(f"student: {params / 1e6:.1f} M parameters (embeddings tied: {tied})\n")
-    print("| recipe | method | steps | examples/step | tokens/s | GFLOP/s | MFU |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| recipe | method | packed | steps | examples/step | tokens/s | padding | GFLOP/s | MFU |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     jobs = [
-        ("sft", "lora", train_sft, run / "train.jsonl"),
-        ("kd (labels)", "lora", train_kd, run / "train-soft.jsonl"),
-        ("sft", "full", train_sft, run / "train.jsonl"),
+        ("sft", "lora", False, train_sft, run / "train.jsonl"),
+        ("kd (labels)", "lora", False, train_kd, run / "train-soft.jsonl"),
+        ("sft", "full", False, train_sft, run / "train.jsonl"),
+        ("sft", "full", True, train_sft, run / "train.jsonl"),
     ]
-    for name, method, trainer, data in jobs:
+    if args.full_only:
+        jobs = [j for j in jobs if j[0] == "sft" and j[1] == "full"]
+    for name, method, packing, trainer, data in jobs:
         if not data.exists():
-            print(f"| {name} | {method} | skipped: no {data} | | | | |")
+            packed = "yes" if packing else "no"
+            print(f"| {name} | {method} | {packed} | skipped: no {data} | | | | | |")
             continue
         rows = sum(1 for line in data.read_text().splitlines() if line.strip())
         spec = TrainSpec(method=method, batch_size=8, epochs=steps * 8 / rows, lora_r=16,
-                         recipe="kd" if trainer is train_kd else "sft")  # fmt: skip
+                         recipe="kd" if trainer is train_kd else "sft", packing=packing,
+                         pack_length=args.pack_length)  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
             result = trainer(base, data, Path(tmp) / "m", spec)
         per_token = (4 if method == "lora" else 6) * params
         flops = per_token * result.tokens_per_s
-        print(f"| {name} | {method} | {result.steps} | 8 | {result.tokens_per_s:.0f} | "
-              f"{flops / 1e9:.1f} | {flops / peak:.1%} |")  # fmt: skip
+        padding = "" if result.padded_share is None else f"{result.padded_share:.1%}"
+        print(f"| {name} | {method} | {'yes' if packing else 'no'} | {result.steps} | 8 | "
+              f"{result.tokens_per_s:.0f} | {padding} | {flops / 1e9:.1f} | "
+              f"{flops / peak:.1%} |")  # fmt: skip
 
 
 if __name__ == "__main__":

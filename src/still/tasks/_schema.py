@@ -785,6 +785,24 @@ class TrainSpec(_Strict):
         "is run in micro-batches of this size with gradients accumulated (default: the "
         "whole share at once).",
     )
+    packing: bool = Field(
+        False,
+        exclude=True,
+        description="Lay a batch's examples end to end in rows of train.pack_length tokens "
+        "(each attending only to itself: restarting position ids) instead of one a row "
+        "padded to the longest: less compute spent on padding for short rows. The batch "
+        "still holds train.batch_size examples and its loss is the same mean per answer "
+        "token, so the model is the same one (up to float rounding). For the sft and "
+        "token-level kd recipes (kd-tokens, kd-topk); refused for the others.",
+    )
+    pack_length: int | None = Field(
+        None,
+        ge=1,
+        exclude=True,
+        description="Tokens in one packed row (train.packing); at most, and by default, "
+        "train.max_length. An example longer than it gets a row of its own; shorter rows "
+        "spend less on attention, whose work grows with the row's length squared.",
+    )
     from_tune: bool = Field(
         False,
         exclude=True,  # the settings it brings are hashed; the switch itself is not
@@ -803,6 +821,15 @@ class TrainSpec(_Strict):
         if name not in known:
             raise ValueError(f"unknown recipe {name!r}; use one of {', '.join(known)}")
         return name
+
+    @model_validator(mode="after")
+    def _pack_length_fits(self) -> TrainSpec:
+        if self.pack_length is not None and self.pack_length > self.max_length:
+            raise ValueError(
+                f"train.pack_length ({self.pack_length}) is at most train.max_length "
+                f"({self.max_length}): lower it, or raise max_length"
+            )
+        return self
 
 
 TUNE_RECIPES = ("sft", "kd", "kd:forward_kl", "kd:reverse_kl", "kd:jsd")

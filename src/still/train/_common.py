@@ -37,6 +37,11 @@ log = logging.getLogger("still.train")
 
 T = TypeVar("T")
 
+LossOf = Callable[[list[T]], tuple[Any, int] | tuple[Any, int, int]]
+"""A recipe's loss over some of its rows: (mean loss, the rows' tokens through the forward
+pass), and optionally the positions it computed, padding included (for
+TrainResult.padded_share)."""
+
 
 @dataclass
 class TrainResult:
@@ -58,6 +63,10 @@ class TrainResult:
     processes: int = 1  # training processes that shared each batch
     resumed_from: int = 0  # the checkpoint's step this run resumed from (0: none)
     sharding: str = "none"  # what shared the model among processes: ddp, fsdp, zero2, zero3
+    packed: bool = False  # examples were packed into rows (train.packing)
+    # of the positions the forward passes computed, the share that was padding (None: the
+    # recipe does not say); `tokens` counts only the others
+    padded_share: float | None = None
 
     @property
     def first_loss(self) -> float:
@@ -165,16 +174,20 @@ def read_token_rows(path: Path) -> list[dict[str, Any]]:
     )
 
 
-def load_student(base_model: Path, spec: TrainSpec, teacher_model: Path | None = None) -> Student:
+def load_student(
+    base_model: Path, spec: TrainSpec, teacher_model: Path | None = None, *, packs: bool = False
+) -> Student:
     """The base model in float32 (QLoRA: 4-bit), wrapped in LoRA adapters on every linear
     layer for `lora` and `qlora`, in training mode, seeded, on this process's device, with
     the precision `spec.precision` resolves to there.
 
     Before anything is loaded, the setup is checked and, in a single process, the memory
     the training needs (a launcher checks it before starting several; `teacher_model`:
-    the local teacher the recipe also holds).
+    the local teacher the recipe also holds). `packs`: the recipe packs its rows when
+    `spec.packing` asks (still.train._packing); one that does not refuses it.
 
     Raises:
+        TrainError: train.packing for a recipe that does not pack.
         TrainingSetupError: a setup this machine cannot run (still.train._parallel), or a
             training that does not fit its memory (DoesNotFit).
         NotACausalLM: the student's folder holds no causal language model.
@@ -182,6 +195,12 @@ def load_student(base_model: Path, spec: TrainSpec, teacher_model: Path | None =
     import torch
     from transformers import AutoTokenizer
 
+    if spec.packing and not packs:
+        raise TrainError(
+            "train.packing is for losses over answer tokens (train.recipe sft, or kd on a "
+            f"task without labels and without kd.cross_tokenizer), not this {spec.recipe!r} "
+            "training: set train.packing: false"
+        )
     check_setup(spec)
     if launched_world() == 1:
         check_fits(base_model, spec, 1, teacher_model)
@@ -318,25 +337,26 @@ class Training:
     spec: TrainSpec
     weight_of: Callable[[Any], float] | None = None
 
-    def step(
-        self, batch: list[T], loss_of: Callable[[list[T]], tuple[Any, int]]
-    ) -> tuple[float, int]:
+    def step(self, batch: list[T], loss_of: LossOf[T]) -> tuple[float, int, int | None]:
         """Forward and backward this process's share of `batch` (micro-batch by micro-batch,
         gradients exchanged after the last), clip to norm 1, update. Returns the global
         batch's loss (the micro-batches' losses, each weighted by its share of the batch:
-        `shares`) and its tokens, summed over processes."""
+        `shares`), its tokens and the positions computed for them (padding included; None
+        when `loss_of` does not say), summed over processes."""
         import torch
 
         acc, model = self.student.accelerator, self.student.model
         parts = shares(batch, acc.process_index, acc.num_processes, self.spec.micro_batch_size,
                        self.weight_of)  # fmt: skip
         zero = self.student.zero
-        value, tokens = 0.0, 0
+        value, tokens, positions, told = 0.0, 0, 0, True
         for i, (rows, weight) in enumerate(parts):
             last = i == len(parts) - 1
             with nullcontext() if last or zero else acc.no_sync(model):
                 with self.student.autocast():
-                    loss, used = loss_of(rows)
+                    out = loss_of(rows)
+                loss, used = out[0], out[1]
+                told = told and len(out) == 3
                 # the gradient of the global batch's loss: processes' gradients are averaged
                 scaled = loss * (weight * acc.num_processes)
                 if zero:  # the DeepSpeed engine: it reduces, clips and steps at the last one
@@ -346,10 +366,12 @@ class Training:
                     acc.backward(scaled)
             value += float(loss.detach()) * weight
             tokens += used if weight else 0
+            positions += out[2] if len(out) == 3 and weight else 0
         if acc.num_processes > 1:
-            both = torch.tensor([value, tokens], dtype=torch.float64, device=acc.device)
-            value, summed = acc.reduce(both, reduction="sum").tolist()
-            tokens = round(summed)
+            sums = torch.tensor([value, tokens, positions], dtype=torch.float64,
+                                device=acc.device)  # fmt: skip
+            value, summed, computed = acc.reduce(sums, reduction="sum").tolist()
+            tokens, positions = round(summed), round(computed)
         if zero:
             model.step()  # gradient_clipping: 1.0 in its config, then AdamW, then zero_grad
         else:
@@ -357,7 +379,7 @@ class Training:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        return value, tokens
+        return value, tokens, positions if told else None
 
     # What a checkpoint holds. Under FSDP each process holds a shard: the whole weights
     # and optimizer state are gathered (collectively) for the main process to write, and
@@ -473,7 +495,7 @@ def train_loop(
     student: Student,
     rows: Sequence[T],
     spec: TrainSpec,
-    loss_of: Callable[[list[T]], tuple[Any, int]],
+    loss_of: LossOf[T],
     out_dir: Path,
     on_step: Callable[[int, int, float], None] | None = None,
     *,
@@ -485,10 +507,10 @@ def train_loop(
     skipped_no_targets: int = 0,
 ) -> TrainResult:
     """The loop every recipe shares: `spec.epochs` over `rows` in batches, each batch's
-    loss and token count from the recipe's `loss_of` (a mean over the rows it is given),
-    an optimizer step, progress through `on_step(step, total, loss)`; then the merged
-    model saved to `out_dir` with its TrainResult (recipe name, rows left out and why,
-    losses, throughput, precision, processes).
+    loss and token count from the recipe's `loss_of` (a mean over the rows it is given;
+    `LossOf`), an optimizer step, progress through `on_step(step, total, loss)`; then the
+    merged model saved to `out_dir` with its TrainResult (recipe name, rows left out and
+    why, losses, throughput in real tokens, padding, precision, processes).
 
     With `spec.save_every`, a checkpoint every that many steps; a rerun resumes from the
     newest one that `data` (the recipe's data file), the base model, `teacher` and `spec`
@@ -507,7 +529,7 @@ def train_loop(
         str(out_dir), spec.method, len(rows), total, spec.epochs, 0.0, 0.0,
         skipped_too_long=skipped_too_long, recipe=recipe,
         skipped_no_targets=skipped_no_targets, precision=student.precision,
-        processes=acc.num_processes,
+        processes=acc.num_processes, packed=spec.packing,
     )  # fmt: skip
     opt, sched = optimizer(student, spec, total)
     student.model, opt = acc.prepare(student.model, opt)
@@ -518,28 +540,34 @@ def train_loop(
         fingerprint(spec, recipe, data, student.base, teacher, student.precision),
     )
     done, earlier = 0, 0.0  # steps and seconds before this run (resumed)
+    positions: int | None = 0  # padding included; None once a step does not say
     if (progress := checkpoints.load(training)) is not None:
         done, earlier = progress["step"], progress["seconds"]
         result.losses, result.tokens = progress["losses"], progress["tokens"]
+        positions = progress.get("positions")
         result.resumed_from = done
     start = time.perf_counter()
     for n, batch in enumerate(batches(rows, spec, total, done), done + 1):
-        value, tokens = training.step(batch, loss_of)
+        value, tokens, computed = training.step(batch, loss_of)
         if not math.isfinite(value):  # a broken model must not replace a good one
             raise TrainError(
                 f"{recipe}: the loss became {value} at step {n} of {total}, so nothing was "
                 "saved; lower the learning rate (train.learning_rate, train.dpo.learning_rate)"
             )
         result.tokens += tokens
+        positions = None if positions is None or computed is None else positions + computed
         result.losses.append(value)
         if on_step:
             on_step(n, total, value)
         if spec.save_every and n % spec.save_every == 0 and n < total:
             seconds = earlier + time.perf_counter() - start
-            progress = {"losses": result.losses, "tokens": result.tokens, "seconds": seconds}
+            progress = {"losses": result.losses, "tokens": result.tokens, "seconds": seconds,
+                        "positions": positions}  # fmt: skip
             checkpoints.save(n, training, progress)
     result.seconds = earlier + time.perf_counter() - start
     result.tokens_per_s = result.tokens / result.seconds if result.seconds else 0.0
+    if positions:
+        result.padded_share = 1 - result.tokens / positions
     model = training.final_model()  # collective under FSDP
     if acc.is_main_process:
         save(student, model, out_dir, result)

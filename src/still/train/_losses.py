@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from still.errors import TrainError
+from still.train._packing import collate
 
 
 class TokenizerMismatch(TrainError):
@@ -57,23 +58,23 @@ def answer_logits(
     pad: int,
     device: str,
     vocab: int,
+    width: int | None = None,
 ) -> tuple[Any, Any]:
     """Logits predicting each answer token (rows flattened: (answer tokens, vocab)) and the
-    target ids, from one right-padded forward pass over each prompt followed by its answer.
-    Only the first `vocab` logits are kept (models pad their output layer past the
-    tokenizer's size)."""
+    target ids, from one forward pass over each prompt followed by its answer: right-padded,
+    or packed into rows of `width` tokens (still.train._packing; the same logits up to
+    float rounding). Only the first `vocab` logits are kept (models pad their output layer
+    past the tokenizer's size)."""
     import torch
 
     seqs = [p + a for p, a in zip(prompts, answers, strict=True)]
-    width = max(len(s) for s in seqs)
-    ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=device)
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
-    logits = model(input_ids=ids, attention_mask=mask).logits[..., :vocab].float()
+    batch = collate(seqs, pad, device, width)
+    logits = model(**batch.inputs).logits[..., :vocab].float()
     rows, cols, targets = [], [], []
-    for b, (p, a) in enumerate(zip(prompts, answers, strict=True)):
+    for (row, start), p, a in zip(batch.places, prompts, answers, strict=True):
         for j, tok in enumerate(a):
-            rows.append(b)
-            cols.append(len(p) + j - 1)  # the logits at position i predict token i + 1
+            rows.append(row)
+            cols.append(start + len(p) + j - 1)  # the logits at position i predict token i + 1
             targets.append(tok)
     return logits[rows, cols], torch.tensor(targets, device=device)
 

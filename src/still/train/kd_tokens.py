@@ -39,6 +39,7 @@ from still.train._common import (
 )
 from still.train._launch import launched
 from still.train._losses import TokenizerMismatch, answer_logits, divergence
+from still.train._packing import pack_width
 from still.types import Message
 
 
@@ -155,7 +156,7 @@ def train_kd_tokens(
     teacher_tok = AutoTokenizer.from_pretrained(teacher_model)
     student_tok = AutoTokenizer.from_pretrained(base_model)
     check_shared_tokenizer(teacher_tok, student_tok, str(teacher_model), str(base_model))
-    student = load_student(base_model, spec, teacher_model)
+    student = load_student(base_model, spec, teacher_model, packs=True)
     auto: Any = AutoModelForCausalLM
     teacher = auto.from_pretrained(teacher_model, dtype=torch.float32).to(student.device).eval()
     for p in teacher.parameters():
@@ -165,6 +166,7 @@ def train_kd_tokens(
     ends = student.model.generation_config.eos_token_id  # an id, a list of ids or None
     eos = {student.tokenizer.eos_token_id, *(ends if isinstance(ends, list) else [ends])}
     eos.discard(None)
+    width = pack_width(spec)  # None: one row a sequence, padded
 
     # -- data ----------------------------------------------------------------------------
     encoded = [
@@ -183,9 +185,10 @@ def train_kd_tokens(
             answers = _sample(student, [r.student_prompt for r in batch], kd.max_new_tokens, eos)
         with torch.no_grad():
             t_logits, _ = answer_logits(teacher, [r.teacher_prompt for r in batch], answers,
-                                        student.pad, student.device, vocab)  # fmt: skip
+                                        student.pad, student.device, vocab, width)  # fmt: skip
         s_logits, targets = answer_logits(student.model, [r.student_prompt for r in batch],
-                                          answers, student.pad, student.device, vocab)  # fmt: skip
+                                          answers, student.pad, student.device, vocab,
+                                          width)  # fmt: skip
         loss = divergence(s_logits, t_logits, kd.divergence, kd.temperature, kd.beta)
         if kd.hard_weight:
             loss = loss + kd.hard_weight * torch.nn.functional.cross_entropy(s_logits, targets)

@@ -36,6 +36,7 @@ from still.train._common import (
 )
 from still.train._launch import launched
 from still.train._losses import TokenizerMismatch, answer_logits, divergence
+from still.train._packing import pack_width
 from still.types import Message
 
 MAX_UNMAPPED = 0.02
@@ -109,7 +110,7 @@ def _loss(student: Any, batch: Sequence[TopKRow], spec: TrainSpec) -> Any:
     vocab = len(student.tokenizer)
     logits, targets = answer_logits(student.model, [r.prompt for r in batch],
                                      [r.answer for r in batch], student.pad,
-                                     student.device, vocab)  # fmt: skip
+                                     student.device, vocab, pack_width(spec))  # fmt: skip
     kd = spec.kd
     losses = []
     pos = 0
@@ -146,7 +147,7 @@ def train_kd_topk(
 
         return train_cross_topk(base_model, data, out_dir, spec, on_step)
     # -- setup ---------------------------------------------------------------------------
-    student = load_student(base_model, spec)
+    student = load_student(base_model, spec, packs=True)
     table = vocabulary_by_text(student.tokenizer)
 
     # -- data ----------------------------------------------------------------------------

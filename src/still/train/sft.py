@@ -5,7 +5,8 @@ setup -> tokenize (loss on the assistant tokens only) -> train -> merge -> save.
 LoRA (default) or full fine-tuning. The saved directory is a plain transformers model
 (LoRA merged in), so every provider loads it like any other model. The prompt is rendered
 with the same functions the local provider uses at inference, so the student is trained
-on exactly the format it is later asked in.
+on exactly the format it is later asked in. With `train.packing`, a batch's conversations
+are packed into rows (still.train._packing) instead of padded, for the same loss.
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from still.train._common import (
     train_loop,
 )
 from still.train._launch import launched
+from still.train._packing import IGNORE, collate, pack_width
 from still.types import Message
-
-IGNORE = -100
 
 
 def tokenize(
@@ -62,11 +62,10 @@ def train_sft(
         ValueError: no usable training rows (a run that trains on nothing must not
             report success).
     """
-    import torch
-
     # -- setup ---------------------------------------------------------------------------
-    student = load_student(base_model, spec)
+    student = load_student(base_model, spec, packs=True)
     tokenizer, device, pad = student.tokenizer, student.device, student.pad
+    width = pack_width(spec)  # None: one row a conversation, padded
 
     # -- data ----------------------------------------------------------------------------
     # OpenAI's per-message `weight`: an answer weighted 0 is context, not something to learn
@@ -80,17 +79,12 @@ def train_sft(
     if not rows:
         raise TrainError(f"{data}: no training rows fit max_length={spec.max_length}")
 
-    # -- train: cross-entropy on the answer tokens ---------------------------------------
+    # -- train: cross-entropy on the answer tokens (rows packed with train.packing) -----
 
-    def loss_of(batch: list[tuple[list[int], list[int]]]) -> tuple[Any, int]:
-        width = max(len(ids) for ids, _ in batch)
-        ids = torch.tensor([x + [pad] * (width - len(x)) for x, _ in batch], device=device)
-        labels = torch.tensor([y + [IGNORE] * (width - len(y)) for _, y in batch], device=device)
-        mask = torch.tensor(
-            [[1] * len(x) + [0] * (width - len(x)) for x, _ in batch], device=device
-        )
-        out = student.model(input_ids=ids, attention_mask=mask, labels=labels)
-        return out.loss, int(mask.sum())
+    def loss_of(batch: list[tuple[list[int], list[int]]]) -> tuple[Any, int, int]:
+        rows = collate([x for x, _ in batch], pad, device, width, labels=[y for _, y in batch])
+        out = student.model(**rows.inputs)
+        return out.loss, rows.tokens, rows.positions
 
     return train_loop(
         student,
