@@ -68,7 +68,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from still.errors import StillError
-from still.models import Provider, get_model
+from still.models import Provider, get_model, gpus_per_engine
 from still.types import Completion, Request
 
 log = logging.getLogger("still.capture")
@@ -270,7 +270,8 @@ class RayEngine:
         self.close()
         gpu = self._gpu(ref)
         resources = self._ray.cluster_resources()
-        n = self.workers or max(1, int(resources.get("GPU" if gpu else "CPU", 1)))
+        each = self._gpus_each(ref) if gpu else 1  # a tensor-parallel engine spans several
+        n = self.workers or max(1, int(resources.get("GPU" if gpu else "CPU", 1)) // each)
         # a vLLM engine on CPUs computes with threads: each gets its share of the CPUs
         cpus = max(1, int(resources.get("CPU", 1)) // n) if _is_vllm(ref) and not gpu else 1
         actors = [self._actor(ref, setup, gpu, cpus) for _ in range(n)]
@@ -315,13 +316,19 @@ class RayEngine:
         local = scheme in ("local", "vllm") or os.path.isfile(os.path.join(ref, "config.json"))
         return local and self._ray.cluster_resources().get("GPU", 0) >= 1
 
+    @staticmethod
+    def _gpus_each(ref: str) -> int:
+        """GPUs one worker of `ref` takes: its vLLM engine's tensor x pipeline parallel
+        size (the task's vllm: options), else one."""
+        return gpus_per_engine() if _is_vllm(ref) else 1
+
     def _actor(self, ref: str, setup: Callable[[], None] | None, gpu: bool, cpus: int) -> Any:
         env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
         if _is_vllm(ref) and not gpu:  # unpinned threads, unless the driver's VLLM_* say
             env = {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": str(cpus), **env}
         options: dict[str, Any] = {"num_cpus": cpus, "max_restarts": 0, "max_task_retries": 0}
         if gpu:
-            options["num_gpus"] = 1
+            options["num_gpus"] = self._gpus_each(ref)
         if env:
             options["runtime_env"] = {"env_vars": env}
         return _worker_class(self._ray).options(**options).remote(ref, setup)

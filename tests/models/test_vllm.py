@@ -32,7 +32,9 @@ from still.models import (
     EngineError,
     Provider,
     bundled_path,
+    engine_options,
     get_model,
+    gpus_per_engine,
     shutdown_engine,
     use_engine_options,
     vllm_model,
@@ -341,3 +343,17 @@ def test_the_tasks_vllm_block_reaches_the_provider(
 def test_a_bad_vllm_block_names_its_field(tmp_path: Path, block: dict[str, Any]) -> None:
     with pytest.raises(TaskError, match="vllm"):
         load_task(write_task(tmp_path, "scripted:echo", vllm=block))
+
+
+def test_an_engine_spans_tensor_times_pipeline_parallel_gpus() -> None:
+    """What a Ray worker of a `vllm:` model reserves (`num_gpus`): its engine's GPUs."""
+    assert gpus_per_engine({}) == 1
+    assert gpus_per_engine({"tensor_parallel_size": 4}) == 4
+    assert gpus_per_engine({"tensor_parallel_size": 2, "pipeline_parallel_size": 2}) == 4
+    before = engine_options()
+    try:
+        use_engine_options({"tensor_parallel_size": 2})
+        assert gpus_per_engine() == 2
+    finally:
+        use_engine_options(before)
+    assert engine_options() == before

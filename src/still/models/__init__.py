@@ -33,7 +33,14 @@ from still.models._provider import (
     register_provider,
     schemes,
 )
-from still.models._vllm import EngineError, shutdown_engine, use_engine_options, vllm_model
+from still.models._vllm import (
+    EngineError,
+    engine_options,
+    gpus_per_engine,
+    shutdown_engine,
+    use_engine_options,
+    vllm_model,
+)
 from still.models._vllm_serve import VLLMServe, serve_with_vllm, vllm_server
 
 __all__ = [
@@ -48,7 +55,9 @@ __all__ = [
     "bundled_path",
     "dequantize_gguf",
     "endpoint_access",
+    "engine_options",
     "get_model",
+    "gpus_per_engine",
     "is_installed",
     "is_loopback",
     "isolate_failures",

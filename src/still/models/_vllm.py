@@ -95,6 +95,18 @@ def use_engine_options(options: Mapping[str, Any]) -> None:
     _OPTIONS.update(options)
 
 
+def engine_options() -> dict[str, Any]:
+    """The engine options `vllm:` models load with now (a copy; see use_engine_options)."""
+    return dict(_OPTIONS)
+
+
+def gpus_per_engine(options: Mapping[str, Any] | None = None) -> int:
+    """GPUs one engine spans: tensor times pipeline parallel size (1 unless set)."""
+    opts = engine_options() if options is None else options
+    tp = int(opts.get("tensor_parallel_size") or 1)
+    return tp * int(opts.get("pipeline_parallel_size") or 1)
+
+
 def vllm_model(ref: str) -> str:
     """What vLLM loads for `vllm:<name>`: a bundled model's converted folder (as `local:`
     has it), a model folder, or a Hugging Face hub id, passed on as it is.
