@@ -169,3 +169,28 @@ def test_still_estimate_shows_the_students_training(tiny_model: Path, tmp_path: 
     assert training["rate_from"].startswith("assumed")
     table = CliRunner().invoke(main, args)
     assert table.exit_code == 0 and "parameters" in table.output and "tok/s" in table.output
+
+
+def test_the_estimate_uses_the_rate_measured_with_the_same_packing(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    # packing computes no padding, so a packed training's tok/s must not estimate an
+    # unpacked one (nor the reverse)
+    from still.pipeline import estimate_training, open_run
+    from test_helpers import write_task
+
+    def measured(packing: bool) -> str:
+        task = write_task(
+            tmp_path, student=f"local:{tiny_model}", n=20, train={"packing": packing}
+        )
+        estimate = estimate_training(open_run(task, tmp_path / "run"))
+        assert estimate is not None
+        return f"{estimate.tokens_per_s:.0f} {estimate.rate_from}"
+
+    for name, packed, rate in (("padded", False, 100.0), ("packed", True, 300.0)):
+        folder = tmp_path / "run" / name
+        folder.mkdir(parents=True)
+        info = {"method": "lora", "precision": "fp32", "tokens_per_s": rate, "packed": packed}
+        (folder / "train.json").write_text(json.dumps(info))
+    assert measured(False) == "100 measured: padded/train.json"
+    assert measured(True) == "300 measured: packed/train.json"

@@ -282,7 +282,7 @@ def estimate_training(run: Run) -> TrainingEstimate | None:
     rows, tokens = _training_tokens(run)
     tokens = round(tokens * spec.epochs)
     steps = max(1, round(-(-rows // spec.batch_size) * spec.epochs)) if rows else 0
-    rate, source = _measured_rate(run.dir, spec.method, precision)
+    rate, source = _measured_rate(run.dir, spec.method, precision, spec.packing)
     if rate is None:
         speed = matmul_rate(device.device, precision == "bf16")
         scale = n if device.device == "cuda" else 1  # CPU processes share the same cores
@@ -315,16 +315,23 @@ def _training_tokens(run: Run) -> tuple[int, int]:
     return len(reqs), total
 
 
-def _measured_rate(folder: Path, method: str, precision: str) -> tuple[float | None, str]:
-    """Tokens/s of the newest training of this task's student with `method` and
-    `precision` recorded in the run folder (its train.json files), if any."""
+def _measured_rate(
+    folder: Path, method: str, precision: str, packing: bool = False
+) -> tuple[float | None, str]:
+    """Tokens/s of the newest training of this task's student with `method`, `precision`
+    and packing (which computes no padding, so it runs more tokens/s) recorded in the run
+    folder (its train.json files), if any."""
     found = []
     for path in folder.glob("**/train.json"):
         try:
             info = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        same = info.get("method") == method and info.get("precision", "fp32") == precision
+        same = (
+            info.get("method") == method
+            and info.get("precision", "fp32") == precision
+            and bool(info.get("packed", False)) == packing
+        )
         if same and float(info.get("tokens_per_s") or 0) > 0:
             found.append((path.stat().st_mtime, float(info["tokens_per_s"]), path))
     if not found:
