@@ -2,7 +2,9 @@
 
 Two ways to answer:
 
-- **generate**: batched decoding with left padding, greedy or sampled;
+- **generate**: batched decoding with left padding, greedy or sampled. Requests that carry a
+  seed share a batch whatever their seeds, temperatures and top_p: each row samples from
+  its own generator (`_seeded`), so its answer depends on its request alone;
 - **score** (the request carries `labels`): rank each label by the log-likelihood of the
   label tokens after the prompt. It is always a valid label and costs one forward pass.
 
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from still.errors import ModelError
 from still.models._chat import answer_token_ids, prompt_token_ids, render_prompt
 from still.models._provider import isolate_failures, register_provider
+from still.models._seeded import SeededSampler, is_seeded_sampling, model_top_k
 from still.types import Completion, Message, Request, SamplingParams, Usage
 
 if TYPE_CHECKING:
@@ -81,11 +84,11 @@ class LocalProvider:
         scored = [i for i, r in enumerate(requests) if r.labels]
         if scored:
             _answer(requests, scored, self._score, results)
-        groups: dict[tuple[SamplingParams, str], list[int]] = {}
+        groups: dict[tuple[tuple[str, SamplingParams], str], list[int]] = {}
         for i, r in enumerate(requests):
             if not r.labels:
                 schema = json.dumps(r.json_schema, sort_keys=True) if r.json_schema else ""
-                groups.setdefault((r.params, schema), []).append(i)
+                groups.setdefault((_batch_key(r.params), schema), []).append(i)
         for idx in groups.values():
             _answer(requests, idx, self._generate, results)
         return [results[i] for i in range(len(requests))]
@@ -261,10 +264,8 @@ class LocalProvider:
             "pad_token_id": self.tokenizer.pad_token_id,
             "streamer": streamer,
             "stopping_criteria": StoppingCriteriaList([Abandoned()]),
-            **_sampling(params),
         }
-        if req.json_schema is not None:
-            kwargs["logits_processor"] = self._constrain(req.json_schema, 1)
+        kwargs.update(self._decoding([req])[0])
         failed: list[BaseException] = []
 
         def run() -> None:
@@ -311,17 +312,39 @@ class LocalProvider:
         eos = set(_as_list(self.model.generation_config.eos_token_id))
         return eos | {self.tokenizer.eos_token_id}
 
-    def _constrain(self, schema: dict[str, Any], rows: int) -> Any:
-        """generate()'s logits_processor that keeps `rows` answers valid JSON for `schema`."""
+    def _decoding(
+        self, batch: list[Request], record: bool = False
+    ) -> tuple[dict[str, Any], SeededSampler | None]:
+        """generate() arguments that decode `batch` (one schema, and one set of parameters
+        unless every request samples from its own seed), and the seeded sampler among them,
+        if any (with `record`, it keeps the warped scores each token was sampled from)."""
         from transformers import LogitsProcessorList
 
         from still.models._constrained import json_schema_processor
 
-        return LogitsProcessorList([json_schema_processor(self.tokenizer, schema, rows)])
+        processors: list[Any] = []
+        schema = batch[0].json_schema
+        if schema is not None:
+            processors.append(json_schema_processor(self.tokenizer, schema, len(batch)))
+        sampler = None
+        if is_seeded_sampling(batch[0].params):
+            # greedy over warped scores plus each row's own Gumbel noise (after the schema's
+            # mask, where generate() puts its warpers): a sample that depends on its row alone
+            top_k = model_top_k(self.model.generation_config)
+            sampler = SeededSampler([r.params for r in batch], top_k, self.device, record)
+            processors.append(sampler)
+            kwargs: dict[str, Any] = {"do_sample": False}
+        else:
+            kwargs = _sampling(batch[0].params)
+        if processors:
+            kwargs["logits_processor"] = LogitsProcessorList(processors)
+        return kwargs, sampler
 
     def _generate(self, batch: list[Request]) -> list[Completion]:
-        """Decode a batch that shares its parameters and output schema in one generate()
-        call; each completion's ttft_s is the batch's prefill wall time (module docstring)."""
+        """Decode a batch that shares its output schema and its parameters (all but seed,
+        temperature and top_p when every request samples from its own seed) in one
+        generate() call; each completion's ttft_s is the batch's prefill wall time (module
+        docstring)."""
         import torch
         from transformers import StoppingCriteriaList
 
@@ -334,13 +357,12 @@ class LocalProvider:
         mask = torch.tensor(
             [[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device
         )
-        gen_kwargs = _sampling(params)
+        logprobs = any(r.logprobs for r in batch)
+        gen_kwargs, sampler = self._decoding(batch, record=logprobs)
         if params.stop:
             # decoding stops at a stop string (each row on its own), instead of running to
             # max_tokens and cutting the text afterwards
             gen_kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
-        if batch[0].json_schema is not None:
-            gen_kwargs["logits_processor"] = self._constrain(batch[0].json_schema, len(batch))
         first_token = _FirstToken()
         with torch.inference_mode():
             out = self.model.generate(
@@ -350,15 +372,17 @@ class LocalProvider:
                 max_new_tokens=params.max_tokens,
                 pad_token_id=pad,
                 return_dict_in_generate=True,
-                output_scores=any(r.logprobs for r in batch),
+                # a seeded sampler's scores carry its noise: its own record has them without
+                output_scores=logprobs and sampler is None,
                 output_logits=any(r.logprobs and r.top_logprobs for r in batch),
                 **gen_kwargs,
             )
         new = out.sequences[:, width:].cpu()
         token_lp = None
-        if out.scores is not None:
+        scores = tuple(sampler.warped) if sampler is not None and logprobs else out.scores
+        if scores:
             token_lp = self.model.compute_transition_scores(
-                out.sequences, out.scores, normalize_logits=True
+                out.sequences, scores, normalize_logits=True
             ).cpu()
         elapsed = (time.perf_counter() - start) / len(batch)
         # the batch's prefill gives every row its first token at once: each row waited for
@@ -441,14 +465,21 @@ class _FirstToken:
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
-def _sampling(params: SamplingParams) -> dict[str, Any]:
-    """generate() arguments for greedy or sampled decoding; seeds torch when asked, so the
-    same request samples the same answer. top_p 0 is greedy too, as OpenAI has it: its
-    nucleus is the most likely token alone."""
-    import torch
+def _batch_key(params: SamplingParams) -> tuple[str, SamplingParams]:
+    """What requests must share to be decoded in one batch: greedy ones ignore their seed,
+    seeded sampled ones their seed, temperature and top_p (each row samples with its own);
+    unseeded sampled ones share all their parameters (generate() samples with one set)."""
+    if params.temperature <= 0 or params.top_p <= 0:
+        return "greedy", params.model_copy(update={"seed": None, "temperature": 0.0, "top_p": 1.0})
+    if is_seeded_sampling(params):
+        return "seeded", params.model_copy(update={"seed": None, "temperature": 1.0, "top_p": 1.0})
+    return "sampled", params
 
-    if params.seed is not None:
-        torch.manual_seed(params.seed)
+
+def _sampling(params: SamplingParams) -> dict[str, Any]:
+    """generate() arguments for greedy or unseeded sampled decoding (seeded sampling is
+    `SeededSampler`'s). top_p 0 is greedy too, as OpenAI has it: its nucleus is the most
+    likely token alone."""
     if params.temperature <= 0 or params.top_p <= 0:
         return {"do_sample": False}
     return {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
