@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from still.pipeline import estimate_run, open_run, run_all
+from still.report import role_names
 from still.train.grpo import EVAL_FILE
 from test_helpers import write_task
 
@@ -52,7 +53,11 @@ def test_a_grpo_run_asks_the_teacher_only_on_the_test_split(
     [written] = report["grpo"]
     steps = [r["step"] for r in written["records"] if r["split"] == "validation"]
     assert written["role"] == "distilled" and steps[0] == 0 and len(steps) == 2
-    assert "reward by step" in (run.dir / "report.md").read_text()
+    md = (run.dir / "report.md").read_text()
+    assert "reward by step" in md
+    # named for what it learned from: its own answers, not the teacher's (still.report)
+    assert report["role_names"]["distilled"] == role_names("grpo")["distilled"]
+    assert "teacher answers" not in md and role_names("grpo")["distilled"] in md
 
     # the model's address reads no teacher answer: a train.jsonl appearing moves nothing,
     # and a rerun calls no model and trains nothing

@@ -32,7 +32,7 @@ from still.pipeline._ensemble import ensemble_report
 from still.pipeline._grpo import grpo_report
 from still.pipeline._run import Run, StageError, capture_role
 from still.pipeline._synthesize import synthesis_report
-from still.report import print_table, verdict, write_reports
+from still.report import print_table, role_names, verdict, write_reports
 from still.types import Request
 
 log = logging.getLogger("still.pipeline")
@@ -115,7 +115,11 @@ def compare(
     title = f"{run.task.name}: held-out test comparison ({len(heldout)} examples)"
     write_reports(cmp, rows, run.dir, title=title, extra=report_extra(run, cmp, rows))
     if show:
-        print_table(cmp, title=f"{run.task.name} — {len(heldout)} held-out test examples")
+        print_table(
+            cmp,
+            title=f"{run.task.name} — {len(heldout)} held-out test examples",
+            names=role_names(run.task.train.recipe),
+        )
     return cmp
 
 
@@ -152,7 +156,8 @@ def report_extra(run: Run, cmp: Comparison, rows: list[dict[str, Any]]) -> dict[
     """What reports add to the comparison: where each number comes from and what was
     chosen on validation, the paired tests and gaps (see `analyse`), prompt compression
     and break-even, accuracy by input length, label and position bias, the selection,
-    a grpo student's rewards by step and the teacher-written inputs' diversity."""
+    a grpo student's rewards by step, the teacher-written inputs' diversity, and what
+    each role is called in this run (a grpo student learned from no teacher answer)."""
     seconds = None
     try:
         info = run.distilled_dir() / "train.json"
@@ -190,6 +195,7 @@ def report_extra(run: Run, cmp: Comparison, rows: list[dict[str, Any]]) -> dict[
         "scores": compare_scores(rows) if partial_credit(rows) else None,
         "grpo": grpo_report(run),
         "synthesis": synthesis_report(run),
+        "role_names": role_names(run.task.train.recipe),
     }
 
 

@@ -7,7 +7,7 @@ The code lives in the private modules; this file only names what other packages 
 
 from still.report._html import write_html
 from still.report._markdown import console, markdown, print_table
-from still.report._names import ROLE_NAMES
+from still.report._names import ROLE_NAMES, role_name, role_names
 from still.report._sections import Section, markdown_sections, sections
 from still.report._tables import (
     agreement_summary,
@@ -41,6 +41,8 @@ __all__ = [
     "markdown",
     "markdown_sections",
     "print_table",
+    "role_name",
+    "role_names",
     "sections",
     "selection_models",
     "selection_view",

@@ -109,14 +109,15 @@ def write_html(
     from still.report._verdict import verdict as _v
 
     extra = dict(extra or {})
+    names = extra.get("role_names")  # the run's (still.report._names.role_names)
     plots = _plots(cmp, rows, labels, extra)
-    text, mood, detail = headline(cmp)
+    text, mood, detail = headline(cmp, names)
     esc = html.escape
     head = "".join(f"<th>{esc(c)}</th>" for c in COLUMNS)
     body = []
     for r in cmp.results:
         tds = []
-        for i, (column, cell) in enumerate(zip(COLUMNS, cells(r), strict=True)):
+        for i, (column, cell) in enumerate(zip(COLUMNS, cells(r, names), strict=True)):
             if i == 1:  # the model: shortened, in full on hover
                 tds.append(f'<td title="{esc(r.model)}"><code>{esc(short(cell))}</code></td>')
             else:
@@ -134,7 +135,7 @@ def write_html(
         f"<figcaption>{esc(p.caption)}</figcaption></figure>"
         for p in plots
     )
-    notes = _v(cmp).notes
+    notes = _v(cmp, names).notes
     blocks = []
     for sec in sections(extra):
         block = [f'<section class="extra" data-section="{esc(sec.name)}">']
@@ -192,14 +193,14 @@ answers count as wrong.</footer>
     return path
 
 
-def headline(cmp: Comparison) -> tuple[str, str, str]:
+def headline(cmp: Comparison, names: Mapping[str, str] | None = None) -> tuple[str, str, str]:
     """The one sentence a reader wants first: did distillation pay off? (See
     still.report._verdict: the same claims as report.md and the terminal.)
 
     Returns the sentence, its mood ("win", "mixed", "loss", "none") and a line of the
-    numbers behind it.
+    numbers behind it. `names`: the run's role names (None: the defaults).
     """
-    v = verdict(cmp)
+    v = verdict(cmp, names)
     t, d = cmp.by_role("teacher"), cmp.by_role("distilled") or cmp.by_role("distilled-verified")
     text = v.headline
     if d is not None and v.mood == "win":
@@ -237,10 +238,10 @@ def _ratio(teacher: float, distilled: float) -> str | None:
     return None
 
 
-def _role(role: str) -> str:
-    from still.report._names import ROLE_NAMES
+def _role(role: str, names: Mapping[str, str] | None) -> str:
+    from still.report._names import role_name
 
-    return ROLE_NAMES.get(role, role)
+    return role_name(role, names)
 
 
 def _colour(role: str, i: int) -> str:
@@ -253,16 +254,19 @@ def _plots(
     labels: Sequence[str] | None,
     extra: Mapping[str, Any],
 ) -> list[_Plot]:
-    """Render every plot. Math text is off: a '$' in a label must stay a dollar sign."""
+    """Render every plot, roles called by `extra["role_names"]`. Math text is off: a '$' in
+    a label must stay a dollar sign."""
     import matplotlib
 
+    names = extra.get("role_names")
+
     with matplotlib.rc_context({"text.parse_math": False, "font.size": 10}):
-        plots = [_accuracy(cmp), _accuracy_cost(cmp), _latency(cmp, rows)]
+        plots = [_accuracy(cmp, names), _accuracy_cost(cmp, names), _latency(cmp, rows, names)]
         if labels:
-            plots += [_confusion(r.role, rows, labels) for r in cmp.results]
-            plots.append(_label_distribution(cmp, rows, labels))
+            plots += [_confusion(r.role, rows, labels, names) for r in cmp.results]
+            plots.append(_label_distribution(cmp, rows, labels, names))
         if extra.get("position_bias"):
-            plots.append(_position_bias(extra["position_bias"]))
+            plots.append(_position_bias(extra["position_bias"], names))
         if extra.get("grpo"):
             plots.append(_grpo_rewards(extra["grpo"]))
         sel = extra.get("selection") or {}
@@ -278,7 +282,9 @@ def _plots(
                 ]
             )
             plots.append(
-                _accuracy_cost(candidates, name="selection", what="Selection candidates: accuracy")
+                _accuracy_cost(
+                    candidates, names, name="selection", what="Selection candidates: accuracy"
+                )
             )
     return plots
 
@@ -289,7 +295,7 @@ def _short_model(model: str) -> str:
     return short(model, 32)
 
 
-def _position_bias(bias: Sequence[Mapping[str, Any]]) -> _Plot:
+def _position_bias(bias: Sequence[Mapping[str, Any]], names: Mapping[str, str] | None) -> _Plot:
     """Two panels per role: which letters it predicts (uniform is unbiased) and how
     accurate it is with the correct answer at each position (flat is unbiased)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -305,9 +311,9 @@ def _position_bias(bias: Sequence[Mapping[str, Any]]) -> _Plot:
         xs = [x + offset for x in range(len(letters))]
         colour = _colour(b["role"], i)
         share_ax.bar(xs, [b["predicted_share"][x] for x in letters], width, color=colour,
-                     label=_role(b["role"]))  # fmt: skip
+                     label=_role(b["role"], names))  # fmt: skip
         acc_ax.bar(xs, [b["accuracy_by_position"][x] for x in letters], width, color=colour,
-                   label=_role(b["role"]))  # fmt: skip
+                   label=_role(b["role"], names))  # fmt: skip
     share_ax.axhline(1 / len(letters), linestyle="--", color="#333", linewidth=1,
                      label="unbiased")  # fmt: skip
     for ax, what in ((share_ax, "Share of predictions naming each letter"),
@@ -378,7 +384,7 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def _accuracy(cmp: Comparison) -> _Plot:
+def _accuracy(cmp: Comparison, names: Mapping[str, str] | None) -> _Plot:
     fig, ax = _figure(6.4, 3.6)
     results = cmp.results
     xs = range(len(results))
@@ -391,7 +397,7 @@ def _accuracy(cmp: Comparison) -> _Plot:
     ax.bar(xs, accs, color=colours, width=0.6, yerr=err, capsize=6, ecolor="#333")
     for x, r in zip(xs, results, strict=True):
         ax.text(x, r.ci_high + 0.02, f"{r.accuracy:.1%}", ha="center", va="bottom")
-    ax.set_xticks(list(xs), [_role(r.role) for r in results])
+    ax.set_xticks(list(xs), [_role(r.role, names) for r in results])
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("accuracy")
     ax.yaxis.set_major_formatter(_percent())
@@ -404,7 +410,12 @@ def _accuracy(cmp: Comparison) -> _Plot:
     )
 
 
-def _accuracy_cost(cmp: Comparison, name: str = "accuracy-cost", what: str = "Accuracy") -> _Plot:
+def _accuracy_cost(
+    cmp: Comparison,
+    names: Mapping[str, str] | None,
+    name: str = "accuracy-cost",
+    what: str = "Accuracy",
+) -> _Plot:
     """Accuracy against dollars per 1k examples; against mean latency when nothing is
     priced (local models have no price), so the trade-off is shown either way."""
     fig, ax = _figure(6.4, 3.6)
@@ -423,16 +434,18 @@ def _accuracy_cost(cmp: Comparison, name: str = "accuracy-cost", what: str = "Ac
             markersize=9,
             capsize=5,
             color=_colour(r.role, index[r.role]),
-            label=_role(r.role),
+            label=_role(r.role, names),
         )
-        ax.annotate(_role(r.role), (x, r.accuracy), xytext=(8, 6), textcoords="offset points")
+        ax.annotate(
+            _role(r.role, names), (x, r.accuracy), xytext=(8, 6), textcoords="offset points"
+        )
     for r in unpriced:  # no price: its accuracy as a reference line
         ax.axhline(
             r.accuracy,
             linestyle="--",
             linewidth=1.2,
             color=_colour(r.role, index[r.role]),
-            label=f"{_role(r.role)} (no price)",
+            label=f"{_role(r.role, names)} (no price)",
         )
     positive = [x for x in xs if x > 0]
     if len(positive) == len(xs) >= 2 and max(positive) / min(positive) > 20:
@@ -451,7 +464,7 @@ def _accuracy_cost(cmp: Comparison, name: str = "accuracy-cost", what: str = "Ac
         if unpriced:
             caption += (
                 " No price for "
-                + ", ".join(_role(r.role) for r in unpriced)
+                + ", ".join(_role(r.role, names) for r in unpriced)
                 + ": shown as dashed lines at their accuracy."
             )
     else:
@@ -464,11 +477,13 @@ def _accuracy_cost(cmp: Comparison, name: str = "accuracy-cost", what: str = "Ac
     return _Plot(name, _png(fig), f"Scatter of {what.lower()} against cost", caption)
 
 
-def _latency(cmp: Comparison, rows: Sequence[Mapping[str, Any]]) -> _Plot:
+def _latency(
+    cmp: Comparison, rows: Sequence[Mapping[str, Any]], names: Mapping[str, str] | None
+) -> _Plot:
     """Latency of answered requests per role (failed requests have no meaningful time)."""
     fig, ax = _figure(6.4, 3.6)
     data: list[list[float]] = []
-    names: list[str] = []
+    shown: list[str] = []
     colours: list[str] = []
     missing: list[str] = []
     for i, r in enumerate(cmp.results):
@@ -481,13 +496,13 @@ def _latency(cmp: Comparison, rows: Sequence[Mapping[str, Any]]) -> _Plot:
         ]
         if values:
             data.append(values)
-            names.append(_role(r.role))
+            shown.append(_role(r.role, names))
             colours.append(_colour(r.role, i))
         else:
-            missing.append(_role(r.role))
+            missing.append(_role(r.role, names))
     if data:
         box = ax.boxplot(data, patch_artist=True, widths=0.55, showfliers=True)
-        ax.set_xticks(range(1, len(names) + 1), [n.replace(" ", "\n") for n in names])
+        ax.set_xticks(range(1, len(shown) + 1), [n.replace(" ", "\n") for n in shown])
         for patch, colour in zip(box["boxes"], colours, strict=True):
             patch.set_facecolor(colour)
             patch.set_alpha(0.75)
@@ -510,7 +525,12 @@ def _label_of(value: Any, labels: Sequence[str]) -> str:
     return str(value) if value is not None and str(value) in labels else _NO_LABEL
 
 
-def _confusion(role: str, rows: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> _Plot:
+def _confusion(
+    role: str,
+    rows: Sequence[Mapping[str, Any]],
+    labels: Sequence[str],
+    names: Mapping[str, str] | None,
+) -> _Plot:
     """Gold label (rows) against predicted label (columns); unparseable and failed answers
     get a column of their own, since they are where a weak student usually fails."""
     gold = list(labels)
@@ -536,19 +556,24 @@ def _confusion(role: str, rows: Sequence[Mapping[str, Any]], labels: Sequence[st
     ax.set_yticks(range(len(gold)), gold)
     ax.set_xlabel("predicted")
     ax.set_ylabel("gold")
-    ax.set_title(f"Confusion matrix: {_role(role)}")
+    ax.set_title(f"Confusion matrix: {_role(role, names)}")
     ax.spines[:].set_visible(False)  # the counts are written in the cells: no colour bar
     caption = (
-        f"{_role(role)}: gold label against predicted label, counts of examples; "
+        f"{_role(role, names)}: gold label against predicted label, counts of examples; "
         f"{_NO_LABEL}: unparseable or failed answers."
     )
     if extra_gold:
         caption += f" {extra_gold} examples with a gold answer outside the labels are left out."
-    return _Plot(f"confusion-{role}", _png(fig), f"Confusion matrix for {_role(role)}", caption)
+    return _Plot(
+        f"confusion-{role}", _png(fig), f"Confusion matrix for {_role(role, names)}", caption
+    )
 
 
 def _label_distribution(
-    cmp: Comparison, rows: Sequence[Mapping[str, Any]], labels: Sequence[str]
+    cmp: Comparison,
+    rows: Sequence[Mapping[str, Any]],
+    labels: Sequence[str],
+    names: Mapping[str, str] | None,
 ) -> _Plot:
     """How often each role predicts each label, beside how often it is the gold answer:
     a model that collapses onto one label shows here at a glance."""
@@ -565,7 +590,7 @@ def _label_distribution(
         got = Counter(
             _label_of(row.get("prediction"), labels) for row in rows if row.get("role") == r.role
         )
-        series.append((_role(r.role), _colour(r.role, i), [got[b] for b in buckets]))
+        series.append((_role(r.role, names), _colour(r.role, i), [got[b] for b in buckets]))
     fig, ax = _figure(max(6.4, 0.3 * len(buckets) * len(series)), 3.6)
     width = 0.8 / len(series)
     for k, (name, colour, values) in enumerate(series):

@@ -5,10 +5,11 @@ terminal (a rich table), each followed by the verdict. report.html shows the sam
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from still.bench import Comparison, ModelResult
-from still.report._names import ROLE_NAMES
+from still.report._names import role_name
 from still.report._verdict import verdict_lines
 
 COLUMNS = [
@@ -27,14 +28,15 @@ COLUMNS = [
 ]
 
 
-def cells(r: ModelResult) -> list[str]:
-    """One role's row of the table, as text (NaN shows as n/a)."""
+def cells(r: ModelResult, names: Mapping[str, str] | None = None) -> list[str]:
+    """One role's row of the table, as text (NaN shows as n/a); the role called by `names`
+    (a run's role_names; None: the defaults)."""
 
     def f(x: float, fmt: str) -> str:
         return "n/a" if math.isnan(x) else format(x, fmt)
 
     return [
-        ROLE_NAMES.get(r.role, r.role),
+        role_name(r.role, names),
         r.model,
         r.prompt,
         f"{r.accuracy:.1%} [{r.ci_low:.1%}, {r.ci_high:.1%}]",
@@ -75,23 +77,26 @@ def baseline_cells(cmp: Comparison) -> list[list[str]]:
     return rows
 
 
-def markdown(cmp: Comparison, title: str = "Comparison") -> str:
-    """The comparison as a markdown table (baselines beneath the roles) with the verdict."""
+def markdown(
+    cmp: Comparison, title: str = "Comparison", *, names: Mapping[str, str] | None = None
+) -> str:
+    """The comparison as a markdown table (baselines beneath the roles) with the verdict,
+    roles called by `names` (a run's role_names; None: the defaults)."""
     lines = [f"## {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in cmp.results:
-        row = cells(r)
+        row = cells(r, names)
         row[1] = f"`{short(row[1])}`"
         lines.append("| " + " | ".join(row) + " |")
     for row in baseline_cells(cmp):
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
-    lines.append(verdict_text(cmp))
+    lines.append(verdict_text(cmp, names))
     return "\n".join(lines) + "\n"
 
 
-def verdict_text(cmp: Comparison) -> str:
+def verdict_text(cmp: Comparison, names: Mapping[str, str] | None = None) -> str:
     """The verdict's lines as one paragraph each (see still.report._verdict)."""
-    return "\n\n".join(verdict_lines(cmp))
+    return "\n\n".join(verdict_lines(cmp, names))
 
 
 def console() -> Any:
@@ -102,20 +107,22 @@ def console() -> Any:
     return Console(width=max(Console().width, 180))
 
 
-def print_table(cmp: Comparison, title: str = "Comparison") -> None:
-    """Print the comparison as a rich table on the terminal."""
+def print_table(
+    cmp: Comparison, title: str = "Comparison", *, names: Mapping[str, str] | None = None
+) -> None:
+    """Print the comparison as a rich table on the terminal, roles called by `names`."""
     from rich.table import Table
 
     table = Table(title=title)
     for c in COLUMNS:
         table.add_column(c, justify="left" if c in ("role", "model", "prompt") else "right")
     for r in cmp.results:
-        row = cells(r)
+        row = cells(r, names)
         row[1] = short(row[1], 40)
         table.add_row(*row)
     for row in baseline_cells(cmp):
         table.add_row(*row, style="dim")
     out = console()
     out.print(table)
-    for line in verdict_lines(cmp):
+    for line in verdict_lines(cmp, names):
         out.print(line)

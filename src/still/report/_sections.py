@@ -1,8 +1,9 @@
 """The report's sections beyond the comparison table, as data rendered twice.
 
 `report_extra` (still.pipeline) computes the statistics; `sections` turns them into
-titled tables and sentences once, and report.md and report.html each render the same
-`Section` list, so the two files cannot disagree or drift apart.
+titled tables and sentences once (roles called by `extra["role_names"]`, the run's
+names), and report.md and report.html each render the same `Section` list, so the two
+files cannot disagree or drift apart.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from still.report._names import ROLE_NAMES
+from still.report._names import role_name
 
 
 @dataclass
@@ -273,11 +274,12 @@ def _gap(extra: dict[str, Any]) -> Section | None:
     if not extra.get("gap_meaningful"):
         return None
     notes = []
+    names = extra.get("role_names")
     for role, gap in (extra.get("gap_closed_interval") or {}).items():
         if gap.get("ci_low") is None:
             continue
         notes.append(
-            f"{ROLE_NAMES.get(role, role).capitalize()}: gap closed {gap['gap_closed']:.0%}, "
+            f"{role_name(role, names, start=True)}: gap closed {gap['gap_closed']:.0%}, "
             f"paired bootstrap 95% interval [{gap['ci_low']:.0%}, {gap['ci_high']:.0%}]."
         )
     return Section("gap", None, notes) if notes else None
@@ -296,9 +298,10 @@ def _paired(extra: dict[str, Any]) -> Section:
             "McNemar exact p",
         ],  # fmt: skip
     )
+    names = extra.get("role_names")
     for p in extra.get("paired") or []:
         s.rows.append([
-            f"{ROLE_NAMES.get(p['a'], p['a'])} vs {ROLE_NAMES.get(p['b'], p['b'])}",
+            f"{role_name(p['a'], names)} vs {role_name(p['b'], names)}",
             str(p["n"]),
             f"{_pct(p['diff'], True)} [{_pct(p['diff_low'], True)}, {_pct(p['diff_high'], True)}]",
             str(p["mcnemar_b01"]), str(p["mcnemar_b10"]), _p(p["mcnemar_p"]),
@@ -332,9 +335,10 @@ def _scores(extra: dict[str, Any]) -> Section | None:
             return "-"
         return f"{p['diff']:+.3f} [{p['diff_low']:+.3f}, {p['diff_high']:+.3f}]"
 
+    names = extra.get("role_names")
     for r in scores["roles"]:
         s.rows.append([
-            ROLE_NAMES.get(r["role"], r["role"]), str(r["n"]),
+            role_name(r["role"], names), str(r["n"]),
             f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
             diff(r["role"], "student"), diff(r["role"], "teacher"),
         ])  # fmt: skip
@@ -415,9 +419,10 @@ def _position(extra: dict[str, Any]) -> Section | None:
             "failed",
         ],  # fmt: skip
     )
+    names = extra.get("role_names")
     for b in bias:
         s.rows.append([
-            ROLE_NAMES.get(b["role"], b["role"]), _pct(b["accuracy"]),
+            role_name(b["role"], names), _pct(b["accuracy"]),
             " / ".join(_pct(b["accuracy_by_position"][x]) for x in letters),
             " / ".join(_pct(b["predicted_share"][x]) for x in letters),
             _p(b["chi2_p"]), _pct(b["consistency"]), str(b["errors"]),

@@ -16,11 +16,12 @@ on overlapping Wilson intervals or point estimates:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from still.bench import Comparison
-from still.report._names import ROLE_NAMES
+from still.report._names import role_name
 
 DISTILLED = ("distilled", "distilled-verified")
 
@@ -43,10 +44,6 @@ class Verdict:
     detail: str
     notes: list[str] = field(default_factory=list)
     gap_meaningful: bool = False
-
-
-def _name(role: str) -> str:
-    return ROLE_NAMES.get(role, role)
 
 
 def _pts(x: float) -> str:
@@ -105,24 +102,28 @@ def gap_problems(cmp: Comparison) -> list[str]:
     return out
 
 
-def _against(cmp: Comparison, d: str, other: str) -> tuple[str, int] | None:
+def _against(
+    cmp: Comparison, d: str, other: str, names: Mapping[str, str] | None
+) -> tuple[str, int] | None:
     """How `d` stands against `other` (paired): the phrase and -1/0/+1."""
     p = cmp.pair(d, other)
     if p is None or p["diff_low"] is None or p["diff_high"] is None:
         return None
     if p["diff_low"] > 0:
-        return f"beats the {_name(other)} by {_diff(p)}", 1
+        return f"beats the {role_name(other, names)} by {_diff(p)}", 1
     if p["diff_high"] < 0:
-        return f"is below the {_name(other)} by {_diff(p)}", -1
-    return f"is within noise of the {_name(other)} ({_diff(p)})", 0
+        return f"is below the {role_name(other, names)} by {_diff(p)}", -1
+    return f"is within noise of the {role_name(other, names)} ({_diff(p)})", 0
 
 
-def _sentence(cmp: Comparison, d: str, gap_ok: bool) -> tuple[str, int]:
+def _sentence(
+    cmp: Comparison, d: str, gap_ok: bool, names: Mapping[str, str] | None
+) -> tuple[str, int]:
     """One distilled student's claims, and its standing against the base student."""
     parts = []
     gap = cmp.gaps.get(d) or {}
-    vs_base = _against(cmp, d, "student")
-    vs_teacher = _against(cmp, d, "teacher")
+    vs_base = _against(cmp, d, "student", names)
+    vs_teacher = _against(cmp, d, "teacher", names)
     # a gap closed only for a real gain: a negative share or one within noise means nothing
     if gap_ok and vs_base and vs_base[1] > 0 and gap.get("gap_closed") is not None:
         g = f"closes {gap['gap_closed']:.0%} of the teacher–base-student gap"
@@ -141,14 +142,15 @@ def _sentence(cmp: Comparison, d: str, gap_ok: bool) -> tuple[str, int]:
         )
     if not parts and res is not None:
         parts.append(f"scores {res.accuracy:.1%}")
-    text = f"{_name(d).capitalize()} " + ", ".join(parts)
+    text = f"{role_name(d, names, start=True)} " + ", ".join(parts)
     return text, (vs_base[1] if vs_base else 0)
 
 
-def verdict(cmp: Comparison) -> Verdict:
-    """What the comparison may claim; see the module docstring."""
+def verdict(cmp: Comparison, names: Mapping[str, str] | None = None) -> Verdict:
+    """What the comparison may claim; see the module docstring. `names`: the run's role
+    names (still.report._names.role_names; None: the defaults)."""
     present = [d for d in DISTILLED if cmp.by_role(d) is not None]
-    detail = _detail(cmp)
+    detail = _detail(cmp, names)
     if not present:
         best = max(cmp.results, key=lambda r: r.accuracy, default=None)
         if best is None:
@@ -156,13 +158,13 @@ def verdict(cmp: Comparison) -> Verdict:
         return Verdict(
             "No distilled student yet: nothing to celebrate or mourn.",
             "none",
-            f"Best so far: {_name(best.role)} at {best.accuracy:.1%}. {detail}",
+            f"Best so far: {role_name(best.role, names)} at {best.accuracy:.1%}. {detail}",
         )
     problems = gap_problems(cmp)
     gap_ok = not problems
     main, *others = present
-    text, standing = _sentence(cmp, main, gap_ok)
-    notes = [_sentence(cmp, d, gap_ok)[0] + "." for d in others]
+    text, standing = _sentence(cmp, main, gap_ok, names)
+    notes = [_sentence(cmp, d, gap_ok, names)[0] + "." for d in others]
     if problems:
         notes.append("No gap-closed figure: " + "; ".join(problems) + ".")
     res = cmp.by_role(main)
@@ -177,11 +179,11 @@ def verdict(cmp: Comparison) -> Verdict:
     return Verdict(text + ".", mood, detail, notes, gap_ok)
 
 
-def _detail(cmp: Comparison) -> str:
+def _detail(cmp: Comparison, names: Mapping[str, str] | None) -> str:
     """The accuracies behind the verdict, with their split and the baselines."""
     split = "held-out test split" if cmp.split == "heldout" else f"{cmp.split} split"
     n = max((r.n for r in cmp.results), default=0)
-    accs = ", ".join(f"{_name(r.role)} {r.accuracy:.1%}" for r in cmp.results)
+    accs = ", ".join(f"{role_name(r.role, names)} {r.accuracy:.1%}" for r in cmp.results)
     text = f"On the {split} ({n} examples): {accs}"
     base = cmp.baselines
     if base is not None:
@@ -195,8 +197,8 @@ def _detail(cmp: Comparison) -> str:
     return text + "."
 
 
-def verdict_lines(cmp: Comparison) -> list[str]:
-    """The verdict as plain lines (terminal and markdown)."""
-    v = verdict(cmp)
+def verdict_lines(cmp: Comparison, names: Mapping[str, str] | None = None) -> list[str]:
+    """The verdict as plain lines (terminal and markdown), roles called by `names`."""
+    v = verdict(cmp, names)
     return [v.headline, *v.notes, v.detail]
 

@@ -29,6 +29,8 @@ def write_reports(
     """Write report.md, report.json, report.html, results.jsonl and results.parquet into
     `out_dir`. `labels` (a label task's labels) add confusion matrices to report.html;
     without them the labels of `extra["label_distribution"]` (see report_extra) are used.
+    Roles are called by `extra["role_names"]` (the run's, see still.report.role_names) in
+    every file, report.json included; by the defaults without it.
 
     report.html needs matplotlib; without it the page is skipped with a warning rather
     than failing a benchmark whose other reports are already written.
@@ -40,7 +42,8 @@ def write_reports(
         "jsonl": out_dir / "results.jsonl",
         "parquet": out_dir / "results.parquet",
     }
-    paths["markdown"].write_text(markdown(cmp, title) + markdown_sections(extra or {}))
+    names = (extra or {}).get("role_names")
+    paths["markdown"].write_text(markdown(cmp, title, names=names) + markdown_sections(extra or {}))
     paths["json"].write_text(json.dumps({**cmp.as_dict(), **(extra or {})}, indent=1))
     with paths["jsonl"].open("w") as f:
         for row in rows:
