@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     base_train = run.task.train
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
-        update: dict[str, Any] = {"method": method}
+        # each method as the task's recipe says, not the tuner's choice (train.from_tune)
+        update: dict[str, Any] = {"method": method, "from_tune": False}
         if args.dry_run:
             update["epochs"] = 1
         run.task = run.task.model_copy(update={"train": base_train.model_copy(update=update)})

@@ -32,6 +32,7 @@ def test_still_run_on_bundled_models(tmp_path: Path, bundled_home: Path) -> None
     task["split"].update(heldout=24, train=32)
     task["prompts"]["teacher"]["fewshot"] = 6
     task["train"].update(epochs=1)
+    task["tune"].update(epochs=[1])  # the demo tunes its recipe first (train.from_tune)
     path = tmp_path / "task.yaml"
     path.write_text(yaml.safe_dump(task))
     run, cmp = run_all(path, tmp_path / "run")
@@ -47,6 +48,11 @@ def test_still_run_on_bundled_models(tmp_path: Path, bundled_home: Path) -> None
     )
     info = json.loads((run.distilled_dir() / "train.json").read_text())
     assert info["steps"] >= 1 and info["losses"]
+    # the students were trained with the tuner's choice, made on validation alone
+    tune = json.loads((run.dir / "tune" / "tune.json").read_text())
+    assert {p["recipe"] for p in tune["points"] if p["accuracy"] is not None} == {"sft", "kd"}
+    assert info["recipe"] == tune["best"]["recipe"]
+    assert "heldout" not in tune["store_reads"]  # the test split was not read to choose
 
     rows = run.store.count()
     _, again = run_all(path, tmp_path / "run")
