@@ -1,12 +1,14 @@
 """What a training holds in memory, from the student's config alone: the parameter counts
 match the loaded model's (tied embeddings once, LoRA's adapters as peft makes them), the
 parts add up as the module says, and a training that cannot fit is refused in one line,
-saying what to change, before its model is loaded. `still estimate` shows it all.
+saying what to change, before its model is loaded: reckoned with the rows its data gives
+(padded or packed), not max_length, once that is known. `still estimate` shows it all.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from still.train import (
 )
 from still.train._memory import NF4_BYTES
 from still.train._parallel import micro_rows
-from test_helpers.training import write_chat_data
+from test_helpers.training import ROWS, write_chat_data
 
 SPEC = TrainSpec(method="full", batch_size=4, max_length=64, lora_r=4, precision="fp32")
 CPU = DeviceMemory("cpu", "this machine", 64 * 1024**3, shared=True)
@@ -73,13 +75,9 @@ def test_the_parts_add_up_per_method_precision_and_sharding(tiny_model: Path) ->
     # activations grow with the rows of a micro-batch and their length (sdpa: linearly)
     assert not shape.eager_attention
     double = SPEC.model_copy(update={"batch_size": 8, "max_length": 128})
-    assert estimate_memory(shape, double, "full").activations == pytest.approx(
-        4 * full.activations
-    )
+    assert estimate_memory(shape, double, "full").activations == pytest.approx(4 * full.activations)
     micro = SPEC.model_copy(update={"micro_batch_size": 1})
-    assert estimate_memory(shape, micro, "full").activations == pytest.approx(
-        full.activations / 4
-    )
+    assert estimate_memory(shape, micro, "full").activations == pytest.approx(full.activations / 4)
     assert estimate_memory(shape, SPEC, "full", recipe="dpo").rows == 2 * full.rows
     # two processes take half a batch each; FSDP and ZeRO shard the state
     two = estimate_memory(shape, SPEC, "full", processes=2)
@@ -128,11 +126,94 @@ def test_a_training_that_cannot_fit_is_refused_before_the_model_loads(
 
 def test_a_batch_no_machine_holds_is_refused_in_one_line(tiny_model: Path, tmp_path: Path) -> None:
     huge = SPEC.model_copy(update={"batch_size": 1_000_000, "max_length": 10_000_000})
-    with pytest.raises(DoesNotFit) as info:
+    with pytest.raises(DoesNotFit) as info:  # no data known: rows of max_length
+        check_fits(tiny_model, huge)
+    message = str(info.value)
+    assert "\n" not in message and "1000000 rows x 10000000 tokens (max_length)" in message
+    assert "set train.micro_batch_size: 1 and train.max_length: " in message
+    with pytest.raises(DoesNotFit) as info:  # a training's short rows: a smaller micro-batch
         train_sft(tiny_model, write_chat_data(tmp_path), tmp_path / "out", huge)
     message = str(info.value)
-    assert "\n" not in message and "1000000 rows x 10000000 tokens" in message
-    assert "set train.micro_batch_size: 1 and train.max_length: " in message
+    assert "\n" not in message and "(the longest row)" in message
+    assert re.search(r"set train.micro_batch_size: \d+$", message)
+
+
+def test_the_datas_longest_rows_make_the_activations(tiny_model: Path) -> None:
+    shape = model_shape(tiny_model)
+    spec = SPEC.model_copy(update={"batch_size": 8, "max_length": 64})
+    lengths = [30] + [10] * 7
+    at_max = estimate_memory(shape, spec)
+    padded = estimate_memory(shape, spec, lengths=lengths)
+    assert (at_max.rows, at_max.tokens, at_max.measure) == (8, 64, "max_length")
+    assert (padded.rows, padded.tokens, padded.measure) == (8, 30, "the longest row")
+    assert padded.activations == pytest.approx(at_max.activations * 30 / 64)  # sdpa: linear
+    assert "8 rows x 30 tokens (the longest row)" in padded.describe()
+    assert estimate_memory(shape, spec, lengths=[100]).tokens == 64  # capped at max_length
+    pairs = estimate_memory(shape, spec, recipe="dpo", lengths=lengths)
+    assert (pairs.rows, pairs.tokens) == (16, 30)
+    # packed into rows of 40 tokens: [30, 10], [10, 10, 10, 10], [10, 10]
+    packing = spec.model_copy(update={"packing": True, "pack_length": 40})
+    packed = estimate_memory(shape, packing, lengths=lengths)
+    assert (packed.rows, packed.tokens, packed.measure) == (3, 40, "the longest rows packed")
+    three = estimate_memory(shape, spec.model_copy(update={"batch_size": 3}), lengths=[40])
+    assert packed.activations == pytest.approx(three.activations)
+    # a batch larger than the data repeats its rows: 8 of 20 tokens, two a row
+    repeated = estimate_memory(shape, packing, lengths=[20])
+    assert (repeated.rows, repeated.tokens) == (4, 40)
+
+
+def test_packed_rows_fit_where_the_same_rows_padded_do_not(tiny_model: Path) -> None:
+    shape = model_shape(tiny_model)
+    lengths = [30] + [10] * 7
+    padded = SPEC.model_copy(update={"batch_size": 8, "max_length": 64})
+    packing = padded.model_copy(update={"packing": True, "pack_length": 40})
+    low = estimate_memory(shape, packing, lengths=lengths).total
+    high = estimate_memory(shape, padded, lengths=lengths).total
+    assert low < high < estimate_memory(shape, padded).total
+    between = DeviceMemory("cpu", "this machine", (low + high) / 2, shared=True)
+    fits = check_fits(tiny_model, packing, device=between, lengths=lambda: lengths)
+    assert "3 rows x 40 tokens (the longest rows packed)" in fits.describe()
+    with pytest.raises(DoesNotFit, match=r"8 rows x 30 tokens \(the longest row\)"):
+        check_fits(tiny_model, padded, device=between, lengths=lambda: lengths)
+    with pytest.raises(DoesNotFit, match=r"8 rows x 64 tokens \(max_length\)"):
+        check_fits(tiny_model, packing, device=between)  # no data known
+
+
+def test_a_batch_refused_at_max_length_trains_when_its_rows_are_short(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import still.train._common as common
+    import still.train._memory as memory
+
+    shape = model_shape(tiny_model)
+    spec = SPEC.model_copy(update={"batch_size": 8, "max_length": 512})
+    half = spec.model_copy(update={"max_length": 256})
+    free = estimate_memory(shape, half).total  # rows of up to 256 tokens fit
+    assert estimate_memory(shape, spec).total > free  # refused at max_length
+    monkeypatch.setattr(memory, "device_memory",
+                        lambda: DeviceMemory("cpu", "this machine", free, shared=True))  # fmt: skip
+
+    class Loading(Exception):
+        """The memory check let the training through to loading its model."""
+
+    def loading(*args: object, **kwargs: object) -> None:
+        raise Loading
+
+    monkeypatch.setattr(common, "build_model", loading)
+    (tmp_path / "short").mkdir()
+    (tmp_path / "long").mkdir()
+    short = write_chat_data(tmp_path / "short")  # a few tokens a row
+    with pytest.raises(Loading):
+        train_sft(tiny_model, short, tmp_path / "out", spec)
+    long_row = (" ".join(["word"] * 80) + "?", "human")  # some 350 tokens
+    long = write_chat_data(tmp_path / "long", [*ROWS, long_row])
+    with pytest.raises(DoesNotFit) as info:
+        train_sft(tiny_model, long, tmp_path / "out", spec)
+    message = str(info.value)
+    found = re.search(r"8 rows x (\d+) tokens \(the longest row\)", message)
+    assert "\n" not in message and found is not None and 256 < int(found[1]) <= 512, message
+    assert re.search(r"set train.micro_batch_size: \d+$", message)
+    assert not (tmp_path / "out").exists()
 
 
 def test_qlora_without_a_gpu_is_refused_before_anything_loads(
@@ -180,9 +261,7 @@ def test_the_estimate_uses_the_rate_measured_with_the_same_packing(
     from test_helpers import write_task
 
     def measured(packing: bool) -> str:
-        task = write_task(
-            tmp_path, student=f"local:{tiny_model}", n=20, train={"packing": packing}
-        )
+        task = write_task(tmp_path, student=f"local:{tiny_model}", n=20, train={"packing": packing})
         estimate = estimate_training(open_run(task, tmp_path / "run"))
         assert estimate is not None
         return f"{estimate.tokens_per_s:.0f} {estimate.rate_from}"

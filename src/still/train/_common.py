@@ -24,10 +24,8 @@ from typing import Any, TypeVar
 from still.errors import TrainError
 from still.tasks import TrainSpec
 from still.train._checkpoints import Checkpoints, checkpoint_dir, fingerprint
-from still.train._memory import check_fits
 from still.train._parallel import (
     check_setup,
-    launched_world,
     make_accelerator,
     resolve_precision,
     shares,
@@ -174,22 +172,19 @@ def read_token_rows(path: Path) -> list[dict[str, Any]]:
     )
 
 
-def load_student(
-    base_model: Path, spec: TrainSpec, teacher_model: Path | None = None, *, packs: bool = False
-) -> Student:
+def load_student(base_model: Path, spec: TrainSpec, *, packs: bool = False) -> Student:
     """The base model in float32 (QLoRA: 4-bit), wrapped in LoRA adapters on every linear
     layer for `lora` and `qlora`, in training mode, seeded, on this process's device, with
     the precision `spec.precision` resolves to there.
 
-    Before anything is loaded, the setup is checked and, in a single process, the memory
-    the training needs (a launcher checks it before starting several; `teacher_model`:
-    the local teacher the recipe also holds). `packs`: the recipe packs its rows when
-    `spec.packing` asks (still.train._packing); one that does not refuses it.
+    Before anything is loaded, the setup is checked (the memory the training needs was,
+    with the recipe's data, by the recipe's `launched` wrapper: still.train._launch).
+    `packs`: the recipe packs its rows when `spec.packing` asks (still.train._packing);
+    one that does not refuses it.
 
     Raises:
         TrainError: train.packing for a recipe that does not pack.
-        TrainingSetupError: a setup this machine cannot run (still.train._parallel), or a
-            training that does not fit its memory (DoesNotFit).
+        TrainingSetupError: a setup this machine cannot run (still.train._parallel).
         NotACausalLM: the student's folder holds no causal language model.
     """
     import torch
@@ -202,8 +197,6 @@ def load_student(
             "training: set train.packing: false"
         )
     check_setup(spec)
-    if launched_world() == 1:
-        check_fits(base_model, spec, 1, teacher_model)
     accelerator = make_accelerator(spec)
     device = str(accelerator.device)
     precision = resolve_precision(spec.precision, accelerator.device.type)

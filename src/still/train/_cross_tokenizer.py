@@ -380,7 +380,7 @@ def train_cross_local(
     # -- setup ---------------------------------------------------------------------------
     mode = str(spec.kd.cross_tokenizer)
     teacher_tok = AutoTokenizer.from_pretrained(teacher_model)
-    student = load_student(base_model, spec, teacher_model)  # its memory counts the teacher
+    student = load_student(base_model, spec)  # memory checked (teacher too) by train_kd_tokens
     auto: Any = AutoModelForCausalLM
     teacher = auto.from_pretrained(teacher_model, dtype=torch.float32).to(student.device).eval()
     for p in teacher.parameters():

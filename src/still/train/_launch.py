@@ -1,8 +1,12 @@
 """Several training processes from one call: `still train --processes N`.
 
-A trainer wrapped by `launched` runs as it is when one process is asked for. Asked for
-several (`train.processes`, by default one per GPU), the setup and the memory the
-processes will need are checked first (still.train._parallel, _memory); then the call
+A trainer wrapped by `launched` first has its setup and the memory its processes will
+need checked (still.train._parallel, _memory), before any model is loaded: the memory
+with rows of max_length and, should that not fit, with the rows the recipe's own
+tokenization makes of its data (its `lengths`, with the student's tokenizer alone). This
+is the one place that knows both the call (model, data, processes) and the recipe, and a
+refusal here comes before any process starts. One process asked for, the trainer then
+runs as it is. Asked for several (`train.processes`, by default one per GPU), the call
 starts that many fresh Python processes (multiprocessing, spawn), each running the same
 trainer as one rank of an accelerate process group (rendezvous on a free local port; gloo
 between CPU processes). Each loads the model and data itself and trains on its share of every batch
@@ -37,6 +41,7 @@ from pathlib import Path
 from typing import Any, ParamSpec
 
 from still.errors import StillError, TrainError
+from still.tasks import TrainSpec
 from still.train._common import TrainResult
 from still.train._memory import check_fits
 from still.train._parallel import check_setup, launched_world, processes
@@ -48,28 +53,56 @@ P = ParamSpec("P")
 GRACE_S = 3.0
 """How long a process gets to stop on SIGTERM before it is killed."""
 
+RowLengths = Callable[[Any, Path, TrainSpec], list[int] | None]
+"""A recipe's `lengths(tokenizer, data, spec)`: the tokens of each row of `data` it will
+train on (the longest sequence a row puts through the forward pass), tokenized as the
+recipe does with the student's `tokenizer`; None when it cannot tell."""
+
 
 class TrainingProcessFailed(TrainError):
     """One of several training processes died or failed: the run stopped."""
 
 
-def launched(trainer: Callable[P, TrainResult]) -> Callable[P, TrainResult]:
-    """`trainer`, run in as many processes as its `spec` asks for (see the module)."""
-    signature = inspect.signature(trainer)
+def launched(
+    lengths: RowLengths | None = None,
+) -> Callable[[Callable[P, TrainResult]], Callable[P, TrainResult]]:
+    """A trainer, checked and run in as many processes as its `spec` asks for (see the
+    module); `lengths`: its rows' tokens (None: reckoned at max_length)."""
 
-    @functools.wraps(trainer)
-    def run(*args: P.args, **kwargs: P.kwargs) -> TrainResult:
-        call = signature.bind(*args, **kwargs)
-        spec = call.arguments["spec"]
-        n = processes(spec)
-        if n == 1 or launched_world() > 1:  # one process, or already one of several
-            return trainer(*args, **kwargs)
-        check_setup(spec)  # refused here, before any process starts
-        if "base_model" in call.arguments:  # and what the processes will hold together
-            check_fits(call.arguments["base_model"], spec, n, call.arguments.get("teacher_model"))
-        return _launch(run, dict(call.arguments), n)
+    def wrap(trainer: Callable[P, TrainResult]) -> Callable[P, TrainResult]:
+        signature = inspect.signature(trainer)
 
-    return run
+        @functools.wraps(trainer)
+        def run(*args: P.args, **kwargs: P.kwargs) -> TrainResult:
+            call = signature.bind(*args, **kwargs)
+            if launched_world() > 1:  # already one of several: checked by its launcher
+                return trainer(*args, **kwargs)
+            spec, n = call.arguments["spec"], processes(call.arguments["spec"])
+            check_setup(spec)
+            base, data = call.arguments["base_model"], call.arguments["data"]
+            rows = None if lengths is None else _lengths_reader(lengths, base, data, spec)
+            check_fits(base, spec, n, call.arguments.get("teacher_model"), lengths=rows)
+            if n == 1:
+                return trainer(*args, **kwargs)
+            return _launch(run, dict(call.arguments), n)
+
+        return run
+
+    return wrap
+
+
+def _lengths_reader(
+    lengths: RowLengths, base_model: Path, data: Path, spec: TrainSpec
+) -> Callable[[], list[int] | None]:
+    """`lengths` of `data` with the student's tokenizer, when called (check_fits calls it
+    only for a training that does not fit at max_length)."""
+
+    def read() -> list[int] | None:
+        from transformers import AutoTokenizer
+
+        return lengths(AutoTokenizer.from_pretrained(base_model), Path(data), spec)
+
+    return read
 
 
 def _launch(trainer: Callable[..., TrainResult], arguments: dict[str, Any], n: int) -> TrainResult:

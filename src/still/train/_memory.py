@@ -12,39 +12,50 @@ when tied; T: the trainable ones, all of them for full fine-tuning, the adapters
   adapters in fp32.
 - gradients: 4 T.
 - optimizer: AdamW's two fp32 moments, 8 T.
-- activations: what the backward pass keeps for one micro-batch (its rows x max_length
-  tokens, the longest a row may be): per token, each linear layer's input and output in
-  the blocks, two residual values a layer (the norms' inputs), LoRA's dropped-out copy of
-  each adapted layer's input, the attention probabilities (heads x length a layer) when the
-  model computes attention eagerly (the fused kernels keep none), and the logits five
-  times: the output, its fp32 copy and log-softmax for the loss, and the first two
-  gradients of the backward pass, which come while all else is still held. A value is 4 B
-  in fp32, 2 B under bf16 autocast (the loss's copies stay fp32). DPO's rows are pairs:
-  two sequences.
+- activations: what the backward pass keeps for one micro-batch (its rows x their length):
+  per token, each linear layer's input and output in the blocks, two residual values a
+  layer (the norms' inputs), LoRA's dropped-out copy of each adapted layer's input, the
+  attention probabilities (heads x length a layer) when the model computes attention
+  eagerly (the fused kernels keep none), and the logits five times: the output, its fp32
+  copy and log-softmax for the loss, and the first two gradients of the backward pass,
+  which come while all else is still held. A value is 4 B in fp32, 2 B under bf16
+  autocast (the loss's copies stay fp32). DPO's rows are pairs: two sequences.
 - A recipe that reads a local teacher (token KD) holds its weights too: 4 B a parameter.
 
 Sharding divides across processes: FSDP and ZeRO-3 the weights, gradients and optimizer
 state; ZeRO-2 the gradients and optimizer state. On CPU the processes share the machine's
 memory, so all of them must fit in it together; on GPUs each process has its own.
 
+The rows' length: with no data known (`still estimate`, before the export), max_length,
+the longest a row may be. A training knows its data: its recipe's tokenization of each
+row gives the rows' lengths (still.train._launch asks for them), and a micro-batch is
+reckoned as the longest rows of the data, padded to the longest of them, or, with
+`train.packing`, laid out as the packer lays them (still.train._packing: rows of at most
+pack_length tokens, no more rows than examples). Reckoned so, a micro-batch never needs
+more than at max_length, so the data is read only for a training that does not fit at
+max_length: one that fits costs no second tokenization.
+
 Not counted: the framework's own memory (the CUDA context, allocator slack, the optimizer
 step's temporaries, which come after the activations are freed). Against measurements
 (docs/benchmarks.md: SmolLM2-135M in bf16 on one GPU, batch 8 of rows of about 60 tokens)
 this gives 1.61 GiB for LoRA and 2.91 GiB for full fine-tuning where the peaks were 1.78
-and 3.19 GiB: some 10% short at the rows' real length. The refusal reckons with rows of
-max_length (256 there: 4.19 and 5.05 GiB), which real rows rarely reach.
+and 3.19 GiB: some 10% short at the rows' real length, which is why a training is reckoned
+at its longest rows, not their mean. At max_length (256 there) it gives 4.19 and 5.05 GiB,
+which real rows rarely need: a batch refused at max_length may fit at its rows' length.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from still.errors import TrainError
 from still.tasks import TrainSpec
+from still.train._packing import pack, pack_width
 from still.train._parallel import TrainingSetupError, micro_rows, precision_for
 
 GIB = 1024**3
@@ -148,8 +159,9 @@ class MemoryEstimate:
     gradients: float
     optimizer: float
     activations: float
-    rows: int  # sequences in one micro-batch
-    tokens: int  # max_length: the longest a sequence may be
+    rows: int  # sequences in one micro-batch (packed: rows of them)
+    tokens: int  # the longest of them
+    measure: str = "max_length"  # what `tokens` is: max_length, or the data's (see `batch_of`)
 
     @property
     def total(self) -> float:
@@ -163,7 +175,7 @@ class MemoryEstimate:
         return (
             f"{gib(self.total)} (weights {gib(self.weights)}, gradients {gib(self.gradients)}, "
             f"optimizer {gib(self.optimizer)}, activations {gib(self.activations)} for "
-            f"{self.rows} rows x {self.tokens} tokens)"
+            f"{self.rows} rows x {self.tokens} tokens ({self.measure}))"
         )
 
 
@@ -181,6 +193,7 @@ def estimate_memory(
     bf16: bool = False,
     recipe: str | None = None,
     teacher: ModelShape | None = None,
+    lengths: Sequence[int] | None = None,
 ) -> MemoryEstimate:
     """What one training process holds, in bytes (see the module for the arithmetic).
 
@@ -192,6 +205,8 @@ def estimate_memory(
         bf16: under bf16 autocast (QLoRA always is).
         recipe: the recipe (default: `spec.recipe`); dpo's rows are two sequences.
         teacher: a local teacher the recipe holds beside the student (token KD).
+        lengths: the tokens of each row the training will see (`batch_of`); None (or
+            none): rows of max_length.
     """
     method = method or spec.method
     bf16 = bf16 or method == "qlora"
@@ -209,8 +224,8 @@ def estimate_memory(
         gradients, optimizer = gradients / processes, optimizer / processes
     if teacher is not None:
         weights += teacher.parameters * 4.0
-    rows = micro_rows(spec, processes) * (2 if (recipe or spec.recipe) == "dpo" else 1)
-    tokens = spec.max_length
+    pairs = (recipe or spec.recipe) == "dpo"
+    rows, tokens, measure = batch_of(spec, processes, pairs, lengths)
     value = 2.0 if bf16 else 4.0
     per_token = (shape.linear_io + 2 * shape.hidden * shape.layers) * value
     if method != "full":
@@ -221,7 +236,34 @@ def estimate_memory(
     if teacher is not None:
         per_token += teacher.vocab * 4.0
     return MemoryEstimate(method, weights, gradients, optimizer, rows * tokens * per_token,
-                          rows, tokens)  # fmt: skip
+                          rows, tokens, measure)  # fmt: skip
+
+
+def batch_of(
+    spec: TrainSpec, processes: int, pairs: bool, lengths: Sequence[int] | None
+) -> tuple[int, int, str]:
+    """The sequences one process runs through the model at once: (rows, their length,
+    where that length comes from).
+
+    Without `lengths`, a micro-batch's rows of max_length (two sequences a row for DPO's
+    `pairs`). With them (each row's tokens, the longest sequence it puts through the
+    forward pass), the data's longest rows, as many as a micro-batch holds (repeated when
+    it holds more than the data has, as its batches do), each capped at max_length (a
+    longer row is left out of training: reckoned at max_length, it errs on the safe side):
+    padded to the longest, or packed into rows as `train.packing` lays them out. Never
+    more than at max_length.
+    """
+    rows, sequences = micro_rows(spec, processes), 2 if pairs else 1
+    if not lengths:
+        return rows * sequences, spec.max_length, "max_length"
+    top = [min(n, spec.max_length) for n in heapq.nlargest(rows, lengths)]
+    width = pack_width(spec)
+    if width is None:
+        return rows * sequences, top[0], "the longest row"
+    seqs = [top[i % len(top)] for i in range(rows)] * sequences
+    packed = pack(seqs, width)
+    widest = max(sum(seqs[i] for i in row) for row in packed)
+    return len(packed), widest, "the longest rows packed"
 
 
 @dataclass(frozen=True)
@@ -258,10 +300,15 @@ def check_fits(
     processes: int = 1,
     teacher_model: Path | None = None,
     device: DeviceMemory | None = None,
+    lengths: Callable[[], Sequence[int] | None] | None = None,
 ) -> MemoryEstimate:
     """Refuse a training that cannot fit, before its model is loaded: `processes` of them
     (sharing a batch), on `device` (default: this machine's), in the precision
     `spec.precision` resolves to there.
+
+    A training that does not fit with rows of max_length is reckoned again with the rows
+    it will see: `lengths()`, the tokens of each (None: not known), is called only then,
+    since it reads and tokenizes the data (see the module).
 
     Returns:
         The estimate, when it fits.
@@ -276,9 +323,14 @@ def check_fits(
     bf16 = precision_for(spec.precision, device.device) == "bf16"
     kw: dict[str, Any] = dict(processes=processes, bf16=bf16, teacher=teacher)
     estimate = estimate_memory(shape, spec, **kw)
-    need = needed(estimate, processes, device)
-    if need <= device.free:
+    if needed(estimate, processes, device) <= device.free:
         return estimate
+    seen = lengths() if lengths is not None else None
+    if seen:
+        kw["lengths"] = seen
+        estimate = estimate_memory(shape, spec, **kw)
+        if needed(estimate, processes, device) <= device.free:
+            return estimate
     where = f"{device.name}'s GPU" if device.device == "cuda" else "this machine"
     each = f" x {processes} processes" if device.shared and processes > 1 else " per process"
     advice = " or ".join(_fixes(shape, spec, processes, device, kw)[:2])

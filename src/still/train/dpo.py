@@ -86,6 +86,14 @@ def encode(tokenizer: Any, row: dict[str, Any], max_length: int) -> PairRow | No
     return PairRow(p_ids, chosen, rejected)
 
 
+def row_lengths(tokenizer: Any, data: Path, spec: TrainSpec) -> list[int]:
+    """The tokens of the longer sequence of each pair of `data` DPO trains on, tokenized
+    as it does (`encode`): for the memory check, before the model is loaded
+    (still.train._launch)."""
+    pairs = (encode(tokenizer, r, spec.max_length) for r in read_pairs(data))
+    return [len(p.prompt) + max(len(p.chosen), len(p.rejected)) for p in filter(None, pairs)]
+
+
 def _logprobs(student: Student, batch: Sequence[PairRow]) -> Any:
     """The model's summed log-probabilities of the chosen answers, then the rejected ones
     (shape (2 * rows,)), in one forward pass."""
@@ -118,7 +126,7 @@ def with_reference(student: Student, rows: Sequence[PairRow], batch_size: int) -
     return out
 
 
-@launched
+@launched(row_lengths)
 def train_dpo(
     base_model: Path,
     data: Path,

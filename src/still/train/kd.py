@@ -80,6 +80,14 @@ def encode(tokenizer: Any, row: dict[str, Any], max_length: int) -> SoftRow | No
     return SoftRow(p_ids, l_ids, [float(row["teacher_logprobs"][lab]) for lab in labels])
 
 
+def row_lengths(tokenizer: Any, data: Path, spec: TrainSpec) -> list[int]:
+    """The tokens of each row of `data` label KD trains on, its prompt and longest label,
+    tokenized as it does (`encode`): for the memory check, before the model is loaded
+    (still.train._launch)."""
+    rows = (encode(tokenizer, r, spec.max_length) for r in read_soft_jsonl(data))
+    return [len(r.prompt) + max(map(len, r.labels)) for r in filter(None, rows)]
+
+
 def label_scores(model: Any, batch: Sequence[SoftRow], pad: int, device: str) -> Any:
     """The student's summed log-probability of every label after each prompt, shape
     (rows, labels), with gradients: prompts once (left-padded, cached), then each label's
@@ -127,7 +135,7 @@ def label_scores(model: Any, batch: Sequence[SoftRow], pad: int, device: str) ->
     return scores + extra.view(len(batch), k)
 
 
-@launched
+@launched(row_lengths)
 def train_kd(
     base_model: Path,
     data: Path,

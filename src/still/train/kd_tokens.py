@@ -129,7 +129,7 @@ def _sample(student: Any, prompts: list[list[int]], max_new: int, eos: set[int])
     return [a or [next(iter(eos))] for a in answers]
 
 
-@launched
+@launched()
 def train_kd_tokens(
     base_model: Path,
     teacher_model: Path,
@@ -156,7 +156,7 @@ def train_kd_tokens(
     teacher_tok = AutoTokenizer.from_pretrained(teacher_model)
     student_tok = AutoTokenizer.from_pretrained(base_model)
     check_shared_tokenizer(teacher_tok, student_tok, str(teacher_model), str(base_model))
-    student = load_student(base_model, spec, teacher_model, packs=True)
+    student = load_student(base_model, spec, packs=True)
     auto: Any = AutoModelForCausalLM
     teacher = auto.from_pretrained(teacher_model, dtype=torch.float32).to(student.device).eval()
     for p in teacher.parameters():

@@ -104,6 +104,17 @@ def encode(
     return TopKRow(p_ids, answer, support, teacher), seen, missing, False
 
 
+def row_lengths(tokenizer: Any, data: Path, spec: TrainSpec) -> list[int] | None:
+    """The tokens of each row of `data` top-k KD trains on, tokenized as it does
+    (`encode`): for the memory check, before the model is loaded (still.train._launch).
+    None across tokenizers (another recipe, still.train._cross_tokenizer)."""
+    if spec.kd.cross_tokenizer:
+        return None
+    table = vocabulary_by_text(tokenizer)
+    rows = (encode(tokenizer, table, r, spec.max_length)[0] for r in read_token_rows(data))
+    return [len(r.prompt) + len(r.answer) for r in filter(None, rows)]
+
+
 def _loss(student: Any, batch: Sequence[TopKRow], spec: TrainSpec) -> Any:
     import torch
 
@@ -126,7 +137,7 @@ def _loss(student: Any, batch: Sequence[TopKRow], spec: TrainSpec) -> Any:
     return loss
 
 
-@launched
+@launched(row_lengths)
 def train_kd_topk(
     base_model: Path,
     data: Path,

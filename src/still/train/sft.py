@@ -41,7 +41,20 @@ def tokenize(
     return p_ids + a_ids, [IGNORE] * len(p_ids) + a_ids
 
 
-@launched
+def learned(data: Path) -> list[list[dict[str, str]]]:
+    """The conversations of chat JSONL `data` to learn from: OpenAI's per-message `weight`
+    0 makes an answer context, not something to learn."""
+    return [c for c in read_chat_jsonl(data) if c[-1].get("weight", 1) != 0]
+
+
+def row_lengths(tokenizer: Any, data: Path, spec: TrainSpec) -> list[int]:
+    """The tokens of each row of `data` SFT trains on, tokenized as it does (`tokenize`):
+    for the memory check, before the model is loaded (still.train._launch)."""
+    encoded = (tokenize(tokenizer, c, spec.max_length) for c in learned(data))
+    return [len(ids) for ids, _ in filter(None, encoded)]
+
+
+@launched(row_lengths)
 def train_sft(
     base_model: Path,
     data: Path,
@@ -68,8 +81,7 @@ def train_sft(
     width = pack_width(spec)  # None: one row a conversation, padded
 
     # -- data ----------------------------------------------------------------------------
-    # OpenAI's per-message `weight`: an answer weighted 0 is context, not something to learn
-    convs = [c for c in read_chat_jsonl(data) if c[-1].get("weight", 1) != 0]
+    convs = learned(data)
     if not convs:
         raise TrainError(
             f"{data}: no training rows to learn from (empty, or every answer weight 0)"
