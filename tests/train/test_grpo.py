@@ -136,6 +136,13 @@ def test_countdown_task_loads_and_its_grader_scores_hand_made_answers(
         "23 * 23": 0.0,  # 23 used twice
         "100 + 8": 0.0,  # numbers not given
         "I do not know": 0.0,  # no arithmetic
+        "23 * 5 - 18 + 7.\nThat is 104.": 0.1 + 0.9 * (1 - 4 / 108),  # the first line
+        # what GRPO learned to write under a looser parse (docs/benchmarks.md): prose that
+        # names given numbers, and a lone number, are not arithmetic
+        "To solve this, we need the combination of 7, 5, 23, 18": 0.0,
+        "we need to find the combination of 23 and 18.": 0.0,
+        "23": 0.0,
+        "Expression: 23 * 5 - 18 + 7": 0.0,  # not the expression alone
     }
     grades = grader.grade_many([({"output_text": a}, item, "e", None) for a in answers])
     for (answer, expected), got in zip(answers.items(), grades, strict=True):
