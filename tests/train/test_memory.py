@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from still.tasks import TrainSpec
+from still.tasks import TrainSpec, load_task
 from still.train import (
     DeviceMemory,
     DoesNotFit,
@@ -244,6 +244,9 @@ def test_still_estimate_shows_the_students_training(tiny_model: Path, tmp_path: 
     assert training["parameters"] == shape.parameters
     assert [m["method"] for m in training["memory"]][:2] == ["lora", "full"]
     full = training["memory"][1]
+    # activations at the task's own rows (short questions), not at max_length
+    limit = load_task(task).train.max_length
+    assert full["measure"] != "max_length" and full["tokens"] < limit
     weight = 6 if training["precision"] == "bf16" else 4  # + autocast's bf16 copies
     assert full["weights"] == weight * shape.parameters and all(training["fits"])
     assert training["rows"] > 0 and training["steps"] > 0 and training["seconds"] > 0

@@ -7,9 +7,10 @@ split) is built exactly as the run would build it and counted with its model's t
 counted; answer tokens are bounded (the longest label, or `max_tokens`), so the dollar
 figure is an upper bound: the number to give `--max-cost`.
 
-The training (`estimate_training`) is worked out from the student's config alone
-(`still.train.estimate_memory`): its parameters, the memory each method would hold per
-process on this machine's device and whether it fits, and the time at a tokens/s
+The training (`estimate_training`) is worked out from the student's config and the task's
+rows (`still.train.estimate_memory`): its parameters, the memory each method would hold per
+process on this machine's device (activations at the rows' bounded lengths) and whether it
+fits, and the time at a tokens/s
 measured by an earlier training of this task here, else assumed (DEFAULT_MFU).
 """
 
@@ -276,11 +277,16 @@ def estimate_training(run: Run) -> TrainingEstimate | None:
     methods = ["lora", "full"]
     if device.device == "cuda" or spec.method == "qlora":
         methods.append("qlora")
+    lengths = _training_lengths(run)
+    # activations at the task's own rows (each bounded by its prompt and longest answer),
+    # as the check before training reckons them, not every row at max_length
     memory = [
-        estimate_memory(shape, spec, m, processes=n, bf16=precision == "bf16") for m in methods
+        estimate_memory(
+            shape, spec, m, processes=n, bf16=precision == "bf16", lengths=lengths or None
+        )
+        for m in methods
     ]
-    rows, tokens = _training_tokens(run)
-    tokens = round(tokens * spec.epochs)
+    rows, tokens = len(lengths), round(sum(lengths) * spec.epochs)
     steps = max(1, round(-(-rows // spec.batch_size) * spec.epochs)) if rows else 0
     rate, source = _measured_rate(run.dir, spec.method, precision, spec.packing)
     if rate is None:
@@ -301,18 +307,16 @@ def estimate_training(run: Run) -> TrainingEstimate | None:
     )  # fmt: skip
 
 
-def _training_tokens(run: Run) -> tuple[int, int]:
-    """Training rows at most (the train split) and their tokens in one epoch: the student's
-    prompt and the answer's bound, each row at most train.max_length."""
-    student = run.task.models.student
-    counter = counter_for(student, run.task.tokenizers)
-    reqs = run.requests("student", "train")
+def _training_lengths(run: Run) -> list[int]:
+    """Each training row's tokens at most (one per example of the train split): the
+    student's prompt and the answer's bound, each at most train.max_length."""
+    counter = counter_for(run.task.models.student, run.task.tokenizers)
     limit = run.task.train.max_length
-    total = 0
-    for req in reqs.values():
+    lengths = []
+    for req in run.requests("student", "train").values():
         est = estimate(counter, req)
-        total += min(est.prompt + est.output_max, limit)
-    return len(reqs), total
+        lengths.append(min(est.prompt + est.output_max, limit))
+    return lengths
 
 
 def _measured_rate(
