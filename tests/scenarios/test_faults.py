@@ -52,12 +52,14 @@ def test_500_prompts_through_429_500_slow_and_dropped_responses(
         injected = sum(server.injected.values())
         # every retry is recorded in the store, and each injected fault cost one; on a busy
         # machine an ordinary answer slowed past the 0.5 s timeout (or a connection timed
-        # out before the server read it) costs one more, counted the same way
+        # out before the server read it) costs one more, counted the same way: up to 10%
+        # of the requests (32 more than injected were seen with the test suite sharing two
+        # cores with other work); retrying everything would cost 500 more
         rows = store.list()
         assert len(rows) == 500 and len({c.request_hash for c in rows}) == 500
         retries = provider.retries  # type: ignore[attr-defined]
         assert sum(c.attempts - 1 for c in rows) == retries
-        assert injected <= sum(server.seen.values()) - 500 <= retries <= injected + 25
+        assert injected <= sum(server.seen.values()) - 500 <= retries <= injected + 50
         assert all(c.text == f"echo: {c.request.messages[-1].content}" for c in rows)
         # each prompt was answered once: a second capture sends nothing
         before = sum(server.seen.values())
