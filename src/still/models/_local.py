@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from still.errors import ModelError
 from still.models._chat import answer_token_ids, prompt_token_ids, render_prompt
 from still.models._provider import isolate_failures, register_provider
-from still.models._seeded import SeededSampler, is_seeded_sampling, model_top_k
+from still.models._seeded import SeededSampler, is_greedy, is_seeded_sampling, model_top_k
 from still.types import Completion, Message, Request, SamplingParams, Usage
 
 if TYPE_CHECKING:
@@ -469,7 +469,7 @@ def _batch_key(params: SamplingParams) -> tuple[str, SamplingParams]:
     """What requests must share to be decoded in one batch: greedy ones ignore their seed,
     seeded sampled ones their seed, temperature and top_p (each row samples with its own);
     unseeded sampled ones share all their parameters (generate() samples with one set)."""
-    if params.temperature <= 0 or params.top_p <= 0:
+    if is_greedy(params):
         return "greedy", params.model_copy(update={"seed": None, "temperature": 0.0, "top_p": 1.0})
     if is_seeded_sampling(params):
         return "seeded", params.model_copy(update={"seed": None, "temperature": 1.0, "top_p": 1.0})
@@ -480,7 +480,7 @@ def _sampling(params: SamplingParams) -> dict[str, Any]:
     """generate() arguments for greedy or unseeded sampled decoding (seeded sampling is
     `SeededSampler`'s). top_p 0 is greedy too, as OpenAI has it: its nucleus is the most
     likely token alone."""
-    if params.temperature <= 0 or params.top_p <= 0:
+    if is_greedy(params):
         return {"do_sample": False}
     return {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
 

@@ -26,9 +26,15 @@ DEFAULT_TOP_K = 50
 (transformers' default): seeded rows are warped as unseeded sampling warps them."""
 
 
+def is_greedy(params: SamplingParams) -> bool:
+    """Whether a request decodes greedily: temperature 0, or top_p 0 (as OpenAI has it,
+    its nucleus is the most likely token alone)."""
+    return params.temperature <= 0 or params.top_p <= 0
+
+
 def is_seeded_sampling(params: SamplingParams) -> bool:
     """Whether a request samples (not greedy) from its own seed."""
-    return params.seed is not None and params.temperature > 0 and params.top_p > 0
+    return params.seed is not None and not is_greedy(params)
 
 
 def model_top_k(generation_config: Any) -> int:

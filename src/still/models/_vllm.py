@@ -54,6 +54,7 @@ from typing import Any
 from still.errors import ModelError, StillError
 from still.models._chat import answer_token_ids, prompt_token_ids, render_prompt
 from still.models._provider import isolate_failures, register_provider
+from still.models._seeded import is_greedy
 from still.types import Completion, Message, Request, SamplingParams, Usage
 
 INSTALL_HINT = (
@@ -406,7 +407,7 @@ def _sampling(r: Request) -> Any:
     from vllm.sampling_params import StructuredOutputsParams
 
     p: SamplingParams = r.params
-    greedy = p.temperature <= 0 or p.top_p <= 0
+    greedy = is_greedy(p)
     kwargs: dict[str, Any] = {
         "temperature": 0.0 if greedy else p.temperature,
         "top_p": 1.0 if greedy else p.top_p,
