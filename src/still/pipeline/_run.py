@@ -6,6 +6,7 @@
       still.db           the completion store
       train.jsonl        curated training data (student prompt, teacher answer)
       distilled-<hash>/  the merged student; the hash covers data, recipe and base model
+      models.json        fingerprints of the model folders named (a changed one is refused)
       report.md|json, results.jsonl|parquet
 
 Each stage looks up what is already stored: a second `still run` calls no model for a
@@ -460,6 +461,9 @@ def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
         shutil.copyfile(task_path, snapshot)
         # where the task came from: its relative data paths resolve against that folder
         (d / "run.json").write_text(json.dumps({"task_file": str(Path(task_path).resolve())}))
+    from still.pipeline._model_folders import check_model_folders
+
+    check_model_folders(task_path, task, d)  # a retrained teacher folder: not its answers
     if task.synthesize is not None and task.synthesize.use:  # teacher-written inputs
         from still.pipeline._synthesize import with_synthetic
 

@@ -1,0 +1,114 @@
+"""Model folders a run folder's answers came from, and a refusal when one changes.
+
+The store keys an answer by its request, and a request names its model by reference:
+`local:runs/countdown/rft-teacher` is the same string whichever weights lie behind it.
+Bundled models and endpoints are fixed by name, but a folder can be retrained or relinked
+(RFT, then distil: the GRPO student is linked under a fixed name and used as a teacher),
+and the run would then reuse the old model's answers as the new one's, silently. So
+`open_run` fingerprints every model that is a folder the first time a run folder sees it
+(`models.json`) and refuses, naming the role and what to do, when the weights differ.
+
+The fingerprint reads file names, sizes and the first and last MiB of each weights file,
+not whole files: a changed model changes them in practice, and a run folder over a 2 GB
+model reopens in milliseconds (every `still report` opens the run). It is content, not
+modification time, so a copied or re-downloaded identical folder passes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from still.pipeline._run import StageError
+from still.tasks import Task
+
+RECORD = "models.json"
+"""The run folder's file of model folder fingerprints, by model reference."""
+
+_EDGE = 1 << 20  # bytes read at each end of a weights file
+_WEIGHTS = (".safetensors", ".bin", ".gguf", ".pt")
+_SCHEMES = ("local:", "vllm:")
+
+
+def model_folder(ref: str) -> Path | None:
+    """The folder behind a reference that names one (`local:<dir>`, `vllm:<dir>` or a bare
+    directory with a config.json); None for bundled names, endpoints and scripted models."""
+    target = ref
+    for scheme in _SCHEMES:
+        target = target.removeprefix(scheme)
+    folder = Path(target)
+    if ":" in target and not folder.exists():  # another provider's reference
+        return None
+    return folder if (folder / "config.json").is_file() else None
+
+
+def fingerprint(folder: Path) -> str:
+    """A content hash of a model folder: config and weights (names, sizes, both ends)."""
+    h = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if not path.is_file():
+            continue
+        if path.name == "config.json":
+            h.update(b"config\0" + path.read_bytes())
+        elif path.suffix in _WEIGHTS:
+            size = path.stat().st_size
+            h.update(f"{path.name}\0{size}\0".encode())
+            with path.open("rb") as f:
+                h.update(f.read(_EDGE))
+                if size > 2 * _EDGE:
+                    f.seek(size - _EDGE)
+                    h.update(f.read(_EDGE))
+    return h.hexdigest()[:16]
+
+
+def model_refs(task: Task) -> Iterator[tuple[str, str]]:
+    """(where in the task file, reference) for every model the task names: its roles and
+    any `model` field below them (judges, ensemble members)."""
+    for role, ref in task.models.model_dump().items():
+        if isinstance(ref, str):
+            yield f"models.{role}", ref
+
+    def walk(node: Any, where: str) -> Iterator[tuple[str, str]]:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                here = f"{where}.{key}" if where else str(key)
+                if key == "model" and isinstance(value, str):
+                    yield here, value
+                else:
+                    yield from walk(value, here)
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                yield from walk(value, f"{where}.{i}")
+
+    yield from walk(task.model_dump(mode="json", exclude={"models"}), "")
+
+
+def check_model_folders(task_path: Path | str, task: Task, run_dir: Path) -> None:
+    """Record the fingerprint of each model folder the task names, the first time this run
+    folder sees it; refuse one whose weights changed since.
+
+    Raises:
+        StageError: a model folder differs from the one this run folder's stored answers
+            (and models trained from it) came from.
+    """
+    record = run_dir / RECORD
+    seen: dict[str, str] = json.loads(record.read_text()) if record.is_file() else {}
+    current = dict(seen)
+    for where, ref in model_refs(task):
+        folder = model_folder(ref)
+        if folder is None:
+            continue
+        now = fingerprint(folder)
+        if seen.get(ref, now) != now:
+            raise StageError(
+                f"{task_path}: {where} ({ref}) is not the model this run folder's stored "
+                f"answers came from: its weights changed (fingerprint {seen[ref]} in "
+                f"{record}, now {now}), and the store would reuse the old model's answers "
+                f"as the new one's. Use a new run folder (--run-dir), or delete {run_dir}"
+            )
+        current[ref] = now
+    if current != seen:
+        record.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
