@@ -245,9 +245,14 @@ def _chain(task_file: Path) -> list[Path]:
 
 
 def stale(task_file: Path, report_file: Path) -> bool:
-    """Whether a report is missing or older than its task file or a file that extends."""
+    """Whether a report is missing or not of the task file as it now declares: its
+    `task_digest` differs (an edit of comments alone keeps it), or, for a report older than
+    digests, it is older than the task file or a file that it extends."""
     if not report_file.is_file():
         return True
+    recorded = json.loads(report_file.read_text()).get("task_digest")
+    if recorded is not None:
+        return bool(recorded != load_task(task_file).digest())
     made = report_file.stat().st_mtime
     return any(p.stat().st_mtime > made for p in _chain(task_file))
 
@@ -283,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         r = row(e, json.loads(report_file.read_text()))
         if stale(e.task_file, report_file):
-            r = replace(r, notes=(*r.notes, "the report is older than its task file"))
+            r = replace(r, notes=(*r.notes, "the report is not of the task file as it now is"))
         rows.append(r)
     print(table(rows))
     print()

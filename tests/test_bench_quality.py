@@ -4,7 +4,9 @@ line of issue 15, and the trained-teacher variant of the demo it tables."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -131,6 +133,23 @@ def test_a_report_is_stale_when_its_task_file_or_the_one_it_extends_is_newer(
     os.utime(base, (300, 300))
     assert bq.stale(variant, report)
     assert bq.stale(variant, tmp_path / "missing.json")
+
+
+def test_a_report_with_a_digest_is_stale_only_when_a_setting_changed(tmp_path: Path) -> None:
+    """A comment edited in the task file (or the file it extends) keeps the report; a
+    setting changed there does not, whatever the file times say."""
+    base, variant, report = tmp_path / "task.yaml", tmp_path / "v.yaml", tmp_path / "report.json"
+    shutil.copyfile(bq.EXAMPLES / "sms-spam" / "task.yaml", base)
+    variant.write_text("extends: task.yaml\nname: v\n")
+    report.write_text(json.dumps({"task_digest": load_task(variant).digest()}))
+    os.utime(report, (100, 100))  # older than both files
+    assert not bq.stale(variant, report)
+    base.write_text("# a new comment\n" + base.read_text())
+    assert not bq.stale(variant, report)
+    task = yaml.safe_load(base.read_text())
+    task["split"]["seed"] += 1
+    base.write_text(yaml.safe_dump(task))
+    assert bq.stale(variant, report)
 
 
 def test_the_trained_teacher_demo_is_benched_on_the_demos_test_split() -> None:

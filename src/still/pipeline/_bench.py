@@ -196,6 +196,7 @@ def report_extra(run: Run, cmp: Comparison, rows: list[dict[str, Any]]) -> dict[
         "grpo": grpo_report(run),
         "synthesis": synthesis_report(run),
         "role_names": role_names(run.task.train.recipe),
+        "task_digest": run.task.digest(),  # which task this report is of (bench_quality)
     }
 
 

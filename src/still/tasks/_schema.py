@@ -11,6 +11,7 @@ is a plain folder name, so it can never place a run outside `runs/` (README, "Tr
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -1082,6 +1083,13 @@ class Task(_Strict):
         "machine is refused when a key would be sent.",
     )
     base_dir: Path = Field(Path("."), exclude=True, description="Folder of the task file.")
+
+    def digest(self) -> str:
+        """What the task declares, as a short hash: the same after an edit of comments or
+        layout (or a file that `extends` it, resolved), different after any setting's. A
+        report keeps it (report.json `task_digest`) so a reader can tell whether the report
+        is this task's without trusting file times."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
 
     @field_validator("name")
     @classmethod
