@@ -35,11 +35,14 @@ from still.settings import runs_root
 
 def task_copy(task_file: Path, out: Path, calibrate: bool, batch_size: int | None) -> Path:
     """The task with both prompts calibrated or not, and `batch_size` when given, written
-    to `out` (a relative data path made absolute, so it still resolves)."""
+    to `out` (relative data and reader paths made absolute, so they still resolve)."""
     data: dict[str, Any] = yaml.safe_load(task_file.read_text())
     source = str(data["data"]["source"])
     if ":" not in source and not Path(source).is_absolute():
         data["data"]["source"] = str((task_file.parent / source).resolve())
+    reader = str(data["data"].get("reader", ""))  # a reader file (`mmlu.py:questions`) too
+    if ".py:" in reader and not Path(reader).is_absolute():
+        data["data"]["reader"] = str((task_file.parent / reader).resolve())
     for prompt in data["prompts"].values():
         prompt["calibrate"] = calibrate
     if batch_size is not None:
