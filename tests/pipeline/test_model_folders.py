@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from still.pipeline import open_run
-from still.pipeline._model_folders import RECORD, fingerprint, model_folder
+from still.pipeline._model_folders import RECORD, fingerprint, model_folder, model_refs
 from still.pipeline._run import StageError
+from still.tasks import load_task
 from test_helpers import write_task
 
 
@@ -49,3 +50,14 @@ def test_only_folders_are_fingerprinted(tmp_path: Path, tiny_model: Path) -> Non
     for ref in ("local:smollm2-135m-instruct", "openai:gpt-4o-mini", "scripted:echo"):
         assert model_folder(ref) is None
     assert model_folder(f"local:{tmp_path}") is None  # no config.json: not a model
+
+
+def test_judges_and_ensemble_members_are_found(tmp_path: Path, tiny_model: Path) -> None:
+    """A model folder as an ensemble member or a judge is fingerprinted like a role's."""
+    judge = {"type": "score_model", "name": "judge", "model": f"local:{tiny_model}",
+             "input": [{"role": "user", "content": "{{ sample.output_text }}"}]}  # fmt: skip
+    task = write_task(tmp_path, student="scripted:echo", graders=[judge],
+                      ensemble={"members": 2, "models": [f"local:{tiny_model}"]})  # fmt: skip
+    refs = dict(model_refs(load_task(task)))
+    assert refs["graders.0.model"] == refs["ensemble.models.0"] == f"local:{tiny_model}"
+    assert refs["models.teacher"] == "scripted:echo"

@@ -65,8 +65,8 @@ def fingerprint(folder: Path) -> str:
 
 
 def model_refs(task: Task) -> Iterator[tuple[str, str]]:
-    """(where in the task file, reference) for every model the task names: its roles and
-    any `model` field below them (judges, ensemble members)."""
+    """(where in the task file, reference) for every model the task names: its roles, any
+    `model` field below them (judges) and `models` list (an ensemble's members)."""
     for role, ref in task.models.model_dump().items():
         if isinstance(ref, str):
             yield f"models.{role}", ref
@@ -77,6 +77,10 @@ def model_refs(task: Task) -> Iterator[tuple[str, str]]:
                 here = f"{where}.{key}" if where else str(key)
                 if key == "model" and isinstance(value, str):
                     yield here, value
+                elif key == "models" and isinstance(value, list):  # ensemble members
+                    yield from (
+                        (f"{here}.{i}", v) for i, v in enumerate(value) if isinstance(v, str)
+                    )
                 else:
                     yield from walk(value, here)
         elif isinstance(node, list):
