@@ -8,10 +8,11 @@ and the run would then reuse the old model's answers as the new one's, silently.
 `open_run` fingerprints every model that is a folder the first time a run folder sees it
 (`models.json`) and refuses, naming the role and what to do, when the weights differ.
 
-The fingerprint reads file names, sizes and the first and last MiB of each weights file,
-not whole files: a changed model changes them in practice, and a run folder over a 2 GB
-model reopens in milliseconds (every `still report` opens the run). It is content, not
-modification time, so a copied or re-downloaded identical folder passes.
+The fingerprint hashes the config and every weights file whole: a LoRA merge changes only
+some tensors, which can sit anywhere in the file. Hashing is paid once per change: the
+record keeps each folder's file names, sizes and modification times beside its hash, and a
+folder whose files still match them is not read again (every `still report` opens the
+run). A relinked or rewritten folder is hashed again, and an identical copy passes.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from still.tasks import Task
 RECORD = "models.json"
 """The run folder's file of model folder fingerprints, by model reference."""
 
-_EDGE = 1 << 20  # bytes read at each end of a weights file
+_CHUNK = 8 << 20  # bytes hashed at a time
 _WEIGHTS = (".safetensors", ".bin", ".gguf", ".pt")
 _SCHEMES = ("local:", "vllm:")
 
@@ -45,22 +46,29 @@ def model_folder(ref: str) -> Path | None:
     return folder if (folder / "config.json").is_file() else None
 
 
+def _files(folder: Path) -> list[Path]:
+    """The files that decide what a model answers: its config and its weights."""
+    return [
+        p
+        for p in sorted(folder.iterdir())
+        if p.is_file() and (p.name == "config.json" or p.suffix in _WEIGHTS)
+    ]
+
+
+def file_stats(folder: Path) -> str:
+    """Names, sizes and modification times of the model's files (links followed): when
+    they are as recorded, the recorded hash still holds."""
+    return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in _files(folder))
+
+
 def fingerprint(folder: Path) -> str:
-    """A content hash of a model folder: config and weights (names, sizes, both ends)."""
+    """A content hash of a model folder: its config and weights files, whole."""
     h = hashlib.sha256()
-    for path in sorted(folder.iterdir()):
-        if not path.is_file():
-            continue
-        if path.name == "config.json":
-            h.update(b"config\0" + path.read_bytes())
-        elif path.suffix in _WEIGHTS:
-            size = path.stat().st_size
-            h.update(f"{path.name}\0{size}\0".encode())
-            with path.open("rb") as f:
-                h.update(f.read(_EDGE))
-                if size > 2 * _EDGE:
-                    f.seek(size - _EDGE)
-                    h.update(f.read(_EDGE))
+    for path in _files(folder):
+        h.update(f"{path.name}\0{path.stat().st_size}\0".encode())
+        with path.open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
     return h.hexdigest()[:16]
 
 
@@ -99,20 +107,24 @@ def check_model_folders(task_path: Path | str, task: Task, run_dir: Path) -> Non
             (and models trained from it) came from.
     """
     record = run_dir / RECORD
-    seen: dict[str, str] = json.loads(record.read_text()) if record.is_file() else {}
+    seen: dict[str, Any] = json.loads(record.read_text()) if record.is_file() else {}
     current = dict(seen)
     for where, ref in model_refs(task):
         folder = model_folder(ref)
         if folder is None:
             continue
+        stats = file_stats(folder)
+        before = seen.get(ref)
+        if isinstance(before, dict) and before.get("files") == stats:
+            continue  # untouched since it was hashed
         now = fingerprint(folder)
-        if seen.get(ref, now) != now:
+        if isinstance(before, dict) and before.get("fingerprint") != now:
             raise StageError(
                 f"{task_path}: {where} ({ref}) is not the model this run folder's stored "
-                f"answers came from: its weights changed (fingerprint {seen[ref]} in "
-                f"{record}, now {now}), and the store would reuse the old model's answers "
+                f"answers came from: its weights changed (fingerprint {before['fingerprint']} "
+                f"in {record}, now {now}), and the store would reuse the old model's answers "
                 f"as the new one's. Use a new run folder (--run-dir), or delete {run_dir}"
             )
-        current[ref] = now
+        current[ref] = {"fingerprint": now, "files": stats}
     if current != seen:
         record.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
