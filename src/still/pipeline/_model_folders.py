@@ -114,7 +114,7 @@ def check_model_folders(task_path: Path | str, task: Task, run_dir: Path) -> Non
         if folder is None:
             continue
         stats = file_stats(folder)
-        before = seen.get(ref)
+        before = current.get(ref)  # a folder named twice (teacher and member) is hashed once
         if isinstance(before, dict) and before.get("files") == stats:
             continue  # untouched since it was hashed
         now = fingerprint(folder)
