@@ -4,6 +4,7 @@ the store: the store keys answers by the model's reference, not its weights."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -30,9 +31,11 @@ def test_a_changed_teacher_folder_is_refused_and_an_identical_copy_is_not(
 
     shutil.rmtree(teacher)  # the same weights again (a fresh copy): accepted
     shutil.copytree(tiny_model, teacher)
-    open_run(task, run_dir)
-
     weights = next(teacher.glob("*.safetensors"))
+    os.utime(weights, (1, 1))  # another file time: hashed again, and found the same
+    open_run(task, run_dir)
+    assert json.loads((run_dir / RECORD).read_text()) != record  # the new times are kept
+
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0xFF  # retrained: one tensor mid-file, same size and name
     weights.write_bytes(bytes(data))

@@ -40,9 +40,7 @@ def model_folder(ref: str) -> Path | None:
     target = ref
     for scheme in _SCHEMES:
         target = target.removeprefix(scheme)
-    folder = Path(target)
-    if ":" in target and not folder.exists():  # another provider's reference
-        return None
+    folder = Path(target)  # `openai:gpt-4o` names no folder with a config.json either
     return folder if (folder / "config.json").is_file() else None
 
 
@@ -58,7 +56,8 @@ def _files(folder: Path) -> list[Path]:
 def file_stats(folder: Path) -> str:
     """Names, sizes and modification times of the model's files (links followed): when
     they are as recorded, the recorded hash still holds."""
-    return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in _files(folder))
+    stats = ((p.name, p.stat()) for p in _files(folder))
+    return ";".join(f"{name}:{st.st_size}:{st.st_mtime_ns}" for name, st in stats)
 
 
 def fingerprint(folder: Path) -> str:
