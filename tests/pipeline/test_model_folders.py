@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from still.models import model_folder
 from still.pipeline import open_run
-from still.pipeline._model_folders import RECORD, fingerprint, model_folder, model_refs
+from still.pipeline._model_folders import RECORD, fingerprint, model_refs
 from still.pipeline._run import StageError
 from still.tasks import load_task
 from test_helpers import write_task

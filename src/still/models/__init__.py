@@ -30,6 +30,7 @@ from still.models._provider import (
     get_model,
     isolate_failures,
     known_models,
+    model_folder,
     register_provider,
     schemes,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "json_schema_processor",
     "known_models",
     "local_path",
+    "model_folder",
     "prompt_token_ids",
     "register_provider",
     "render_prompt",

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from still.errors import ModelError
 from still.models._chat import answer_token_ids, prompt_token_ids, render_prompt
-from still.models._provider import isolate_failures, register_provider
+from still.models._provider import isolate_failures, model_folder, register_provider
 from still.models._seeded import SeededSampler, is_greedy, is_seeded_sampling, model_top_k
 from still.types import Completion, Message, Request, SamplingParams, Usage
 
@@ -506,8 +506,8 @@ def local_path(ref: str) -> Path:
     target = ref.removeprefix("local:").removeprefix("vllm:")
     if target in BUNDLED:
         return bundled_path(target)
-    if (Path(target) / "config.json").is_file():
-        return Path(target)
+    if (folder := model_folder(ref)) is not None:
+        return folder
     known = ", ".join(f"local:{n}" for n in sorted(BUNDLED))
     raise ModelError(
         f"unknown local model {target!r}: not a bundled name ({known}) "

@@ -11,10 +11,10 @@ the same way (entry points in the group `still`, loaded on the first lookup).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from still.errors import ModelError
@@ -34,6 +34,20 @@ class Provider(Protocol):
 
 
 ProviderFactory = Callable[[str], Provider]
+FOLDER_SCHEMES = ("local:", "vllm:")
+"""Schemes whose reference may be a model folder's path (both engines load the same one)."""
+
+
+def model_folder(ref: str) -> Path | None:
+    """The Hugging Face model folder a reference names (`local:<dir>`, `vllm:<dir>` or a bare
+    directory), known by its config.json; None for bundled names, endpoints and scripted
+    models. The one test of "is this a folder", so a reference is read the same way by the
+    providers, the task check and the run folder's fingerprints."""
+    target = ref
+    for scheme in FOLDER_SCHEMES:
+        target = target.removeprefix(scheme)
+    folder = Path(target)  # `openai:gpt-4o` names no folder with a config.json either
+    return folder if (folder / "config.json").is_file() else None
 ERROR_CHARS = 300
 """The most characters of an exception's text kept in a failed completion's `error`."""
 
@@ -113,7 +127,7 @@ def get_model(ref: str) -> Provider:
     scheme, sep, rest = ref.partition(":")
     if sep and scheme in _SCHEMES:
         return _SCHEMES[scheme].factory(ref)
-    if os.path.isfile(os.path.join(ref, "config.json")):
+    if model_folder(ref) is not None:
         return _SCHEMES["local"].factory("local:" + ref)
     raise ModelError(f"unknown model {ref!r}. Known: {', '.join(known_models())}")
 

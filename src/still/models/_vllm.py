@@ -53,7 +53,7 @@ from typing import Any
 
 from still.errors import ModelError, StillError
 from still.models._chat import answer_token_ids, prompt_token_ids, render_prompt
-from still.models._provider import isolate_failures, register_provider
+from still.models._provider import isolate_failures, model_folder, register_provider
 from still.models._seeded import is_greedy
 from still.types import Completion, Message, Request, SamplingParams, Usage
 
@@ -121,7 +121,7 @@ def vllm_model(ref: str) -> str:
     target = ref.removeprefix("vllm:")
     if target in BUNDLED:
         return str(local_path(target))
-    if (Path(target) / "config.json").is_file():
+    if model_folder(target) is not None:
         return target
     looks_like_path = target.startswith(("/", ".", "~")) or Path(target).exists()
     if looks_like_path or target.count("/") != 1:

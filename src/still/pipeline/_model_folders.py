@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from still.models import model_folder
 from still.pipeline._run import StageError
 from still.tasks import Task
 
@@ -31,17 +32,6 @@ RECORD = "models.json"
 
 _CHUNK = 8 << 20  # bytes hashed at a time
 _WEIGHTS = (".safetensors", ".bin", ".gguf", ".pt")
-_SCHEMES = ("local:", "vllm:")
-
-
-def model_folder(ref: str) -> Path | None:
-    """The folder behind a reference that names one (`local:<dir>`, `vllm:<dir>` or a bare
-    directory with a config.json); None for bundled names, endpoints and scripted models."""
-    target = ref
-    for scheme in _SCHEMES:
-        target = target.removeprefix(scheme)
-    folder = Path(target)  # `openai:gpt-4o` names no folder with a config.json either
-    return folder if (folder / "config.json").is_file() else None
 
 
 def _files(folder: Path) -> list[Path]:

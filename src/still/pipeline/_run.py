@@ -40,6 +40,7 @@ from still.models import (
     Provider,
     get_model,
     known_models,
+    model_folder,
     schemes,
     use_engine_options,
     use_key_variables,
@@ -131,9 +132,7 @@ class Run:
         """The model reference playing `role` (`distilled` needs a trained student)."""
         m = self.task.models
         if role == "teacher":
-            if self.teacher_base is not None and not Path(
-                m.teacher.removeprefix("local:"), "config.json"
-            ).is_file():
+            if self.teacher_base is not None and model_folder(m.teacher) is None:
                 raise StageError(
                     f"the teacher is {self.teacher_base} fine-tuned on gold first "
                     "(teacher_training): run `still train --teacher` (or `still run`) first"
@@ -555,7 +554,7 @@ def _check_models(task_path: Path | str, task: Task) -> None:
         if ref is None:
             continue
         scheme, sep, _ = ref.partition(":")
-        if not (sep and scheme in known) and not Path(ref, "config.json").is_file():
+        if not (sep and scheme in known) and model_folder(ref) is None:
             raise TaskError(
                 f"{task_path}: models.{role}: unknown model {ref!r}; use a reference "
                 f"`still models` lists ({', '.join(known_models())}) or a model folder"
