@@ -67,6 +67,10 @@ def test_the_teacher_is_trained_once_and_teaches_only_inputs_it_never_saw(
     for ex_id, row in zip(kept, student_rows, strict=True):
         assert row["messages"][-1]["content"] == answers[ex_id].text
     assert answers[kept[0]].model == run.task.models.teacher
+    # the report is of the task file as declared (bench_quality), not of the run's copy,
+    # whose teacher now names the trained folder
+    digest = json.loads((run_dir / "report.json").read_text())["task_digest"]
+    assert digest == load_task(task).digest() != run.task.digest()
 
     # a rerun trains no teacher and asks no model anything new
     stamp = (teacher / "train.json").stat().st_mtime

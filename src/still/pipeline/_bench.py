@@ -196,7 +196,8 @@ def report_extra(run: Run, cmp: Comparison, rows: list[dict[str, Any]]) -> dict[
         "grpo": grpo_report(run),
         "synthesis": synthesis_report(run),
         "role_names": role_names(run.task.train.recipe),
-        "task_digest": run.task.digest(),  # which task this report is of (bench_quality)
+        # which task file this report is of (bench_quality): as declared, not as run
+        "task_digest": run.declared_digest or run.task.digest(),
     }
 
 

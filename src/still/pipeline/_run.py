@@ -106,6 +106,9 @@ class Run:
     # with `teacher_training`: the model fine-tuned into the teacher (models.teacher then
     # names the trained one's folder, `still.pipeline._teacher`)
     teacher_base: str | None = None
+    # `task.digest()` of the task as its file declares it: `task` itself may be changed
+    # since (the trained teacher's folder, `--processes`), and a report names its task file
+    declared_digest: str = ""
     # (role, model) -> its contextual calibration, once its content-free answers are stored
     _calibrations: dict[tuple[str, str, int], Calibration] = field(
         default_factory=dict, repr=False
@@ -431,6 +434,7 @@ def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
     so a mistake fails as one line naming the file and field, not halfway through a stage.
     """
     task = load_task(task_path)
+    declared = task.digest()
     _check_models(task_path, task)
     use_model_settings(task)
     examples, report = load_examples(task)
@@ -485,7 +489,8 @@ def open_run(task_path: Path | str, run_dir: Path | str | None = None) -> Run:
         base, trained = task.models.teacher, trained_teacher_dir(task, split, d)
         models = task.models.model_copy(update={"teacher": f"local:{trained.resolve()}"})
         task = task.model_copy(update={"models": models})
-    run = Run(task, d, Store(d / "still.db"), split, report, graders, teacher_base=base)
+    run = Run(task, d, Store(d / "still.db"), split, report, graders, teacher_base=base,
+              declared_digest=declared)  # fmt: skip
     record_teacher_answers(run)
     return run
 
