@@ -11,7 +11,7 @@ import torch
 
 from still.errors import ModelError
 from still.models import get_model
-from still.models._local import LocalProvider
+from still.models._local import LocalProvider, padded_passes
 from still.types import Message, Request, SamplingParams
 
 LABELS = ("human", "location", "number", "abbreviation")
@@ -222,3 +222,44 @@ def test_different_seeds_sample_different_answers(tiny_model: Path) -> None:
     first = answers(1)
     assert answers(1) == first
     assert answers(2) != first
+
+
+def test_padded_passes_give_an_outlier_a_pass_of_its_own() -> None:
+    """Rows are grouped shortest first while rows x longest row fits the budget: seven short
+    rows share a pass, a row that would make it pad to its length goes alone, and a row
+    longer than the budget is still answered, alone."""
+    lengths = [100, 9000, 90, 110, 95, 4700, 105, 99]
+    passes = padded_passes(lengths, 16384)
+    assert passes == [[2, 4, 7, 0, 6, 3], [5], [1]]
+    assert sorted(i for p in passes for i in p) == list(range(len(lengths)))
+    for p in passes:
+        assert len(p) == 1 or len(p) * max(lengths[i] for i in p) <= 16384
+    assert padded_passes([50] * 8, 16384) == [list(range(8))]  # a typical batch stays whole
+    assert padded_passes([], 100) == []
+
+
+def test_a_long_prompt_is_scored_in_its_own_pass(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One prompt far longer than the rest gets a forward pass of its own (the short ones
+    are not padded to it), and every request is scored as it is alone."""
+    import still.models._local as local
+
+    p = LocalProvider("tiny", tiny_model)
+    qs = ["Who wrote the play?", "Where? " * 60, "How many days?", "What is NASA?"]
+    reqs = [_req(p.name, q) for q in qs]
+    short = max(len(p.prompt_ids(r.messages)) for i, r in enumerate(reqs) if i != 1)
+    monkeypatch.setattr(local, "PASS_TOKENS", 3 * short)  # the three short ones fit
+    sizes: list[int] = []
+    score = p._score
+
+    def counted(batch: list[Request]) -> list[Any]:
+        sizes.append(len(batch))
+        return score(batch)
+
+    monkeypatch.setattr(p, "_score", counted)
+    outs = p.complete(reqs)
+    assert sorted(sizes) == [1, 3]
+    for req, c in zip(reqs, outs, strict=True):
+        assert c.ok and c.label_logprobs is not None, c.error
+        assert c.label_logprobs["human"] == pytest.approx(_naive(p, req, "human"), abs=1e-4)

@@ -42,6 +42,13 @@ if TYPE_CHECKING:
 MIN_PREFIX = 16
 """A shared prefix shorter than this is not worth caching."""
 
+PASS_TOKENS = 16384
+"""The most tokens a forward pass over a batch may hold, padding included (rows x its
+longest row), unless one row is longer alone. A batch is padded to its longest row, so one
+outlier costs the whole batch its length: in SMS spam, a CSV record the file's stray quotes
+merged is an 8,996-token "message" that made seven 100-token ones cost as much as it. Typical
+batches (8 rows of a few hundred tokens) stay whole; such a row gets a pass of its own."""
+
 
 class LocalProvider:
     """A transformers model on CPU (or CUDA when present), loaded once."""
@@ -82,16 +89,29 @@ class LocalProvider:
         and output schema (one constrained-decoding grammar per forward pass)."""
         results: dict[int, Completion] = {}
         scored = [i for i, r in enumerate(requests) if r.labels]
-        if scored:
-            _answer(requests, scored, self._score, results)
+        for idx in self._passes(requests, scored):
+            _answer(requests, idx, self._score, results)
         groups: dict[tuple[tuple[str, SamplingParams], str], list[int]] = {}
         for i, r in enumerate(requests):
             if not r.labels:
                 schema = json.dumps(r.json_schema, sort_keys=True) if r.json_schema else ""
                 groups.setdefault((_batch_key(r.params), schema), []).append(i)
-        for idx in groups.values():
-            _answer(requests, idx, self._generate, results)
+        for group in groups.values():
+            for idx in self._passes(requests, group):
+                _answer(requests, idx, self._generate, results)
         return [results[i] for i in range(len(requests))]
+
+    def _passes(self, requests: Sequence[Request], idx: list[int]) -> list[list[int]]:
+        """`idx` in forward passes of at most PASS_TOKENS padded tokens (`padded_passes`):
+        a request's length is its prompt's tokens, plus `max_tokens` when generated."""
+        if len(idx) < 2:
+            return [idx] if idx else []
+        lengths = [
+            len(self.prompt_ids(requests[i].messages))
+            + (0 if requests[i].labels else requests[i].params.max_tokens)
+            for i in idx
+        ]
+        return [[idx[k] for k in p] for p in padded_passes(lengths, PASS_TOKENS)]
 
     # -- scoring -------------------------------------------------------------------------
     def _score(self, batch: list[Request]) -> list[Completion]:
@@ -437,6 +457,23 @@ class LocalProvider:
                 entry.setdefault(self.tokenizer.decode([i]), float(v))
             steps.append(entry)
         return tuple(steps)
+
+
+def padded_passes(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Positions of `lengths` grouped into passes, shortest first, so that each pass's rows
+    times its longest row stay within `budget` tokens (a row longer than that alone gets a
+    pass to itself). Shortest first makes each new row its pass's longest, so the padding
+    is checked once per row."""
+    passes: list[list[int]] = []
+    current: list[int] = []
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if current and (len(current) + 1) * lengths[i] > budget:
+            passes.append(current)
+            current = []
+        current.append(i)
+    if current:
+        passes.append(current)
+    return passes
 
 
 def _answer(
