@@ -34,6 +34,9 @@ class Provider(Protocol):
 
 
 ProviderFactory = Callable[[str], Provider]
+ERROR_CHARS = 300
+"""The most characters of an exception's text kept in a failed completion's `error`."""
+
 FOLDER_SCHEMES = ("local:", "vllm:")
 """Schemes whose reference may be a model folder's path (both engines load the same one)."""
 
@@ -48,8 +51,6 @@ def model_folder(ref: str) -> Path | None:
         target = target.removeprefix(scheme)
     folder = Path(target)  # `openai:gpt-4o` names no folder with a config.json either
     return folder if (folder / "config.json").is_file() else None
-ERROR_CHARS = 300
-"""The most characters of an exception's text kept in a failed completion's `error`."""
 
 
 def isolate_failures(
