@@ -28,6 +28,7 @@ from still.pipeline import (
 from still.pipeline._synthesize import (
     NearIndex,
     distinct_ngrams,
+    is_synthetic,
     jaccard,
     ngrams,
     synthesis_report,
@@ -255,9 +256,31 @@ def test_still_run_synthesizes_once_when_used(tmp_path: Path) -> None:
     run = open_run(_task(tmp_path, use=True, n=3), tmp_path / "run")
     first = synthesize_for_run(run)
     assert first is not None and first.kept == 3 and len(CALLS) == 3
-    assert synthesize_for_run(open_run(_task(tmp_path, use=True, n=9), tmp_path / "run")) is None
+    assert synthesize_for_run(open_run(_task(tmp_path, use=True, n=3), tmp_path / "run")) is None
     unused = open_run(_task(tmp_path), tmp_path / "run2")
     assert synthesize_for_run(unused) is None and len(CALLS) == 3
+
+
+def test_a_larger_n_in_the_task_synthesizes_again_asking_only_the_new_inputs(
+    tmp_path: Path,
+) -> None:
+    """Raising `synthesize.n` makes `still run` write the larger set: the first inputs come
+    from the store (not asked again), only the new ones are asked; `still synthesize --n`
+    output (settings of its own) is kept as it is."""
+    synthesize_for_run(open_run(_task(tmp_path, use=True, n=3), tmp_path / "run"))
+    assert len(CALLS) == 3
+    run = open_run(_task(tmp_path, use=True, n=6), tmp_path / "run")
+    more = synthesize_for_run(run)
+    assert more is not None and more.kept == 6 and more.from_store == 3
+    assert len(CALLS) == 6
+    assert len(_jsonl(run.dir / "synthetic.jsonl")) == 6
+    assert sum(is_synthetic(e) for e in run.split.train) == 6
+    assert synthesize_for_run(open_run(_task(tmp_path, use=True, n=6), tmp_path / "run")) is None
+
+    chosen = open_run(_task(tmp_path, use=True, n=6), tmp_path / "run3")
+    synthesize_stage(chosen, n=2)  # the command line's own n
+    assert synthesize_for_run(open_run(_task(tmp_path, use=True, n=6), tmp_path / "run3")) is None
+    assert len(_jsonl(chosen.dir / "synthetic.jsonl")) == 2
 
 
 def test_one_line_inputs_stop_at_the_line_end_and_keep_the_first_line(tmp_path: Path) -> None:

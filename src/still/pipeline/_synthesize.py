@@ -115,6 +115,11 @@ class SynthStats:
     labels_without_examples: list[str] = field(default_factory=list)
     diversity: dict[str, float] = field(default_factory=dict)
     train_diversity: dict[str, float] = field(default_factory=dict)
+    # what was asked (the `synthesize:` settings, `n` included, and the writer), as a hash:
+    # `still run` synthesizes again when the task's differ (`synthesize_for_run`)
+    settings: str = ""
+    # `still synthesize --n/--seed` chose other settings than the task's: kept as they are
+    by_command: bool = False
 
     def summary(self) -> str:
         """One line for people."""
@@ -388,6 +393,7 @@ def synthesize_stage(
     if seed is not None:
         spec = spec.model_copy(update={"seed": seed})
     task = run.task.model_copy(update={"synthesize": spec})
+    by_command = n is not None or seed is not None
     n = n or spec.n
     model = spec.model or run.task.models.teacher
     plan = _Planner(task, run.split, model)
@@ -399,6 +405,8 @@ def synthesize_stage(
         )
     names = plan.fields
     stats = SynthStats(model=model, n=n, seed=spec.seed, similarity=spec.similarity)
+    stats.settings = _settings(spec.model_copy(update={"n": n}), model)
+    stats.by_command = by_command
     stats.labels_without_examples = list(plan.missing)
     known = NearIndex(spec.similarity)  # training inputs, then each kept new one
     exact: dict[str, str] = {}
@@ -581,12 +589,32 @@ def _flat(ex: Example) -> str:
     return normalise(" ".join(v for _, v in sorted(ex.fields.items())))
 
 
+def _settings(spec: SynthesizeSpec, model: str) -> str:
+    """A hash of what a synthesis asks for: its settings (`n` included) and its writer."""
+    text = json.dumps([spec.model_dump(mode="json"), model], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _current(run: Run, spec: SynthesizeSpec) -> bool:
+    """Whether the run folder's synthetic inputs are the task's: written by `still
+    synthesize` with settings of its own (kept as they are), or with the task's as they
+    now are."""
+    path = run.dir / SYNTH_STATS
+    if not synthetic_file(run).is_file() or not path.is_file():
+        return False
+    done = json.loads(path.read_text())
+    model = spec.model or run.task.models.teacher
+    return bool(done.get("by_command")) or done.get("settings") == _settings(spec, model)
+
+
 def synthesize_for_run(run: Run, budget: Budget | None = None) -> SynthStats | None:
-    """`still run`'s step: with `synthesize.use` and no synthetic.jsonl yet, synthesize
-    (`synthesize.n` inputs) so the teacher answers them with the train split; an existing
-    file (`still synthesize --n ...`) is used as it is. None when nothing was done."""
+    """`still run`'s step: with `synthesize.use`, synthesize (`synthesize.n` inputs) so the
+    teacher answers them with the train split, unless the run folder's synthetic inputs
+    are already the task's (`_current`). A task whose `synthesize:` changed (a larger `n`)
+    is synthesized again, resuming through the store: what was asked before is not asked
+    again. None when nothing was done."""
     spec = run.task.synthesize
-    if spec is None or not spec.use or synthetic_file(run).is_file():
+    if spec is None or not spec.use or _current(run, spec):
         return None
     stats = synthesize_stage(run, budget=budget)
     log.info("synthesize: %s", stats.summary())
