@@ -42,7 +42,7 @@ def test_variants_differ_only_in_what_they_compare(files: list[str], differs: st
 def test_the_trec_variants_have_fifty_labelled_examples_and_the_synthetic_ones_are_used() -> None:
     few, synth = (load_task(EXAMPLES / "trec" / f) for f in ("few.yaml", "synth.yaml"))
     assert few.split.train == 50 and few.synthesize is None
-    assert synth.synthesize is not None and synth.synthesize.use and synth.synthesize.n == 240
+    assert synth.synthesize is not None and synth.synthesize.use and synth.synthesize.n == 1000
 
 
 def test_the_cross_tokenizer_variants_are_sft_uld_and_align_and_rows_fit() -> None:
