@@ -7,8 +7,9 @@ The local provider pads a batch to its longest prompt, and capture batches by le
 the longest inputs of a data set share the last batch. In the SMS Spam Collection five CSV
 records are merged by stray quotes (the reader warns of them); one is an 8,996-token
 "message", and the validation batch that held it took 14 minutes for the base student:
-eight rows padded to its length. `still.models._local.PASS_TOKENS` now splits a batch into
-passes of at most that many padded tokens, so the outlier runs alone.
+eight rows padded to its length. A local provider now splits a batch into passes of at
+most `pass_tokens` (default `still.models.PASS_TOKENS`) padded tokens, so the outlier
+runs alone.
 
 This script takes the task's real data: seven messages of median length and the longest
 record (cut to `--long-chars` characters, so the whole-batch way finishes in a minute),
@@ -23,9 +24,8 @@ import argparse
 import statistics
 import time
 
-import still.models._local as local
 from still.capture import build_request
-from still.models import get_model
+from still.models import PASS_TOKENS, LocalProvider, get_model, padded_passes
 from still.tasks import load_examples, load_task
 
 
@@ -45,16 +45,16 @@ def main() -> None:
     cut = {**longest.fields, args.field: longest.fields[args.field][: args.long_chars]}
     rows = [*by_length[middle - 3 : middle + 4], longest.model_copy(update={"fields": cut})]
     provider = get_model(args.model)
-    assert isinstance(provider, local.LocalProvider)
+    assert isinstance(provider, LocalProvider)
     reqs = [build_request(task, "student", provider.name, e, []) for e in rows]
     tokens = [len(provider.prompt_ids(r.messages)) for r in reqs]
     provider.complete(reqs[:2])  # warm-up: weights loaded
 
     seconds: dict[str, float] = {}
     scores = {}
-    default = local.PASS_TOKENS
+    default = PASS_TOKENS
     for name, budget in (("one padded batch (before)", 10**9), (f"passes of {default}", default)):
-        local.PASS_TOKENS = budget
+        provider.pass_tokens = budget
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()
@@ -62,12 +62,12 @@ def main() -> None:
             times.append(time.perf_counter() - start)
         seconds[name] = min(times)
         scores[name] = [c.label_logprobs or {} for c in outs]
-    local.PASS_TOKENS = default
+    provider.pass_tokens = default
     print(f"{args.model} on {args.task}: 8 rows, prompt tokens {tokens} "
           f"(median {statistics.median(tokens):.0f}); best of {args.repeats}\n")  # fmt: skip
     print("| scoring | seconds | padded tokens |")
     print("|---|---|---|")
-    passes = local.padded_passes(tokens, default)
+    passes = padded_passes(tokens, default)
     padded = {
         "one padded batch (before)": len(tokens) * max(tokens),
         f"passes of {default}": sum(len(p) * max(tokens[i] for i in p) for p in passes),

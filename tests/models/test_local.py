@@ -243,13 +243,11 @@ def test_a_long_prompt_is_scored_in_its_own_pass(
 ) -> None:
     """One prompt far longer than the rest gets a forward pass of its own (the short ones
     are not padded to it), and every request is scored as it is alone."""
-    import still.models._local as local
-
     p = LocalProvider("tiny", tiny_model)
     qs = ["Who wrote the play?", "Where? " * 60, "How many days?", "What is NASA?"]
     reqs = [_req(p.name, q) for q in qs]
     short = max(len(p.prompt_ids(r.messages)) for i, r in enumerate(reqs) if i != 1)
-    monkeypatch.setattr(local, "PASS_TOKENS", 3 * short)  # the three short ones fit
+    p.pass_tokens = 3 * short  # the three short ones fit
     sizes: list[int] = []
     score = p._score
 

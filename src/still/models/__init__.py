@@ -18,7 +18,7 @@ from still.models._bundled import (
 )
 from still.models._chat import answer_token_ids, prompt_token_ids, render_prompt
 from still.models._constrained import json_schema_processor
-from still.models._local import LocalProvider, local_path
+from still.models._local import PASS_TOKENS, LocalProvider, local_path, padded_passes
 from still.models._openai import (
     EndpointAccess,
     endpoint_access,
@@ -50,6 +50,7 @@ __all__ = [
     "EndpointAccess",
     "EngineError",
     "LocalProvider",
+    "PASS_TOKENS",
     "Provider",
     "VLLMServe",
     "answer_token_ids",
@@ -66,6 +67,7 @@ __all__ = [
     "known_models",
     "local_path",
     "model_folder",
+    "padded_passes",
     "prompt_token_ids",
     "register_provider",
     "render_prompt",

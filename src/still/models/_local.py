@@ -69,6 +69,7 @@ class LocalProvider:
         self.model: Any = auto.from_pretrained(self.path, dtype=torch.float32)
         self.model.to(self.device).eval()
         self._prefix: tuple[list[int], Any] | None = None
+        self.pass_tokens = PASS_TOKENS  # padded tokens a forward pass may hold (`_passes`)
 
     # -- prompts -------------------------------------------------------------------------
     def render(self, messages: Sequence[Message]) -> str:
@@ -102,7 +103,7 @@ class LocalProvider:
         return [results[i] for i in range(len(requests))]
 
     def _passes(self, requests: Sequence[Request], idx: list[int]) -> list[list[int]]:
-        """`idx` in forward passes of at most PASS_TOKENS padded tokens (`padded_passes`):
+        """`idx` in forward passes of at most `pass_tokens` padded tokens (`padded_passes`):
         a request's length is its prompt's tokens, plus `max_tokens` when generated."""
         if len(idx) < 2:
             return [idx] if idx else []
@@ -111,7 +112,7 @@ class LocalProvider:
             + (0 if requests[i].labels else requests[i].params.max_tokens)
             for i in idx
         ]
-        return [[idx[k] for k in p] for p in padded_passes(lengths, PASS_TOKENS)]
+        return [[idx[k] for k in p] for p in padded_passes(lengths, self.pass_tokens)]
 
     # -- scoring -------------------------------------------------------------------------
     def _score(self, batch: list[Request]) -> list[Completion]:
